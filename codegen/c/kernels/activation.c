@@ -1,0 +1,137 @@
+/* activation.c -- GELU (erf / tanh), the linear epilogue, softmax, transpose.
+ * Plain loops over the inline approximations in s4c_internal.h; GCC/Clang
+ * vectorise them at -O3 (no libm calls on the hot path). */
+#include "s4c_internal.h"
+
+#define S4C_TBLK 64 /* tokens per block in the feature-major reductions */
+
+void s4c_gelu_erf(size_t n, const float *x, float *y) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = s4c__gelu_erf(x[i]);
+}
+
+void s4c_gelu_tanh(size_t n, const float *x, float *y) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = s4c__gelu_tanh(x[i]);
+}
+
+void s4c_activation(int act, size_t n, const float *x, float *y) {
+    if (act == S4C_ACT_GELU_ERF)
+        s4c_gelu_erf(n, x, y);
+    else if (act == S4C_ACT_GELU_TANH)
+        s4c_gelu_tanh(n, x, y);
+    else if (x != y)
+        memmove(y, x, n * sizeof *y);
+}
+
+void s4c__epilogue(float *y, const float *res, int n, int act) {
+    int i;
+    if (act == S4C_ACT_GELU_ERF) {
+        if (res)
+            for (i = 0; i < n; i++) y[i] = s4c__gelu_erf(y[i]) + res[i];
+        else
+            for (i = 0; i < n; i++) y[i] = s4c__gelu_erf(y[i]);
+    } else if (act == S4C_ACT_GELU_TANH) {
+        if (res)
+            for (i = 0; i < n; i++) y[i] = s4c__gelu_tanh(y[i]) + res[i];
+        else
+            for (i = 0; i < n; i++) y[i] = s4c__gelu_tanh(y[i]);
+    } else if (res) {
+        for (i = 0; i < n; i++) y[i] += res[i];
+    }
+}
+
+/* Softmax over features for tokens [t0, t0+nt), nt <= S4C_TBLK. */
+static void softmax_features_block(int F, int T, int t0, int nt, const float *x, float *y) {
+    float m[S4C_TBLK], s[S4C_TBLK];
+    int f, t;
+    for (t = 0; t < nt; t++) {
+        m[t] = -INFINITY;
+        s[t] = 0.0f;
+    }
+    for (f = 0; f < F; f++) {
+        const float *xr = x + (size_t)f * T + t0;
+        for (t = 0; t < nt; t++) m[t] = xr[t] > m[t] ? xr[t] : m[t];
+    }
+    for (t = 0; t < nt; t++)
+        if (m[t] == -INFINITY) m[t] = 0.0f; /* all -inf: avoid inf - inf */
+    for (f = 0; f < F; f++) {
+        const float *xr = x + (size_t)f * T + t0;
+        float *yr = y + (size_t)f * T + t0;
+        for (t = 0; t < nt; t++) {
+            float e = xr[t] == -INFINITY ? 0.0f : s4c__expf(xr[t] - m[t]);
+            yr[t] = e;
+            s[t] += e;
+        }
+    }
+    for (t = 0; t < nt; t++) s[t] = s[t] > 0.0f ? 1.0f / s[t] : 0.0f;
+    for (f = 0; f < F; f++) {
+        float *yr = y + (size_t)f * T + t0;
+        for (t = 0; t < nt; t++) yr[t] *= s[t];
+    }
+}
+
+void s4c_softmax_features(int F, int T, const float *x, float *y) {
+    int nblk = (T + S4C_TBLK - 1) / S4C_TBLK;
+    if (F <= 0 || T <= 0) return;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(s4c__threads_for((double)F * T, 32768.0))
+    {
+        int p = omp_get_thread_num(), np = omp_get_num_threads(), b, e, i;
+        s4c__split_even(nblk, np, p, &b, &e);
+        for (i = b; i < e; i++) {
+            int t0 = i * S4C_TBLK, nt = T - t0 < S4C_TBLK ? T - t0 : S4C_TBLK;
+            softmax_features_block(F, T, t0, nt, x, y);
+        }
+    }
+#else
+    {
+        int i;
+        for (i = 0; i < nblk; i++) {
+            int t0 = i * S4C_TBLK, nt = T - t0 < S4C_TBLK ? T - t0 : S4C_TBLK;
+            softmax_features_block(F, T, t0, nt, x, y);
+        }
+    }
+#endif
+}
+
+static void softmax_row(int n, const float *x, float *y) {
+    float m = -INFINITY, s = 0.0f;
+    int i;
+    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    if (m == -INFINITY) m = 0.0f;
+    for (i = 0; i < n; i++) {
+        float e = x[i] == -INFINITY ? 0.0f : s4c__expf(x[i] - m);
+        y[i] = e;
+        s += e;
+    }
+    s = s > 0.0f ? 1.0f / s : 0.0f;
+    for (i = 0; i < n; i++) y[i] *= s;
+}
+
+void s4c_softmax_rows(int rows, int n, const float *x, float *y) {
+    int r;
+    if (rows <= 0 || n <= 0) return;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(s4c__threads_for((double)rows * n, 32768.0)) schedule(static)
+#endif
+    for (r = 0; r < rows; r++) softmax_row(n, x + (size_t)r * n, y + (size_t)r * n);
+}
+
+void s4c_transpose(int rows, int cols, const float *x, float *y) {
+    const int B = 32;
+    int r0;
+    if (rows <= 0 || cols <= 0) return;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(s4c__threads_for((double)rows * cols, 65536.0)) schedule(static)
+#endif
+    for (r0 = 0; r0 < rows; r0 += B) {
+        int c0, r, c;
+        int r1 = r0 + B < rows ? r0 + B : rows;
+        for (c0 = 0; c0 < cols; c0 += B) {
+            int c1 = c0 + B < cols ? c0 + B : cols;
+            for (c = c0; c < c1; c++)
+                for (r = r0; r < r1; r++) y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+        }
+    }
+}

@@ -1,0 +1,97 @@
+/* norm.c -- LayerNorm and SkipLayerNorm over the feature dimension of
+ * feature-major tensors x[F][T].
+ *
+ * Tokens are processed in blocks of S4C_LN_TBLK: per block, pass 1 sums over
+ * the F rows (vectorised over the block's tokens), pass 2 accumulates the
+ * centred squares (two-pass variance, no cancellation), pass 3 normalises.
+ * Blocks are split across threads. */
+#include "s4c_internal.h"
+
+#define S4C_LN_TBLK 64
+
+/* Normalise tokens [t0, t0+nt) of src into y (src may be y). */
+static void ln_block(int F, size_t T, const float *src, const float *gamma, const float *beta,
+                     float eps, float *y, int nt) {
+    float mean[S4C_LN_TBLK], rstd[S4C_LN_TBLK];
+    const float invF = 1.0f / (float)F;
+    int f, t;
+    for (t = 0; t < nt; t++) mean[t] = 0.0f;
+    for (f = 0; f < F; f++) {
+        const float *s = src + (size_t)f * T;
+        for (t = 0; t < nt; t++) mean[t] += s[t];
+    }
+    for (t = 0; t < nt; t++) {
+        mean[t] *= invF;
+        rstd[t] = 0.0f;
+    }
+    for (f = 0; f < F; f++) {
+        const float *s = src + (size_t)f * T;
+        for (t = 0; t < nt; t++) {
+            float d = s[t] - mean[t];
+            rstd[t] += d * d;
+        }
+    }
+    for (t = 0; t < nt; t++) rstd[t] = 1.0f / sqrtf(rstd[t] * invF + eps);
+    for (f = 0; f < F; f++) {
+        const float *s = src + (size_t)f * T;
+        float *yr = y + (size_t)f * T;
+        const float g = gamma ? gamma[f] : 1.0f, b = beta ? beta[f] : 0.0f;
+        for (t = 0; t < nt; t++) yr[t] = (s[t] - mean[t]) * rstd[t] * g + b;
+    }
+}
+
+/* s = x + skip (+ bias) for a token block, into y (and sum_out). */
+static void skip_block(int F, size_t T, const float *x, const float *skip, const float *bias,
+                       float *y, float *sum_out, int nt) {
+    int f, t;
+    for (f = 0; f < F; f++) {
+        const size_t o = (size_t)f * T;
+        const float b = bias ? bias[f] : 0.0f;
+        for (t = 0; t < nt; t++) y[o + t] = x[o + t] + skip[o + t] + b;
+        if (sum_out) memcpy(sum_out + o, y + o, (size_t)nt * sizeof *y);
+    }
+}
+
+static void norm_blocks(int b0, int b1, int F, int T, const float *x, const float *skip,
+                        const float *bias, const float *gamma, const float *beta, float eps,
+                        float *y, float *sum_out) {
+    int i;
+    for (i = b0; i < b1; i++) {
+        const int t0 = i * S4C_LN_TBLK;
+        const int nt = T - t0 < S4C_LN_TBLK ? T - t0 : S4C_LN_TBLK;
+        if (skip) {
+            skip_block(F, (size_t)T, x + t0, skip + t0, bias, y + t0, sum_out ? sum_out + t0 : NULL,
+                       nt);
+            ln_block(F, (size_t)T, y + t0, gamma, beta, eps, y + t0, nt);
+        } else {
+            ln_block(F, (size_t)T, x + t0, gamma, beta, eps, y + t0, nt);
+        }
+    }
+}
+
+static void norm_run(int F, int T, const float *x, const float *skip, const float *bias,
+                     const float *gamma, const float *beta, float eps, float *y, float *sum_out) {
+    const int nblk = (T + S4C_LN_TBLK - 1) / S4C_LN_TBLK;
+    if (F <= 0 || T <= 0) return;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(s4c__threads_for((double)F * T, 32768.0))
+    {
+        int b, e;
+        s4c__split_even(nblk, omp_get_num_threads(), omp_get_thread_num(), &b, &e);
+        norm_blocks(b, e, F, T, x, skip, bias, gamma, beta, eps, y, sum_out);
+    }
+#else
+    norm_blocks(0, nblk, F, T, x, skip, bias, gamma, beta, eps, y, sum_out);
+#endif
+}
+
+void s4c_layernorm(int F, int T, const float *x, const float *gamma, const float *beta,
+                   float eps, float *y) {
+    norm_run(F, T, x, NULL, NULL, gamma, beta, eps, y, NULL);
+}
+
+void s4c_skip_layernorm(int F, int T, const float *x, const float *skip, const float *bias,
+                        const float *gamma, const float *beta, float eps, float *y,
+                        float *sum_out) {
+    norm_run(F, T, x, skip, bias, gamma, beta, eps, y, sum_out);
+}

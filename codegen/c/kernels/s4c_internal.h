@@ -1,0 +1,222 @@
+/*
+ * s4c_internal.h -- private helpers shared by the kernel sources (not part of
+ * the API): a tiny portable SIMD layer, threading helpers, vectorisable math.
+ *
+ * SIMD layer.  With GCC/Clang (and not -DS4C_PLAIN_C) s4c_vf is a GNU vector
+ * extension type of S4C_VW floats (8 with AVX, else 4) so that accumulators
+ * stay in registers; loads/stores go through memcpy (no alignment or aliasing
+ * assumptions, -pedantic / UBSan clean, compiled to vmovups).  Otherwise s4c_vf
+ * is a struct of S4C_VW floats with loop-based operations (plain C99).
+ */
+#ifndef S4C_INTERNAL_H
+#define S4C_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "s4c_kernels.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* -std=c99 makes GCC default to -ffp-contract=off; the kernels want a*b+c fused
+ * (FMA) wherever the target has it.  Clang already contracts within an
+ * expression, which is all the kernels rely on. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(S4C_NO_CONTRACT)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+#if defined(__GNUC__)
+#define S4C_INLINE static inline __attribute__((always_inline))
+#define S4C_NOINLINE __attribute__((noinline))
+#define S4C_RESTRICT __restrict__
+#else
+#define S4C_INLINE static inline
+#define S4C_NOINLINE
+#define S4C_RESTRICT
+#endif
+
+#if defined(__GNUC__) && !defined(S4C_PLAIN_C)
+#define S4C_VECEXT 1
+#if defined(__AVX__)
+#define S4C_VW 8
+typedef float s4c_vf __attribute__((vector_size(32)));
+S4C_INLINE s4c_vf s4c_vset1(float s) {
+    s4c_vf v = {s, s, s, s, s, s, s, s};
+    return v;
+}
+#else
+#define S4C_VW 4
+typedef float s4c_vf __attribute__((vector_size(16)));
+S4C_INLINE s4c_vf s4c_vset1(float s) {
+    s4c_vf v = {s, s, s, s};
+    return v;
+}
+#endif
+S4C_INLINE s4c_vf s4c_vload(const float *p) {
+    s4c_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+S4C_INLINE void s4c_vstore(float *p, s4c_vf v) { memcpy(p, &v, sizeof v); }
+S4C_INLINE s4c_vf s4c_vfma(s4c_vf acc, s4c_vf a, s4c_vf b) { return acc + a * b; }
+S4C_INLINE s4c_vf s4c_vadd(s4c_vf a, s4c_vf b) { return a + b; }
+S4C_INLINE s4c_vf s4c_vmul(s4c_vf a, s4c_vf b) { return a * b; }
+
+#else /* plain C99 fallback */
+#define S4C_VW 8
+typedef struct {
+    float v[S4C_VW];
+} s4c_vf;
+S4C_INLINE s4c_vf s4c_vset1(float s) {
+    s4c_vf r;
+    int i;
+    for (i = 0; i < S4C_VW; i++) r.v[i] = s;
+    return r;
+}
+S4C_INLINE s4c_vf s4c_vload(const float *p) {
+    s4c_vf r;
+    memcpy(r.v, p, sizeof r.v);
+    return r;
+}
+S4C_INLINE void s4c_vstore(float *p, s4c_vf v) { memcpy(p, v.v, sizeof v.v); }
+S4C_INLINE s4c_vf s4c_vfma(s4c_vf acc, s4c_vf a, s4c_vf b) {
+    int i;
+    for (i = 0; i < S4C_VW; i++) acc.v[i] += a.v[i] * b.v[i];
+    return acc;
+}
+S4C_INLINE s4c_vf s4c_vadd(s4c_vf a, s4c_vf b) {
+    int i;
+    for (i = 0; i < S4C_VW; i++) a.v[i] += b.v[i];
+    return a;
+}
+S4C_INLINE s4c_vf s4c_vmul(s4c_vf a, s4c_vf b) {
+    int i;
+    for (i = 0; i < S4C_VW; i++) a.v[i] *= b.v[i];
+    return a;
+}
+#endif
+
+/* ------------------------------------------------------------ threading */
+S4C_INLINE int s4c__max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Threads worth using for `work` units when one thread should get at least
+ * `min_per_thread` units. */
+S4C_INLINE int s4c__threads_for(double work, double min_per_thread) {
+    int nt = s4c__max_threads();
+    double lim = work / min_per_thread;
+    if (lim < 1.0) return 1;
+    if ((double)nt > lim) nt = (int)lim;
+    return nt < 1 ? 1 : nt;
+}
+
+/* Even split of [0, n) into nparts; part p gets [*b, *e). */
+S4C_INLINE void s4c__split_even(int n, int nparts, int p, int *b, int *e) {
+    *b = (int)(((int64_t)n * p) / nparts);
+    *e = (int)(((int64_t)n * (p + 1)) / nparts);
+}
+
+/* Split rows [0, n) by the prefix sums ptr[0..n] (e.g. CSR indptr) into nparts
+ * of nearly equal weight ptr[e] - ptr[b] + rows * row_cost. */
+void s4c__split_weighted(const int32_t *ptr, int n, int64_t row_cost, int nparts, int p,
+                         int *b, int *e);
+
+/* Tokens per block for the sparse kernels: the X[in][block] slice they stream
+ * should stay in L2 (S4C_XBLOCK_BYTES, default 256 KiB).  A multiple of
+ * 4*S4C_VW, at least that, at most T. */
+#ifndef S4C_XBLOCK_BYTES
+#define S4C_XBLOCK_BYTES (256 * 1024)
+#endif
+S4C_INLINE int s4c__token_block(int in, int T) {
+    int64_t tb = (int64_t)S4C_XBLOCK_BYTES / ((int64_t)(in > 0 ? in : 1) * 4);
+    tb -= tb % (4 * S4C_VW);
+    if (tb < 4 * S4C_VW) tb = 4 * S4C_VW;
+    return tb >= T ? (T > 0 ? T : 1) : (int)tb;
+}
+
+/* ------------------------------------------------------------ epilogue */
+/* y[0..n) = act(y) + res[0..n) (res may be NULL).  bias is added by the callers
+ * (they initialise the accumulators with it). */
+void s4c__epilogue(float *y, const float *res, int n, int act);
+
+/* ------------------------------------------------------------ dense GEMM core
+ * C[M][N] = A . B (+ bias[m]) then act / + res[m][n] per row, where
+ * A(m, k) = A[m*rsa + k*csa], B[k][n] = B[k*ldb + n], C[m*ldc + n],
+ * res[m*ldr + n] (bias, res may be NULL).  Serial; callers split M. */
+void s4c__gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa,
+               const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *bias,
+               int act, const float *res, ptrdiff_t ldr);
+
+/* ------------------------------------------------------------ math
+ * Branch-free float approximations written so that loops calling them
+ * auto-vectorise (no libm calls): |error| < 2e-7 relative for exp over its
+ * range, < 1e-6 absolute for erf / tanh. */
+S4C_INLINE float s4c__as_float(int32_t i) {
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+/* exp(x) for x in [-87, 88]; clamped outside (exp(-inf) -> ~1.6e-38). */
+S4C_INLINE float s4c__expf(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: round-to-nearest trick */
+    float n, r, p;
+    int32_t ni;
+    x = x < 88.0f ? x : 88.0f;
+    x = x > -87.0f ? x : -87.0f;
+    n = (x * 1.44269504088896341f + magic) - magic;
+    r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r * r + r + 1.0f;
+    ni = (int32_t)n;
+    return p * s4c__as_float((ni + 127) * (1 << 23));
+}
+
+/* erf(x): rational minimax approximation on [-4, 4] (+-1 outside). */
+S4C_INLINE float s4c__erff(float x) {
+    float x2, p, q;
+    x = x < 4.0f ? x : 4.0f;
+    x = x > -4.0f ? x : -4.0f;
+    x2 = x * x;
+    p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 + -2.10102402082508e-06f;
+    p = p * x2 + -5.69250639462346e-05f;
+    p = p * x2 + -7.34990630326855e-04f;
+    p = p * x2 + -2.95459980854025e-03f;
+    p = p * x2 + -1.60960333262415e-02f;
+    q = -1.45660718464996e-05f;
+    q = q * x2 + -2.13374055278905e-04f;
+    q = q * x2 + -1.68282697438203e-03f;
+    q = q * x2 + -7.37332916720468e-03f;
+    q = q * x2 + -1.42647390514189e-02f;
+    return x * p / q;
+}
+
+/* GELU, erf form. */
+S4C_INLINE float s4c__gelu_erf(float x) {
+    return 0.5f * x * (1.0f + s4c__erff(x * 0.70710678118654752f));
+}
+
+/* GELU, tanh form: 0.5 x (1 + tanh(u)) == x / (1 + exp(-2u)). */
+S4C_INLINE float s4c__gelu_tanh(float x) {
+    float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return x / (1.0f + s4c__expf(-2.0f * u));
+}
+
+#endif /* S4C_INTERNAL_H */

@@ -1,0 +1,31 @@
+/* spmm_csr.c -- Y[out][T] = W_csr X[in][T] (+ bias, GELU, residual).
+ *
+ * Per output row and chunk of 4 vectors (32 tokens with AVX) the row's
+ * (value, column) pairs are streamed: acc[0..32) += v * X[col][t..t+32), with
+ * the four accumulators in registers.  Rows are split across threads by nnz;
+ * tokens are processed in blocks so that the touched part of X stays in L2. */
+#include "s4c_internal.h"
+
+#define CSR_ITYPE uint16_t
+#define CSR_SFX(name) name##_u16
+#include "spmm_csr_impl.h"
+#undef CSR_ITYPE
+#undef CSR_SFX
+
+#define CSR_ITYPE int32_t
+#define CSR_SFX(name) name##_i32
+#include "spmm_csr_impl.h"
+#undef CSR_ITYPE
+#undef CSR_SFX
+
+int s4c_linear_csr_u16(int out, int in, int T, const int32_t *indptr,
+                       const uint16_t *indices, const float *values, const float *X,
+                       const float *bias, int act, const float *residual, float *Y) {
+    return csr_run_u16(out, in, T, indptr, indices, values, X, bias, act, residual, Y);
+}
+
+int s4c_linear_csr_i32(int out, int in, int T, const int32_t *indptr,
+                       const int32_t *indices, const float *values, const float *X,
+                       const float *bias, int act, const float *residual, float *Y) {
+    return csr_run_i32(out, in, T, indptr, indices, values, X, bias, act, residual, Y);
+}

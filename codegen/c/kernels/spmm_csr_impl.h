@@ -1,0 +1,109 @@
+/* spmm_csr_impl.h -- CSR linear kernel body, included by spmm_csr.c once per
+ * column-index type.  Expects CSR_ITYPE (index type) and CSR_SFX(name). */
+
+/* acc[0..NV) (NV vectors = NV*S4C_VW tokens) of one output row. */
+S4C_INLINE void CSR_SFX(csr_chunk)(const int NV, int32_t j0, int32_t j1,
+                                   const CSR_ITYPE *S4C_RESTRICT idx,
+                                   const float *S4C_RESTRICT val, const float *X, size_t T,
+                                   float b, float *y) {
+    s4c_vf a0 = s4c_vset1(b), a1 = a0, a2 = a0, a3 = a0;
+    int32_t j;
+    for (j = j0; j < j1; j++) {
+        const float *x = X + (size_t)idx[j] * T;
+        s4c_vf v = s4c_vset1(val[j]);
+        a0 = s4c_vfma(a0, v, s4c_vload(x));
+        if (NV > 1) a1 = s4c_vfma(a1, v, s4c_vload(x + S4C_VW));
+        if (NV > 2) a2 = s4c_vfma(a2, v, s4c_vload(x + 2 * S4C_VW));
+        if (NV > 3) a3 = s4c_vfma(a3, v, s4c_vload(x + 3 * S4C_VW));
+    }
+    s4c_vstore(y, a0);
+    if (NV > 1) s4c_vstore(y + S4C_VW, a1);
+    if (NV > 2) s4c_vstore(y + 2 * S4C_VW, a2);
+    if (NV > 3) s4c_vstore(y + 3 * S4C_VW, a3);
+}
+
+/* One vector of tokens with two interleaved accumulators (hides FMA latency). */
+S4C_INLINE void CSR_SFX(csr_chunk1)(int32_t j0, int32_t j1, const CSR_ITYPE *S4C_RESTRICT idx,
+                                    const float *S4C_RESTRICT val, const float *X, size_t T,
+                                    float b, float *y) {
+    s4c_vf a0 = s4c_vset1(b), a1 = s4c_vset1(0.0f);
+    int32_t j;
+    for (j = j0; j + 1 < j1; j += 2) {
+        a0 = s4c_vfma(a0, s4c_vset1(val[j]), s4c_vload(X + (size_t)idx[j] * T));
+        a1 = s4c_vfma(a1, s4c_vset1(val[j + 1]), s4c_vload(X + (size_t)idx[j + 1] * T));
+    }
+    if (j < j1) a0 = s4c_vfma(a0, s4c_vset1(val[j]), s4c_vload(X + (size_t)idx[j] * T));
+    s4c_vstore(y, s4c_vadd(a0, a1));
+}
+
+/* Fewer than S4C_VW tokens. */
+static void CSR_SFX(csr_tail)(int n, int32_t j0, int32_t j1, const CSR_ITYPE *idx,
+                              const float *val, const float *X, size_t T, float b, float *y) {
+    float acc[S4C_VW];
+    int32_t j;
+    int t;
+    for (t = 0; t < n; t++) acc[t] = b;
+    for (j = j0; j < j1; j++) {
+        const float *x = X + (size_t)idx[j] * T;
+        float v = val[j];
+        for (t = 0; t < n; t++) acc[t] += v * x[t];
+    }
+    for (t = 0; t < n; t++) y[t] = acc[t];
+}
+
+/* One output row over tn tokens (kept out of line: few live registers). */
+static S4C_NOINLINE void CSR_SFX(csr_row)(int32_t nnz, const CSR_ITYPE *idx, const float *val,
+                                          const float *X, size_t T, int tn, float b, float *y) {
+    int t = 0;
+    for (; t + 4 * S4C_VW <= tn; t += 4 * S4C_VW)
+        CSR_SFX(csr_chunk)(4, 0, nnz, idx, val, X + t, T, b, y + t);
+    if (t + 2 * S4C_VW <= tn) {
+        CSR_SFX(csr_chunk)(2, 0, nnz, idx, val, X + t, T, b, y + t);
+        t += 2 * S4C_VW;
+    }
+    if (t + S4C_VW <= tn) {
+        CSR_SFX(csr_chunk1)(0, nnz, idx, val, X + t, T, b, y + t);
+        t += S4C_VW;
+    }
+    if (t < tn) CSR_SFX(csr_tail)(tn - t, 0, nnz, idx, val, X + t, T, b, y + t);
+}
+
+static void CSR_SFX(csr_part)(int r0, int r1, int in, int T, const int32_t *indptr,
+                              const CSR_ITYPE *idx, const float *val, const float *X,
+                              const float *bias, int act, const float *res, float *Y) {
+    const int tb_len = s4c__token_block(in, T);
+    int tb, row;
+    for (tb = 0; tb < T; tb += tb_len) {
+        const int tn = T - tb < tb_len ? T - tb : tb_len;
+        for (row = r0; row < r1; row++) {
+            const int32_t j0 = indptr[row];
+            float *y = Y + (size_t)row * T + tb;
+            CSR_SFX(csr_row)(indptr[row + 1] - j0, idx + j0, val + j0, X + tb, (size_t)T, tn,
+                             bias ? bias[row] : 0.0f, y);
+            if (act != S4C_ACT_NONE || res)
+                s4c__epilogue(y, res ? res + (size_t)row * T + tb : NULL, tn, act);
+        }
+    }
+}
+
+static int CSR_SFX(csr_run)(int out, int in, int T, const int32_t *indptr,
+                            const CSR_ITYPE *idx, const float *val, const float *X,
+                            const float *bias, int act, const float *res, float *Y) {
+    if (out < 0 || in < 0 || T < 0 || !indptr || (out > 0 && T > 0 && !Y)) return S4C_EINVAL;
+    if (out == 0 || T == 0) return S4C_OK;
+#ifdef _OPENMP
+    {
+        double work = ((double)(indptr[out] - indptr[0]) + out) * (double)T;
+#pragma omp parallel num_threads(s4c__threads_for(work, 65536.0))
+        {
+            int b, e;
+            s4c__split_weighted(indptr, out, 8, omp_get_num_threads(), omp_get_thread_num(), &b,
+                                &e);
+            CSR_SFX(csr_part)(b, e, in, T, indptr, idx, val, X, bias, act, res, Y);
+        }
+    }
+#else
+    CSR_SFX(csr_part)(0, out, in, T, indptr, idx, val, X, bias, act, res, Y);
+#endif
+    return S4C_OK;
+}
