@@ -1,7 +1,7 @@
 """The IR's text form: `print_graph` and `parse_graph` round-trip (print -> parse -> print is identical).
 
     graph @main(%input_ids: i64[1,16], %attention_mask: i64[1,16]) {
-      %w = const f32[64,64] <density=0.100 hash=1a2b3c4d>     # large constant: a summary
+      %w = const f32[64,64] <density=0.100 hash="1a2b3c4d">     # large constant: a summary
       %half = const f32[] [0.5]                               # small constant: its values
       %y = MatMul(%x, %w) : f32[1,16,64] loc("/bert/MatMul")
       %a, %b = Split(%y) {axis = 2, split = [32, 32]} : f32[1,16,32], f32[1,16,32]
@@ -68,10 +68,10 @@ def density_of(array: np.ndarray) -> str:
 def _constant_body(value: Value) -> str:
     data = value.data
     if isinstance(data, ElidedWeight):
-        return f"<density={data.density} hash={data.hash}>"
+        return f'<density={data.density} hash="{data.hash}">'
     if data.size <= INLINE_LIMIT:
         return _values(data)
-    return f"<density={density_of(data)} hash={content_hash(data)}>"
+    return f'<density={density_of(data)} hash="{content_hash(data)}">'
 
 
 def _attr(v) -> str:
@@ -260,7 +260,9 @@ class _Parser:
         while not self.accept(">"):
             key = self.take("ident")
             self.take("punct", "=")
-            fields[key] = self.take()
+            kind = self.peek()[0]
+            token = self.take()
+            fields[key] = json.loads(token) if kind == "string" else token
         if set(fields) != {"density", "hash"}:
             raise self.error("a constant summary needs density= and hash=")
         data = self.weights.get(name)

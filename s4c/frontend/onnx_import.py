@@ -1,0 +1,279 @@
+"""ONNX -> s4c IR.
+
+    onnx.load (+ external data) -> inline local functions -> onnx-graphsurgeon graph -> cleanup
+    -> bind dynamic input dims -> networkx topological order -> one IR op per ONNX node, with
+       shape-deciding operands turned into attributes and compile-time-known values folded away
+    -> dead-op removal -> verify
+
+Shapes are static after import: `Shape` of any value folds to a constant, so the exporters'
+shape-computation subgraphs (Shape/Gather/Unsqueeze/Concat/Range/...) disappear. Weights are never
+folded here (only small values are), so weight patterns stay visible to the fusion passes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from s4c import ops
+from s4c.errors import FrontendError
+from s4c.frontend.onnx_ops import IMPORTERS, NodeContext, SUPPORTED_OPS, onnx_dtype_to_ir
+from s4c.ir import Graph, Op, TensorType, Value
+from s4c.verify import verify
+
+MIN_OPSET, MAX_OPSET = 13, 21
+# Constant operands up to this many elements are folded on import; bigger ones are weights, which
+# the passes must still see as weights (e.g. an int8 weight's Cast -> Mul dequantisation).
+FOLD_LIMIT = 4096
+# Ops whose result depends only on their operands' types: always folded (shapes are static).
+TYPE_ONLY_OPS = {"Shape", "Size"}
+
+
+@dataclass
+class ImportOptions:
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Inputs to specialise to a value (the ONNX backend adaptor uses this for shape operands).
+    frozen_inputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_onnx(model: str | os.PathLike | onnx.ModelProto, input_shapes: dict | None = None,
+              frozen_inputs: dict | None = None) -> Graph:
+    """Import an ONNX model (path or ModelProto) as a verified IR graph with static shapes.
+
+    `input_shapes` binds dynamic dims: {"input_ids": (1, 128)}; a dim symbol bound through one input
+    (e.g. "sequence") binds it everywhere it appears."""
+    options = ImportOptions({k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()},
+                            dict(frozen_inputs or {}))
+    label = os.path.basename(os.fspath(model)) if not isinstance(model, onnx.ModelProto) else "model"
+    proto = _read(model, label)
+    return Importer(proto, label, options).run()
+
+
+def parse_shape_binding(text: str) -> tuple[str, tuple[int, ...]]:
+    """`NAME=1x128` or `NAME=1,128` -> ("NAME", (1, 128)). NAME may itself contain '='."""
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name:
+        raise FrontendError(f"--input-shape {text!r}: expected NAME=DIMS, e.g. input_ids=1x128")
+    try:
+        shape = tuple(int(d) for d in dims.replace(",", "x").split("x")) if dims else ()
+    except ValueError:
+        raise FrontendError(f"--input-shape {text!r}: dims must be integers separated by 'x' or ','") from None
+    if any(d < 0 for d in shape):
+        raise FrontendError(f"--input-shape {text!r}: dims must not be negative")
+    return name, shape
+
+
+def _read(model, label: str) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise FrontendError(f"{path}: no such file")
+    try:
+        proto = onnx.load(path, load_external_data=True)
+    except Exception as e:  # protobuf DecodeError, external-data errors, ...
+        raise FrontendError(f"{label}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    return proto
+
+
+class Importer:
+    def __init__(self, proto: onnx.ModelProto, label: str, options: ImportOptions):
+        self.proto = proto
+        self.label = label
+        self.options = options
+        self.env: dict[str, Value] = {}
+        self.graph = Graph()
+        self.opset = 0
+
+    def fail(self, message: str) -> FrontendError:
+        return FrontendError(f"{self.label}: {message}")
+
+    # -- driver ----------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        self._check_model()
+        if self.proto.functions:
+            self.proto = onnx.inliner.inline_local_functions(self.proto)
+        try:
+            gsg = gs.import_onnx(self.proto)
+        except Exception as e:
+            raise self.fail(f"malformed graph ({type(e).__name__}: {e})") from None
+        gsg.cleanup(remove_unused_graph_inputs=False)
+        self.graph.name = self.proto.graph.name or "main"
+        self._check_supported(gsg.nodes)
+        self._bind_inputs(gsg)
+        for node in self._topological_order(gsg):
+            self._import_node(node)
+        self._bind_outputs(gsg)
+        self.graph.remove_dead_ops()
+        try:
+            verify(self.graph)
+        except FrontendError:
+            raise
+        except Exception as e:
+            raise self.fail(f"imported graph does not verify: {e}") from None
+        return self.graph
+
+    def _check_model(self) -> None:
+        p = self.proto
+        if not p.HasField("graph") or not p.graph.output:
+            raise self.fail("not an ONNX model (no graph or no outputs)")
+        for imp in p.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                self.opset = imp.version
+        if not self.opset:
+            raise self.fail("the model imports no default-domain opset")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise self.fail(f"opset {self.opset} is not supported (s4c imports opsets {MIN_OPSET}-{MAX_OPSET}); "
+                            f"re-export with a supported opset or convert with onnx.version_converter")
+
+    def _check_supported(self, nodes) -> None:
+        first: dict[str, str] = {}
+        for i, node in enumerate(nodes):
+            key = node.op if node.domain in ("", "ai.onnx", None) else f"{node.domain}.{node.op}"
+            if key not in SUPPORTED_OPS and key not in first:
+                first[key] = node.name or f"#{i}"
+        if first:
+            listing = ", ".join(f"{op} (first at node {name!r})" for op, name in sorted(first.items()))
+            raise self.fail(f"unsupported op type(s): {listing}")
+
+    # -- inputs and outputs ----------------------------------------------------------------------
+    def _bind_inputs(self, gsg: gs.Graph) -> None:
+        declared = {t.name: t for t in gsg.inputs}
+        unknown = sorted(set(self.options.input_shapes) - set(declared))
+        if unknown:
+            raise self.fail(f"--input-shape names unknown input(s) {', '.join(map(repr, unknown))}; "
+                            f"the model's inputs are {', '.join(map(repr, declared))}")
+        symbols: dict[str, int] = {}
+        for name, tensor in declared.items():  # first pass: learn symbols from the user's bindings
+            given = self.options.input_shapes.get(name)
+            if given is not None and tensor.shape is not None:
+                if len(given) != len(tensor.shape):
+                    raise self.fail(f"input {name!r} has rank {len(tensor.shape)} "
+                                    f"({_dims(tensor.shape)}), --input-shape gives {len(given)} dims")
+                for d, g in zip(tensor.shape, given):
+                    if isinstance(d, str) and d:
+                        if symbols.setdefault(d, g) != g:
+                            raise self.fail(f"dim {d!r} bound to both {symbols[d]} and {g}")
+                    elif isinstance(d, int) and d >= 0 and d != g:
+                        raise self.fail(f"input {name!r} has static shape {_dims(tensor.shape)}; "
+                                        f"--input-shape gives {list(given)}")
+        for name, tensor in declared.items():
+            dtype = onnx_dtype_to_ir(tensor.dtype, f"input {name!r}", self.fail)
+            shape = self.options.input_shapes.get(name)
+            if shape is None:
+                if tensor.shape is None:
+                    raise self.fail(f"input {name!r} has unknown rank; bind it with --input-shape {name}=DIMS")
+                shape = []
+                for axis, d in enumerate(tensor.shape):
+                    if isinstance(d, int) and d >= 0:
+                        shape.append(d)
+                    elif isinstance(d, str) and d in symbols:
+                        shape.append(symbols[d])
+                    else:
+                        label = f" ({d!r})" if isinstance(d, str) and d else ""
+                        raise self.fail(f"input {name!r} dim {axis}{label} is dynamic and unbound; "
+                                        f"bind it with --input-shape {name}={'x'.join(_placeholder(tensor.shape))}")
+            if name in self.options.frozen_inputs:
+                array = np.asarray(self.options.frozen_inputs[name])
+                self.env[name] = Value.constant(name, array)
+                continue
+            value = Value(name, TensorType(dtype, tuple(shape)))
+            self.graph.inputs.append(value)
+            self.env[name] = value
+
+    def _bind_outputs(self, gsg: gs.Graph) -> None:
+        for tensor in gsg.outputs:
+            value = self.env.get(tensor.name)
+            if value is None:
+                raise self.fail(f"graph output {tensor.name!r} is not computed by any node")
+            if value.name != tensor.name or value.producer is None:
+                # The output is another value under a new name (Identity of an input, a constant,
+                # a duplicated output): an explicit Identity keeps the public name.
+                out = Value(tensor.name, value.type)
+                self.graph.ops.append(Op("Identity", [value], [out], onnx_nodes=(tensor.name,)))
+                value = out
+            self.graph.outputs.append(value)
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def _topological_order(self, gsg: gs.Graph) -> list:
+        dag = nx.DiGraph()
+        producer = {}
+        for i, node in enumerate(gsg.nodes):
+            dag.add_node(i)
+            for t in node.outputs:
+                producer[t.name] = i
+        for i, node in enumerate(gsg.nodes):
+            for t in node.inputs:
+                if t.name and t.name in producer:
+                    dag.add_edge(producer[t.name], i)
+        try:
+            order = list(nx.lexicographical_topological_sort(dag))
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(dag)
+            names = [gsg.nodes[a].name or f"#{a}" for a, _ in cycle]
+            raise self.fail(f"the graph has a cycle through node(s) {', '.join(map(repr, names))}") from None
+        return [gsg.nodes[i] for i in order]
+
+    def _operand(self, tensor, node_label: str) -> Value | None:
+        if not tensor.name:
+            return None  # an omitted optional operand
+        value = self.env.get(tensor.name)
+        if value is not None:
+            return value
+        if isinstance(tensor, gs.Constant):
+            try:
+                array = np.asarray(tensor.values)
+            except Exception as e:
+                raise self.fail(f"initializer {tensor.name!r} cannot be read ({type(e).__name__}: {e})") from None
+            onnx_dtype_to_ir(array.dtype, f"initializer {tensor.name!r}", self.fail)
+            value = Value.constant(tensor.name, array)
+            self.env[tensor.name] = value
+            return value
+        raise self.fail(f"{node_label} reads {tensor.name!r}, which no node, input or initializer defines")
+
+    def _import_node(self, node) -> None:
+        label = f"node {node.name!r} ({node.op})" if node.name else f"a {node.op} node"
+        operands = [self._operand(t, label) for t in node.inputs]
+        ctx = NodeContext(node=node, label=label, operands=operands, opset=self.opset, emit=self._emit,
+                          fail=self.fail)
+        try:
+            results = IMPORTERS.get(node.op, IMPORTERS["*"])(ctx)
+        except FrontendError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise self.fail(f"{label}: {e}") from None
+        live_outputs = [t for t in node.outputs]
+        for tensor, value in zip(live_outputs, results):
+            if tensor.name and value is not None:
+                self.env[tensor.name] = value
+
+    def _emit(self, op_name: str, operands: list[Value], attrs: dict, result_names: list[str],
+              onnx_node: str) -> list[Value]:
+        """Add one IR op (or fold it to constants when its value is known now); return its results."""
+        opdef = ops.REGISTRY[op_name]
+        # Keep only what the node set (defaults stay implicit), coerced to the attribute kinds.
+        attrs = {k: opdef.attrs[k].check(v) for k, v in attrs.items() if v is not None}
+        if op_name in TYPE_ONLY_OPS or (
+                all(v.is_constant for v in operands) and all(v.type.size <= FOLD_LIMIT for v in operands)):
+            # Type-only ops see a zero-stride stand-in of the right shape for runtime operands.
+            arrays = opdef.run([v.data if v.is_constant else np.broadcast_to(np.zeros((), np.uint8), v.shape)
+                                for v in operands], attrs)
+            return [Value.constant(n, np.asarray(a)) for n, a in zip(result_names, arrays)]
+        types = opdef.infer_types([v.type for v in operands], attrs)
+        results = [Value(n, t) for n, t in zip(result_names, types)]
+        self.graph.ops.append(Op(op_name, operands, results, attrs,
+                                 onnx_nodes=(onnx_node,) if onnx_node else ()))
+        return results
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
+
+
+def _placeholder(shape) -> list[str]:
+    return [str(d) if isinstance(d, int) and d >= 0 else "N" for d in shape]
