@@ -9,7 +9,8 @@
  * accumulators, 2 B vectors, 1 broadcast = 15 of the 16 ymm registers; per k
  * 6 broadcasts + 2 loads feed 12 FMAs.  Cache blocking: KC = 256 rows of B
  * (one B block stays in L2, the 6 x KC A micro-panel in L1 across the N
- * panels), NC = 512 columns.  No packing, no scratch. */
+ * panels), MC = 96 rows (the C block stays in cache across the K blocks),
+ * NC = 512 columns.  No packing, no scratch. */
 #include "s4c_internal.h"
 
 #define MR 6
@@ -17,6 +18,9 @@
 #define NR (NV * S4C_VW)
 #ifndef S4C_GEMM_KC
 #define S4C_GEMM_KC 256
+#endif
+#ifndef S4C_GEMM_MC
+#define S4C_GEMM_MC 96 /* rows per block: the C block (MC x NC) stays in L1/L2 across K */
 #endif
 #ifndef S4C_GEMM_NC
 #define S4C_GEMM_NC 512
@@ -140,7 +144,7 @@ static void tail_cols(int mr, int nn, int K, const float *a, ptrdiff_t rsa, ptrd
 void s4c__gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa,
                const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *bias,
                int act, const float *res, ptrdiff_t ldr) {
-    int n0, k0, m0;
+    int n0, k0, m0, mc0;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* C = bias */
         int m, n;
@@ -153,27 +157,32 @@ void s4c__gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa
     }
     for (n0 = 0; n0 < N; n0 += S4C_GEMM_NC) {
         const int nc = N - n0 < S4C_GEMM_NC ? N - n0 : S4C_GEMM_NC;
-        for (k0 = 0; k0 < K; k0 += S4C_GEMM_KC) {
-            const int kc = K - k0 < S4C_GEMM_KC ? K - k0 : S4C_GEMM_KC;
-            const int first = k0 == 0, last = k0 + kc >= K;
-            for (m0 = 0; m0 < M; m0 += MR) {
-                const int mr = M - m0 < MR ? M - m0 : MR;
-                const float *a = A + m0 * rsa + k0 * csa;
-                const float *bb = bias ? bias + m0 : NULL;
-                float *c = C + m0 * ldc + n0;
-                const float *b = B + k0 * ldb + n0;
-                int n = 0;
-                for (; n + NR <= nc; n += NR)
-                    ukr_table[1][mr - 1](kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
-                if (n + S4C_VW <= nc) {
-                    ukr_table[0][mr - 1](kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
-                    n += S4C_VW;
-                }
-                if (n < nc) tail_cols(mr, nc - n, kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
-                if (last && (act != S4C_ACT_NONE || res)) {
-                    int r;
-                    for (r = 0; r < mr; r++)
-                        s4c__epilogue(c + r * ldc, res ? res + (m0 + r) * ldr + n0 : NULL, nc, act);
+        for (mc0 = 0; mc0 < M; mc0 += S4C_GEMM_MC) {
+            const int mc1 = M - mc0 < S4C_GEMM_MC ? M : mc0 + S4C_GEMM_MC;
+            for (k0 = 0; k0 < K; k0 += S4C_GEMM_KC) {
+                const int kc = K - k0 < S4C_GEMM_KC ? K - k0 : S4C_GEMM_KC;
+                const int first = k0 == 0, last = k0 + kc >= K;
+                for (m0 = mc0; m0 < mc1; m0 += MR) {
+                    const int mr = mc1 - m0 < MR ? mc1 - m0 : MR;
+                    const float *a = A + m0 * rsa + k0 * csa;
+                    const float *bb = bias ? bias + m0 : NULL;
+                    float *c = C + m0 * ldc + n0;
+                    const float *b = B + k0 * ldb + n0;
+                    int n = 0;
+                    for (; n + NR <= nc; n += NR)
+                        ukr_table[1][mr - 1](kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
+                    if (n + S4C_VW <= nc) {
+                        ukr_table[0][mr - 1](kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
+                        n += S4C_VW;
+                    }
+                    if (n < nc)
+                        tail_cols(mr, nc - n, kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
+                    if (last && (act != S4C_ACT_NONE || res)) {
+                        int r;
+                        for (r = 0; r < mr; r++)
+                            s4c__epilogue(c + r * ldc, res ? res + (m0 + r) * ldr + n0 : NULL, nc,
+                                          act);
+                    }
                 }
             }
         }

@@ -131,10 +131,10 @@ void s4c__split_weighted(const int32_t *ptr, int n, int64_t row_cost, int nparts
                          int *b, int *e);
 
 /* Tokens per block for the sparse kernels: the X[in][block] slice they stream
- * should stay in L2 (S4C_XBLOCK_BYTES, default 256 KiB).  A multiple of
+ * should stay in L2 (S4C_XBLOCK_BYTES, default 2 MiB).  A multiple of
  * 4*S4C_VW, at least that, at most T. */
 #ifndef S4C_XBLOCK_BYTES
-#define S4C_XBLOCK_BYTES (256 * 1024)
+#define S4C_XBLOCK_BYTES (2048 * 1024)
 #endif
 S4C_INLINE int s4c__token_block(int in, int T) {
     int64_t tb = (int64_t)S4C_XBLOCK_BYTES / ((int64_t)(in > 0 ? in : 1) * 4);

@@ -7,6 +7,10 @@
  * row at a time, like CSR with c consecutive columns per index. */
 #include "s4c_internal.h"
 
+#ifndef S4C_BSR_NVB
+#define S4C_BSR_NVB 3 /* token vectors per 4-row register block (2 or 3) */
+#endif
+
 #define BSR_ITYPE uint16_t
 #define BSR_SFX(name) name##_u16
 #include "spmm_bsr_impl.h"

@@ -15,11 +15,12 @@ S4C_INLINE void BSR_SFX(rows4)(const int C, const int NVB, int32_t nb,
     a10 = a11 = a12 = s4c_vset1(b4[1]);
     a20 = a21 = a22 = s4c_vset1(b4[2]);
     a30 = a31 = a32 = s4c_vset1(b4[3]);
-    for (blk = 0; blk < nb; blk++) {
-        const float *xb = X + (size_t)idx[blk] * (size_t)C * T;
-        const float *v = val + blk * bstride;
-        for (k = 0; k < C; k++) {
-            const float *x = xb + (size_t)k * T;
+    /* k outside the block loop: with k inside, compilers unroll it and
+     * interleave the X loads of several k, which spills with 16 registers. */
+    for (k = 0; k < C; k++) {
+        for (blk = 0; blk < nb; blk++) {
+            const float *v = val + blk * bstride;
+            const float *x = X + ((size_t)idx[blk] * (size_t)C + (size_t)k) * T;
             s4c_vf x0 = s4c_vload(x), x1 = x0, x2 = x0, w;
             if (NVB > 1) x1 = s4c_vload(x + S4C_VW);
             if (NVB > 2) x2 = s4c_vload(x + 2 * S4C_VW);
@@ -82,8 +83,8 @@ S4C_INLINE void BSR_SFX(blockrow4)(const int C, int R, int32_t nb,
         float b4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         int t = 0;
         if (bias) memcpy(b4, bias + q * 4, sizeof b4);
-        for (; t + 3 * S4C_VW <= tn; t += 3 * S4C_VW)
-            BSR_SFX(rows4)(C, 3, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
+        for (; t + S4C_BSR_NVB * S4C_VW <= tn; t += S4C_BSR_NVB * S4C_VW)
+            BSR_SFX(rows4)(C, S4C_BSR_NVB, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
         for (; t + S4C_VW <= tn; t += S4C_VW)
             BSR_SFX(rows4)(C, 1, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
         if (t < tn) BSR_SFX(rows4_tail)(C, tn - t, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);

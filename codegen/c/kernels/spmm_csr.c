@@ -6,6 +6,10 @@
  * tokens are processed in blocks so that the touched part of X stays in L2. */
 #include "s4c_internal.h"
 
+#ifndef S4C_CSR_NV
+#define S4C_CSR_NV 4 /* token vectors per register block (4 or 8) */
+#endif
+
 #define CSR_ITYPE uint16_t
 #define CSR_SFX(name) name##_u16
 #include "spmm_csr_impl.h"

@@ -1,12 +1,12 @@
 /* spmm_csr_impl.h -- CSR linear kernel body, included by spmm_csr.c once per
  * column-index type.  Expects CSR_ITYPE (index type) and CSR_SFX(name). */
 
-/* acc[0..NV) (NV vectors = NV*S4C_VW tokens) of one output row. */
+/* acc[0..NV) (NV vectors = NV*S4C_VW tokens, NV <= 8) of one output row. */
 S4C_INLINE void CSR_SFX(csr_chunk)(const int NV, int32_t j0, int32_t j1,
                                    const CSR_ITYPE *S4C_RESTRICT idx,
                                    const float *S4C_RESTRICT val, const float *X, size_t T,
                                    float b, float *y) {
-    s4c_vf a0 = s4c_vset1(b), a1 = a0, a2 = a0, a3 = a0;
+    s4c_vf a0 = s4c_vset1(b), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     int32_t j;
     for (j = j0; j < j1; j++) {
         const float *x = X + (size_t)idx[j] * T;
@@ -15,11 +15,19 @@ S4C_INLINE void CSR_SFX(csr_chunk)(const int NV, int32_t j0, int32_t j1,
         if (NV > 1) a1 = s4c_vfma(a1, v, s4c_vload(x + S4C_VW));
         if (NV > 2) a2 = s4c_vfma(a2, v, s4c_vload(x + 2 * S4C_VW));
         if (NV > 3) a3 = s4c_vfma(a3, v, s4c_vload(x + 3 * S4C_VW));
+        if (NV > 4) a4 = s4c_vfma(a4, v, s4c_vload(x + 4 * S4C_VW));
+        if (NV > 5) a5 = s4c_vfma(a5, v, s4c_vload(x + 5 * S4C_VW));
+        if (NV > 6) a6 = s4c_vfma(a6, v, s4c_vload(x + 6 * S4C_VW));
+        if (NV > 7) a7 = s4c_vfma(a7, v, s4c_vload(x + 7 * S4C_VW));
     }
     s4c_vstore(y, a0);
     if (NV > 1) s4c_vstore(y + S4C_VW, a1);
     if (NV > 2) s4c_vstore(y + 2 * S4C_VW, a2);
     if (NV > 3) s4c_vstore(y + 3 * S4C_VW, a3);
+    if (NV > 4) s4c_vstore(y + 4 * S4C_VW, a4);
+    if (NV > 5) s4c_vstore(y + 5 * S4C_VW, a5);
+    if (NV > 6) s4c_vstore(y + 6 * S4C_VW, a6);
+    if (NV > 7) s4c_vstore(y + 7 * S4C_VW, a7);
 }
 
 /* One vector of tokens with two interleaved accumulators (hides FMA latency). */
@@ -55,8 +63,12 @@ static void CSR_SFX(csr_tail)(int n, int32_t j0, int32_t j1, const CSR_ITYPE *id
 static S4C_NOINLINE void CSR_SFX(csr_row)(int32_t nnz, const CSR_ITYPE *idx, const float *val,
                                           const float *X, size_t T, int tn, float b, float *y) {
     int t = 0;
-    for (; t + 4 * S4C_VW <= tn; t += 4 * S4C_VW)
+    for (; t + S4C_CSR_NV * S4C_VW <= tn; t += S4C_CSR_NV * S4C_VW)
+        CSR_SFX(csr_chunk)(S4C_CSR_NV, 0, nnz, idx, val, X + t, T, b, y + t);
+    if (S4C_CSR_NV > 4 && t + 4 * S4C_VW <= tn) {
         CSR_SFX(csr_chunk)(4, 0, nnz, idx, val, X + t, T, b, y + t);
+        t += 4 * S4C_VW;
+    }
     if (t + 2 * S4C_VW <= tn) {
         CSR_SFX(csr_chunk)(2, 0, nnz, idx, val, X + t, T, b, y + t);
         t += 2 * S4C_VW;
