@@ -317,7 +317,8 @@ class _Parser:
             while not self.accept("}"):
                 if attrs:
                     self.take("punct", ",")
-                key = self.take("ident")
+                # 'inf'/'nan' tokenise as numbers but are valid attribute names
+                key = self.take("number") if self.peek()[1] in ("inf", "nan") else self.take("ident")
                 self.take("punct", "=")
                 attrs[key] = self.attr_value()
         self.take("punct", ":")

@@ -1,0 +1,137 @@
+"""The `s4c` command line: compile, run, inspect.
+
+Errors caused by the input are one line `error: ...` on stderr and exit code 2; a bug in s4c is
+one line and exit code 1. `--debug` shows the traceback instead."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from s4c import __version__
+from s4c.errors import S4CError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s4c", description="Compile pruned ONNX models for the S4 accelerator and C.")
+    p.add_argument("--version", action="version", version=f"s4c {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,inspect}")
+
+    c = sub.add_parser("compile", help="import, optimise and build a model")
+    c.add_argument("model", help="ONNX model file")
+    c.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    c.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                   help="bind an input's shape, e.g. input_ids=1x128 (or 1,128); repeatable")
+    c.add_argument("--target", default="all", choices=["ir", "s4", "c", "all"])
+    c.add_argument("--passes", default="default", metavar="PIPELINE",
+                   help="a named pipeline (none, cleanup, default) or 'pass-a,pass-b{key=value}'")
+    c.add_argument("--print-ir", action="store_true", help="print the IR after the pipeline")
+    c.add_argument("--print-after-all", action="store_true")
+    c.add_argument("--print-after", action="append", default=[], metavar="PASS")
+    c.add_argument("--time-passes", action="store_true")
+    c.add_argument("--verify-each", action="store_true")
+    c.add_argument("--dump-dir", metavar="DIR", help="IR text and ONNX after every pass")
+
+    r = sub.add_parser("run", help="run a compiled model")
+    r.add_argument("outdir", metavar="OUTDIR")
+    r.add_argument("--backend", default="ref", help="ref, s4 or c")
+    r.add_argument("--inputs", metavar="IN.npz", help="inputs keyed by ONNX input name")
+    r.add_argument("-o", "--output", metavar="OUT.npz")
+    r.add_argument("--repeat", type=int, default=0, metavar="N", help="one warm-up, then N timed runs")
+
+    i = sub.add_parser("inspect", help="summarise an ONNX model or a compiled OUTDIR")
+    i.add_argument("target", metavar="MODEL.onnx|OUTDIR")
+    return p
+
+
+def cmd_compile(args) -> None:
+    from s4c.driver import Instrumentation, compile
+    from s4c.frontend import parse_shape_binding
+    from s4c.text import print_graph
+
+    shapes = dict(parse_shape_binding(s) for s in args.input_shape)
+    inst = Instrumentation(verify_each=args.verify_each, print_after_all=args.print_after_all,
+                           print_after=set(args.print_after), time_passes=args.time_passes, dump_dir=args.dump_dir)
+    result = compile(args.model, input_shapes=shapes, target=args.target, passes=args.passes,
+                     outdir=args.output, instrumentation=inst)
+    if args.print_ir:
+        sys.stdout.write(print_graph(result.graph))
+    ops = len(result.graph.ops)
+    built = ", ".join(result.targets) or "ir only"
+    times = " ".join(f"{k}={v * 1e3:.0f}ms" for k, v in result.timings.items())
+    print(f"compiled {args.model} -> {args.output} ({ops} ops; targets: {built}; {times})")
+
+
+def _load_inputs(path: str | None, graph) -> dict[str, np.ndarray]:
+    if path is None:
+        raise S4CError(f"--inputs IN.npz is required; the model takes "
+                       f"{', '.join(f'{v.name!r} {v.type}' for v in graph.inputs)}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise S4CError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise S4CError(f"{path}: not a readable .npz file ({e})") from None
+
+
+def cmd_run(args) -> None:
+    from s4c.driver import load_compiled, runner_for
+
+    compiled = load_compiled(args.outdir)
+    run = runner_for(compiled, args.backend)
+    inputs = _load_inputs(args.inputs, compiled.graph)
+    outputs = run(inputs)
+    if args.repeat > 0:
+        times = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            run(inputs)
+            times.append((time.perf_counter() - start) * 1e3)
+        print(f"latency_ms median={np.median(times):.3f} min={min(times):.3f} max={max(times):.3f}")
+    for name, value in outputs.items():
+        print(f"{name}: {value.dtype}{list(value.shape)} mean={float(np.mean(value)):.6g} "
+              f"std={float(np.std(value)):.6g}")
+    if args.output:
+        tmp = args.output + ".tmp.npz"
+        np.savez(tmp, **outputs)
+        os.replace(tmp, args.output)
+
+
+def cmd_inspect(args) -> None:
+    from s4c.inspect import inspect_path
+
+    sys.stdout.write(inspect_path(args.target))
+
+
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except S4CError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug in s4c: say so in one line, traceback only with --debug
+        if args.debug:
+            raise
+        message = " ".join(str(e).split())
+        print(f"error: internal error ({type(e).__name__}): {message} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

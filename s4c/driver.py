@@ -1,0 +1,217 @@
+"""The compile driver: import -> pass pipeline -> backends, writing OUTDIR atomically.
+
+    OUTDIR/model.s4ir       the IR after the pipeline (text form; weights summarised)
+    OUTDIR/weights.npz      the IR's weights (w0, w1, ... in manifest order)
+    OUTDIR/manifest.json    source model, shapes, pipeline, targets built and their files
+    OUTDIR/report.json|md   per-target reports (added by backends)
+    OUTDIR/...              whatever each backend writes (model.s4, c/ ...)
+
+Everything is written into a temporary sibling folder that replaces OUTDIR only when the whole
+compile succeeded, so a failed compile never leaves a half-written OUTDIR.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from s4c.errors import S4CError, TargetError
+from s4c.evaluate import evaluate
+from s4c.frontend import load_onnx
+from s4c.ir import Graph
+from s4c.text import INLINE_LIMIT, parse_graph, print_graph
+
+MANIFEST_VERSION = 1
+# target name -> module implementing build(graph, outdir, options) -> dict and load(outdir) -> runner
+BACKEND_MODULES = {"s4": "s4c.codegen.s4", "c": "s4c.codegen.c"}
+TARGETS = ("ir", "s4", "c", "all")
+
+
+def available_backends() -> dict[str, object]:
+    """The backends whose code generator is present (import errors other than absence propagate)."""
+    found = {}
+    for name, module in BACKEND_MODULES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue
+            raise
+        if hasattr(mod, "build"):
+            found[name] = mod
+    return found
+
+
+@dataclass
+class Instrumentation:
+    """PassManager options (see passes/manager.py)."""
+
+    verify_each: bool = False
+    print_after_all: bool = False
+    print_after: set[str] = field(default_factory=set)
+    time_passes: bool = False
+    dump_dir: str | None = None
+
+
+@dataclass
+class CompiledModel:
+    graph: Graph
+    outdir: str | None
+    paths: dict[str, str]
+    targets: list[str]
+    timings: dict[str, float]
+
+    def run(self, inputs: dict[str, np.ndarray], backend: str = "ref") -> dict[str, np.ndarray]:
+        """Run the compiled model: inputs and outputs keyed by the ONNX names."""
+        return runner_for(self, backend)(inputs)
+
+
+def run_pipeline(graph: Graph, passes: str, instrumentation: Instrumentation | None = None) -> Graph:
+    from s4c.passes import PassManager, parse_pipeline
+
+    inst = instrumentation or Instrumentation()
+    manager = PassManager(parse_pipeline(passes), verify_each=inst.verify_each, print_after_all=inst.print_after_all,
+                          print_after=set(inst.print_after), time_passes=inst.time_passes, dump_dir=inst.dump_dir)
+    return manager.run(graph)
+
+
+def compile(model, input_shapes: dict | None = None, target: str = "all", passes: str = "default",
+            outdir: str | os.PathLike | None = None, instrumentation: Instrumentation | None = None,
+            backend_options: dict | None = None) -> CompiledModel:
+    """Import `model` (path or ModelProto), run the pass pipeline, build the target(s).
+
+    With `outdir`, writes the artifacts there (atomically); without, keeps everything in memory
+    (target "ir" only)."""
+    if target not in TARGETS:
+        raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    timings = {}
+    start = time.perf_counter()
+    graph = load_onnx(model, input_shapes=input_shapes)
+    timings["import"] = time.perf_counter() - start
+    start = time.perf_counter()
+    graph = run_pipeline(graph, passes, instrumentation)
+    timings["passes"] = time.perf_counter() - start
+
+    backends = available_backends()
+    if target == "all":
+        targets = list(backends)
+    elif target == "ir":
+        targets = []
+    elif target not in backends:
+        raise TargetError(f"target {target!r} is not available in this build of s4c "
+                          f"(available: ir{''.join(', ' + b for b in backends)})")
+    else:
+        targets = [target]
+    if outdir is None:
+        if targets:
+            raise TargetError("building a backend needs an output folder")
+        return CompiledModel(graph, None, {}, [], timings)
+
+    outdir = os.fspath(outdir)
+    source = model if isinstance(model, (str, os.PathLike)) else "<ModelProto>"
+    with _atomic_dir(outdir) as tmp:
+        paths = write_ir(graph, tmp)
+        for name in targets:
+            start = time.perf_counter()
+            built = backends[name].build(graph, tmp, dict(backend_options or {}))
+            timings[f"build-{name}"] = time.perf_counter() - start
+            paths.update(built or {})
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "source": os.fspath(source),
+            "input_shapes": {v.name: list(v.shape) for v in graph.inputs},
+            "outputs": [v.name for v in graph.outputs],
+            "passes": passes,
+            "targets": targets,
+            "files": {k: os.path.relpath(v, tmp) if os.path.isabs(v) else v for k, v in paths.items()},
+            "weights": [v.name for v in _stored_weights(graph)],
+        }
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1)
+    files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
+    return CompiledModel(graph, outdir, files, targets, timings)
+
+
+def _stored_weights(graph: Graph):
+    return [v for v in graph.constants() if isinstance(v.data, np.ndarray) and v.data.size > INLINE_LIMIT]
+
+
+def write_ir(graph: Graph, outdir: str) -> dict[str, str]:
+    with open(os.path.join(outdir, "model.s4ir"), "w") as f:
+        f.write(print_graph(graph))
+    weights = _stored_weights(graph)
+    np.savez(os.path.join(outdir, "weights.npz"), **{f"w{i}": v.data for i, v in enumerate(weights)})
+    return {"ir": "model.s4ir", "weights": "weights.npz"}
+
+
+def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
+    """Re-open a compile's OUTDIR (the IR with its weights) to run it."""
+    outdir = os.fspath(outdir)
+    manifest_path = os.path.join(outdir, "manifest.json")
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        if manifest.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"manifest version {manifest.get('version')!r}")
+        with open(os.path.join(outdir, "model.s4ir")) as f:
+            text = f.read()
+        with np.load(os.path.join(outdir, "weights.npz")) as npz:
+            weights = {name: npz[f"w{i}"] for i, name in enumerate(manifest["weights"])}
+    except FileNotFoundError as e:
+        raise S4CError(f"{outdir}: not a compiled s4c output folder ({os.path.basename(e.filename)} missing)") from None
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
+        raise S4CError(f"{outdir}: compiled output is corrupt ({type(e).__name__}: {e})") from None
+    graph = parse_graph(text, weights=weights)
+    files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
+    return CompiledModel(graph, outdir, files, manifest["targets"], {})
+
+
+def runner_for(compiled: CompiledModel, backend: str):
+    """A callable inputs -> outputs for `backend` ("ref" = the reference evaluator on the IR)."""
+    if backend == "ref":
+        return lambda inputs: evaluate(compiled.graph, inputs)
+    backends = available_backends()
+    if backend not in backends:
+        raise TargetError(f"unknown backend {backend!r}; available: ref{''.join(', ' + b for b in backends)}")
+    if compiled.outdir is None or backend not in compiled.targets:
+        raise TargetError(f"the model was not compiled for {backend!r} (compiled targets: "
+                          f"{', '.join(compiled.targets) or 'none'}); compile with --target {backend}")
+    return backends[backend].load(compiled.outdir).run
+
+
+class _atomic_dir:
+    """Context manager: a temp folder beside `path` that replaces `path` on success only."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+
+    def __enter__(self) -> str:
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as e:
+            raise S4CError(f"cannot create output folder {parent}: {e.strerror}") from None
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise S4CError(f"output path {self.path} exists and is not a folder")
+        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=parent)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        old = None
+        if os.path.exists(self.path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.old-", dir=os.path.dirname(self.path))
+            os.rename(self.path, os.path.join(old, "x"))
+        os.rename(self.tmp, self.path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+        return False
