@@ -1,0 +1,5 @@
+import sys
+
+from s4c.cli import main
+
+sys.exit(main())
