@@ -1,0 +1,206 @@
+"""S4 machine parameters: one target description (s4c/s4/s4v1.json) holds every number the
+interpreter, the cycle model and the estimator use.
+
+    m = load_machine()                    # the built-in "s4v1" target (or a name / a .json path)
+    m["spu.macs_per_cycle.nm.i8"]         # flat dotted keys; ints stay ints
+    m.clock_hz, m.n_cores, m.sram_bytes, m.dram_bytes, m.align
+    m.spu_rate("nm", dt), m.vpu_lanes(dt), m.vpu_passes("gelu")
+    m2 = m.replace({"dma.bytes_per_cycle": 16})   # a new, validated Machine
+    m.to_nested()                         # the JSON structure (for writing a re-calibrated file)
+
+The file is nested JSON; keys starting with "_" are documentation and ignored. Programs embed
+the full flat parameter set they were built for (program.py). An invalid description raises
+`TargetError` (the program loader turns it into `S4ProgramError`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from types import MappingProxyType
+
+from s4c.errors import TargetError
+from s4c.s4 import dtypes
+
+_HERE = Path(__file__).resolve().parent
+DEFAULT_TARGET = "s4v1"
+SPU_FORMATS = ("dense", "nm", "bsr")
+SPU_DTYPES = (dtypes.F32, dtypes.BF16, dtypes.I8)
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+# key -> (type, min, max). vpu.passes.<op> keys are added from the opcode table (isa.VPU_OPS).
+_I, _F = int, float
+_SCHEMA = {
+    "clock_hz": (_F, 1e6, 1e11),
+    "n_cores": (_I, 1, 64),
+    "dram_bytes": (_I, 1 << 16, 1 << 44),
+    "sram_bytes": (_I, 4096, (1 << 32) - 1),
+    "align": (_I, 1, 4096),
+    "sync.local_sems": (_I, 1, 32767),
+    "sync.global_sems": (_I, 1, 32767),
+    "sync.signal_cycles": (_I, 0, 1 << 20),
+    "sync.wait_cycles": (_I, 0, 1 << 20),
+    "sync.local_latency": (_I, 0, 1 << 20),
+    "sync.global_latency": (_I, 0, 1 << 20),
+    "dma.overhead": (_I, 0, 1 << 20),
+    "dma.latency": (_I, 0, 1 << 20),
+    "dma.bytes_per_cycle": (_F, 1e-3, 1e6),
+    "dma.burst_bytes": (_I, 1, 1 << 16),
+    "dma.gather_row_cycles": (_I, 0, 1 << 20),
+    "spu.overhead": (_I, 0, 1 << 20),
+    "spu.bsr_full_rate_block": (_I, 1, 1024),
+    "vpu.overhead": (_I, 0, 1 << 20),
+}
+for _fmt in SPU_FORMATS:
+    for _dt in SPU_DTYPES:
+        _SCHEMA[f"spu.macs_per_cycle.{_fmt}.{dtypes.name(_dt)}"] = (_F, 1e-3, 1e9)
+for _dt in dtypes.NAMES.values():
+    _SCHEMA[f"vpu.lanes.{_dt}"] = (_I, 1, 1 << 20)
+
+
+def _schema() -> dict:
+    from s4c.s4.isa import VPU_OPS  # late import: isa imports the op modules, not machine
+
+    schema = dict(_SCHEMA)
+    for op in VPU_OPS:
+        schema[f"vpu.passes.{op}"] = (_I, 1, 1 << 10)
+    return schema
+
+
+class Machine:
+    """A validated, immutable set of machine parameters (flat dotted keys)."""
+
+    __slots__ = ("name", "params")
+
+    def __init__(self, name: str, params: dict):
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise TargetError(f"machine name {name!r} must match {_NAME_RE.pattern}")
+        schema = _schema()
+        missing = sorted(set(schema) - set(params))
+        unknown = sorted(set(params) - set(schema))
+        if missing:
+            raise TargetError(f"machine {name}: missing parameter(s) {', '.join(missing[:5])}")
+        if unknown:
+            raise TargetError(f"machine {name}: unknown parameter(s) {', '.join(unknown[:5])}")
+        clean = {}
+        for key in sorted(schema):
+            typ, lo, hi = schema[key]
+            value = params[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TargetError(f"machine {name}: {key} must be a number, not {value!r}")
+            if not math.isfinite(value) or not lo <= value <= hi:
+                raise TargetError(f"machine {name}: {key}={value!r} outside [{lo}, {hi}]")
+            if typ is int:
+                if value != int(value):
+                    raise TargetError(f"machine {name}: {key}={value!r} must be an integer")
+                value = int(value)
+            else:
+                value = float(value)
+            clean[key] = value
+        if clean["align"] & (clean["align"] - 1):
+            raise TargetError(f"machine {name}: align={clean['align']} must be a power of two")
+        if clean["sram_bytes"] % clean["align"]:
+            raise TargetError(f"machine {name}: sram_bytes must be a multiple of align")
+        self.name = name
+        self.params = MappingProxyType(clean)
+
+    # -- access -------------------------------------------------------------------------------
+    def __getitem__(self, key: str):
+        return self.params[key]
+
+    def __eq__(self, other):
+        return isinstance(other, Machine) and self.name == other.name and dict(self.params) == dict(other.params)
+
+    def __hash__(self):
+        return hash((self.name, tuple(sorted(self.params.items()))))
+
+    def __repr__(self):
+        return f"Machine({self.name!r}, {len(self.params)} params)"
+
+    @property
+    def clock_hz(self) -> float:
+        return self.params["clock_hz"]
+
+    @property
+    def n_cores(self) -> int:
+        return self.params["n_cores"]
+
+    @property
+    def sram_bytes(self) -> int:
+        return self.params["sram_bytes"]
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.params["dram_bytes"]
+
+    @property
+    def align(self) -> int:
+        return self.params["align"]
+
+    def spu_rate(self, fmt: str, dt: int) -> float:
+        """SPU multiply-accumulates per cycle for a weight format ("dense"/"nm"/"bsr") and dtype."""
+        return self.params[f"spu.macs_per_cycle.{fmt}.{dtypes.name(dt)}"]
+
+    def vpu_lanes(self, dt: int) -> int:
+        return self.params[f"vpu.lanes.{dtypes.name(dt)}"]
+
+    def vpu_passes(self, op: str) -> int:
+        return self.params[f"vpu.passes.{op}"]
+
+    # -- derive / serialise -------------------------------------------------------------------
+    def replace(self, overrides: dict, name: str | None = None) -> "Machine":
+        unknown = sorted(set(overrides) - set(self.params))
+        if unknown:
+            raise TargetError(f"machine {self.name}: unknown parameter(s) {', '.join(unknown[:5])}")
+        return Machine(name or self.name, {**self.params, **overrides})
+
+    def to_nested(self) -> dict:
+        out: dict = {"name": self.name}
+        for key, value in self.params.items():
+            node = out
+            *path, leaf = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return out
+
+    @classmethod
+    def from_nested(cls, data) -> "Machine":
+        if not isinstance(data, dict):
+            raise TargetError("a target description must be a JSON object")
+        name = data.get("name")
+        flat: dict = {}
+
+        def walk(node, prefix):
+            for key, value in node.items():
+                if not isinstance(key, str) or key.startswith("_") or (not prefix and key == "name"):
+                    continue
+                if isinstance(value, dict):
+                    walk(value, prefix + key + ".")
+                else:
+                    flat[prefix + key] = value
+
+        walk(data, "")
+        return cls(name, flat)
+
+
+def load_machine(target: "str | Path | Machine" = DEFAULT_TARGET) -> Machine:
+    """A built-in target by name ("s4v1"), or a target description file (*.json path)."""
+    if isinstance(target, Machine):
+        return target
+    path = Path(target)
+    if isinstance(target, str) and _NAME_RE.match(target) and not target.endswith(".json"):
+        path = _HERE / f"{target}.json"
+        if not path.is_file():
+            raise TargetError(f"unknown S4 target {target!r} (built-in: {', '.join(builtin_targets())})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"cannot read target description {path}: {exc}") from None
+    return Machine.from_nested(data)
+
+
+def builtin_targets() -> list[str]:
+    return sorted(p.stem for p in _HERE.glob("*.json"))
