@@ -41,7 +41,8 @@ Initialization: transformers' init plus small random biases and LayerNorm affine
 LayerNorm gamma is 1, and the TorchScript exporter *deduplicates identical initializers*:
 all the zero biases collapse into one tensor (named after whichever came first, e.g.
 ``embeddings.LayerNorm.bias``) and the rest become ``Identity`` nodes (20 of them for a
-2-layer BERT). Trained models never look like that. The dynamo exporter also dedups them.
+2-layer BERT). Trained models never look like that. The dynamo exporter shares them too
+(one initializer used by many nodes, no Identity).
 
 Pruning
 -------
