@@ -96,15 +96,11 @@ void s4c_softmax_features(int F, int T, const float *x, float *y) {
 }
 
 static void softmax_row(int n, const float *x, float *y) {
-    float m = -INFINITY, s = 0.0f;
+    float m = s4c__max(x, n), s;
     int i;
-    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     if (m == -INFINITY) m = 0.0f;
-    for (i = 0; i < n; i++) {
-        float e = x[i] == -INFINITY ? 0.0f : s4c__expf(x[i] - m);
-        y[i] = e;
-        s += e;
-    }
+    for (i = 0; i < n; i++) y[i] = x[i] == -INFINITY ? 0.0f : s4c__expf(x[i] - m);
+    s = s4c__sum(y, n);
     s = s > 0.0f ? 1.0f / s : 0.0f;
     for (i = 0; i < n; i++) y[i] *= s;
 }

@@ -2,12 +2,30 @@
  * LayerNorm) written feature-major: out[hidden][T].
  *
  * Per token the three table rows are contiguous, so the sum and the LayerNorm
- * statistics are computed along the row; the result is scattered to column t
- * of out.  Tokens are processed in groups of S4C_EMB_TG so that each feature
- * row of out is written S4C_EMB_TG floats at a time. */
+ * statistics are computed along the row (vectorised); groups of S4C_EMB_TG
+ * tokens are then normalised into a small token-major tile and transposed
+ * into out, so each feature row of out gets S4C_EMB_TG floats at a time. */
 #include "s4c_internal.h"
 
-#define S4C_EMB_TG 8
+#define S4C_EMB_TG 8 /* tokens per group (one output row segment)   */
+#define S4C_EMB_FB 64 /* features per transposition tile             */
+
+/* e[f] = w[f] + p[f] + y[f] over f in [f0, f0+n) into dst (p, y may be NULL;
+ * the branches are hoisted so each loop vectorises). */
+static void emb_sum(const float *w, const float *p, const float *y, int f0, int n, float *dst) {
+    int f;
+    w += f0;
+    if (p && y) {
+        p += f0;
+        y += f0;
+        for (f = 0; f < n; f++) dst[f] = w[f] + p[f] + y[f];
+    } else if (p || y) {
+        const float *q = (p ? p : y) + f0;
+        for (f = 0; f < n; f++) dst[f] = w[f] + q[f];
+    } else {
+        for (f = 0; f < n; f++) dst[f] = w[f];
+    }
+}
 
 static void emb_group(int t0, int nt, int seq, int hidden, size_t T, const int64_t *ids,
                       const int64_t *tt, const int64_t *pid, const float *word, const float *pos,
@@ -15,7 +33,8 @@ static void emb_group(int t0, int nt, int seq, int hidden, size_t T, const int64
                       float *out) {
     const float *wr[S4C_EMB_TG], *pr[S4C_EMB_TG], *yr[S4C_EMB_TG];
     float mean[S4C_EMB_TG], rstd[S4C_EMB_TG];
-    int g, f;
+    float tile[S4C_EMB_TG][S4C_EMB_FB];
+    int g, f, f0;
     for (g = 0; g < nt; g++) {
         const size_t t = (size_t)t0 + g;
         const int64_t p = pid ? pid[t] : (int64_t)(t % (size_t)seq);
@@ -24,26 +43,41 @@ static void emb_group(int t0, int nt, int seq, int hidden, size_t T, const int64
         yr[g] = type ? type + (size_t)(tt ? tt[t] : 0) * hidden : NULL;
         mean[g] = 0.0f;
         rstd[g] = 1.0f;
-        if (gamma) {
+        if (gamma) { /* two-pass statistics over tiles of the token's row */
             float s = 0.0f, v = 0.0f;
-            for (f = 0; f < hidden; f++)
-                s += wr[g][f] + (pr[g] ? pr[g][f] : 0.0f) + (yr[g] ? yr[g][f] : 0.0f);
+            for (f0 = 0; f0 < hidden; f0 += S4C_EMB_FB) {
+                const int n = hidden - f0 < S4C_EMB_FB ? hidden - f0 : S4C_EMB_FB;
+                emb_sum(wr[g], pr[g], yr[g], f0, n, tile[0]);
+                s += s4c__sum(tile[0], n);
+            }
             s /= (float)hidden;
-            for (f = 0; f < hidden; f++) {
-                float d = wr[g][f] + (pr[g] ? pr[g][f] : 0.0f) + (yr[g] ? yr[g][f] : 0.0f) - s;
-                v += d * d;
+            for (f0 = 0; f0 < hidden; f0 += S4C_EMB_FB) {
+                const int n = hidden - f0 < S4C_EMB_FB ? hidden - f0 : S4C_EMB_FB;
+                emb_sum(wr[g], pr[g], yr[g], f0, n, tile[0]);
+                v += s4c__sumsq_dev(tile[0], n, s);
             }
             mean[g] = s;
             rstd[g] = 1.0f / sqrtf(v / (float)hidden + eps);
         }
     }
-    for (f = 0; f < hidden; f++) {
-        float *o = out + (size_t)f * T + t0;
-        const float ga = gamma ? gamma[f] : 1.0f;
-        const float be = gamma && beta ? beta[f] : 0.0f;
-        for (g = 0; g < nt; g++) {
-            float e = wr[g][f] + (pr[g] ? pr[g][f] : 0.0f) + (yr[g] ? yr[g][f] : 0.0f);
-            o[g] = (e - mean[g]) * rstd[g] * ga + be;
+    for (f0 = 0; f0 < hidden; f0 += S4C_EMB_FB) {
+        const int n = hidden - f0 < S4C_EMB_FB ? hidden - f0 : S4C_EMB_FB;
+        for (g = 0; g < nt; g++) { /* token-major tile, contiguous along features */
+            float *r = tile[g];
+            emb_sum(wr[g], pr[g], yr[g], f0, n, r);
+            if (gamma) {
+                const float *ga = gamma + f0, m = mean[g], rs = rstd[g];
+                if (beta) {
+                    const float *be = beta + f0;
+                    for (f = 0; f < n; f++) r[f] = (r[f] - m) * rs * ga[f] + be[f];
+                } else {
+                    for (f = 0; f < n; f++) r[f] = (r[f] - m) * rs * ga[f];
+                }
+            }
+        }
+        for (f = 0; f < n; f++) { /* transpose into out[f][t0 .. t0+nt) */
+            float *o = out + (size_t)(f0 + f) * T + t0;
+            for (g = 0; g < nt; g++) o[g] = tile[g][f];
         }
     }
 }

@@ -156,6 +156,46 @@ void s4c__gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa
                const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *bias,
                int act, const float *res, ptrdiff_t ldr);
 
+/* ------------------------------------------------------------ reductions
+ * Strict C does not let the compiler reassociate a float sum, so a plain
+ * `s += x[i]` loop is one serial dependency chain; these keep 16 partial sums
+ * (vectorisable lanes) instead. */
+S4C_INLINE float s4c__sum(const float *x, int n) {
+    float acc[16] = {0.0f};
+    float s = 0.0f;
+    int i = 0, j;
+    for (; i + 16 <= n; i += 16)
+        for (j = 0; j < 16; j++) acc[j] += x[i + j];
+    for (; i < n; i++) s += x[i];
+    for (j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+/* sum over i of (x[i] - m)^2 */
+S4C_INLINE float s4c__sumsq_dev(const float *x, int n, float m) {
+    float acc[16] = {0.0f};
+    float s = 0.0f;
+    int i = 0, j;
+    for (; i + 16 <= n; i += 16)
+        for (j = 0; j < 16; j++) acc[j] += (x[i + j] - m) * (x[i + j] - m);
+    for (; i < n; i++) s += (x[i] - m) * (x[i] - m);
+    for (j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+/* max over x[0..n), -INFINITY for n == 0 */
+S4C_INLINE float s4c__max(const float *x, int n) {
+    float acc[16];
+    float m = -INFINITY;
+    int i = 0, j;
+    for (j = 0; j < 16; j++) acc[j] = -INFINITY;
+    for (; i + 16 <= n; i += 16)
+        for (j = 0; j < 16; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (j = 0; j < 16; j++) m = acc[j] > m ? acc[j] : m;
+    return m;
+}
+
 /* ------------------------------------------------------------ math
  * Branch-free float approximations written so that loops calling them
  * auto-vectorise (no libm calls): |error| < 2e-7 relative for exp over its

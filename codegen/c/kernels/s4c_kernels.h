@@ -57,8 +57,9 @@ int s4c_get_max_threads(void);
 int s4c_linear_dense(int out, int in, int T, const float *W, const float *X,
                      const float *bias, int act, const float *residual, float *Y);
 
-/* CSR: indptr int32[out+1] (indptr[0] == 0), column indices[nnz] in increasing
- * or any order, values float[nnz].  _u16 when in <= 65535, _i32 otherwise. */
+/* CSR: indptr int32[out+1] (absolute offsets into indices / values), column
+ * indices[nnz] in any order within a row, values float[nnz].  _u16 when
+ * in <= 65535, _i32 otherwise. */
 int s4c_linear_csr_u16(int out, int in, int T, const int32_t *indptr,
                        const uint16_t *indices, const float *values, const float *X,
                        const float *bias, int act, const float *residual, float *Y);
@@ -114,7 +115,8 @@ int s4c_attention_qkv(int batch, int seq, int heads, int head_dim, float scale,
 /* ---------------------------------------------------------------- norms
  * LayerNorm over the feature dimension of x[F][T], independently per token:
  *     y[f][t] = (x[f][t] - mean_t) / sqrt(var_t + eps) * gamma[f] + beta[f]
- * (biased variance).  gamma / beta: float[F]; beta may be NULL.  y may alias x. */
+ * (biased variance).  gamma / beta: float[F], either may be NULL (1 / 0).
+ * y may alias x. */
 void s4c_layernorm(int F, int T, const float *x, const float *gamma, const float *beta,
                    float eps, float *y);
 /* SkipLayerNorm: s = x + skip (+ bias[f]); y = LayerNorm(s).  bias may be NULL;
