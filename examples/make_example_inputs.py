@@ -1,6 +1,6 @@
 """Write deterministic BERT-style inputs (.npz keyed by input name) for `s4c run --inputs`.
 
-    python examples/make_example_inputs.py OUT.npz --batch 1 --seq 128 --vocab 2000 [--no-token-type-ids]
+    python examples/make_example_inputs.py OUT.npz --batch 1 --seq 128 --vocab 768 [--no-token-type-ids]
 
 No torch needed. The padding mask cuts the last quarter of every sentence after the first."""
 
@@ -27,7 +27,7 @@ if __name__ == "__main__":
     p.add_argument("out")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--vocab", type=int, default=2000)
+    p.add_argument("--vocab", type=int, default=768)
     p.add_argument("--no-token-type-ids", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()

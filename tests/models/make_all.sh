@@ -25,4 +25,4 @@ python examples/make_pruned_bert.py --arch bert --size tiny --exporter torchscri
 python examples/make_pruned_bert.py --arch bert --size tiny --exporter torchscript --opset 17 --weight-quant int8-dequant --out tests/models/bert_tiny_ts_op17_int8dequant.onnx --manifest tests/models/manifest.json
 python examples/make_pruned_bert.py --arch bert --size tiny --exporter torchscript --opset 17 --weight-quant int8-castmul --out tests/models/bert_tiny_ts_op17_int8castmul.onnx --manifest tests/models/manifest.json
 python examples/make_pruned_bert.py --arch bert --size tiny --exporter torchscript --opset 14 --external-data --out tests/models/bert_tiny_extdata/model.onnx --manifest tests/models/manifest.json
-python examples/make_pruned_bert.py --arch bert --size mini --exporter torchscript --opset 17 --out examples/models/bert_mini_pruned90.onnx --manifest tests/models/manifest.json
+python examples/make_pruned_bert.py --arch bert --size mini --layers 3 --vocab 768 --exporter torchscript --opset 17 --out examples/models/bert_mini_pruned90.onnx --manifest tests/models/manifest.json
