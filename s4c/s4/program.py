@@ -281,13 +281,17 @@ def validate_instr(ins, m: Machine, core: int, index: int, length: int, dram_siz
 
 
 def _check_region(acc: Access, m: Machine, dram_size: int, const_end: int, where: str) -> None:
+    """SRAM regions: base and pitch multiples of machine.align. DRAM regions (DMA only): any byte
+    address and pitch. Both: pitch >= row size when rows > 1, inside the memory."""
     label = f"{where}: operand {acc.name}"
     if acc.rows < 1 or acc.row_bytes < 1:
         _fail(f"{label}: empty region")
-    if acc.base % m.align:
-        _fail(f"{label}: address 0x{acc.base:x} not aligned to {m.align} bytes")
-    if acc.rows > 1 and (acc.pitch % m.align or acc.pitch < acc.row_bytes):
-        _fail(f"{label}: pitch {acc.pitch} must be a multiple of {m.align} and >= the row size {acc.row_bytes}")
+    align = m.align if acc.space == "sram" else 1
+    if acc.base % align:
+        _fail(f"{label}: SRAM address 0x{acc.base:x} not aligned to {align} bytes")
+    if acc.rows > 1 and (acc.pitch % align or acc.pitch < acc.row_bytes):
+        _fail(f"{label}: pitch {acc.pitch} must be >= the row size {acc.row_bytes}"
+              + (f" and a multiple of {align}" if align > 1 else ""))
     limit = dram_size if acc.space == "dram" else m.sram_bytes
     if acc.end > limit:
         what = "DRAM (program dram_size)" if acc.space == "dram" else "SRAM"
@@ -297,14 +301,20 @@ def _check_region(acc: Access, m: Machine, dram_size: int, const_end: int, where
 
 
 def region_blocks(acc: Access, align: int):
-    """The align-sized blocks a region touches: a slice when contiguous, else an index array.
-    (All rows start aligned, so two regions share a byte iff they share a block.)"""
+    """The align-sized blocks a region touches: a slice when they are contiguous, else an index
+    array. SRAM rows start aligned, so two SRAM regions share a byte iff they share a block; DRAM
+    rows may not, so block sharing is a conservative (never missed) approximation there."""
     first = acc.base // align
-    per_row = -(-acc.row_bytes // align)
-    if acc.rows == 1 or acc.pitch == per_row * align:
-        return slice(first, first + (acc.rows - 1) * (acc.pitch // align if acc.rows > 1 else 0) + per_row)
-    starts = first + np.arange(acc.rows, dtype=np.int64) * (acc.pitch // align)
-    return (starts[:, None] + np.arange(per_row, dtype=np.int64)[None, :]).ravel()
+    if acc.rows == 1 or acc.pitch == acc.row_bytes:
+        return slice(first, (acc.end - 1) // align + 1)
+    starts = acc.base + np.arange(acc.rows, dtype=np.int64) * acc.pitch
+    lo = starts // align
+    hi = (starts + acc.row_bytes - 1) // align + 1
+    if acc.base % align == 0 and acc.pitch % align == 0 and (hi - lo).min() * align >= acc.pitch:
+        return slice(first, int(hi[-1]))
+    counts = hi - lo
+    idx = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return idx + np.arange(int(counts.sum()), dtype=np.int64)
 
 
 def overlaps(x: Access, y: Access, align: int) -> bool:
