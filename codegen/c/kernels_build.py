@@ -124,7 +124,9 @@ def build(
 ) -> Path:
     """Compile the kernels into a shared library (cached) and return its path.
 
-    The command is `cc <cflags> [-fopenmp] <extra_flags> -fPIC -shared *.c -lm`.
+    Each source is compiled with `cc <cflags> [-fopenmp] <extra_flags> -fPIC -c`
+    (in parallel), then linked with `-shared ... -lm`.  Compiler warnings are
+    errors only if the flags say so (pass STRICT_WARNINGS in extra_flags).
     """
     cc = find_cc(cc)
     flags = list(cflags) + (openmp_flags(cc) if openmp else []) + list(extra_flags)
@@ -138,14 +140,27 @@ def build(
     lib = out / f"libs4ckernels-{key}.so"
     if lib.exists():
         return lib
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out)
-    os.close(fd)
-    cmd = [cc, *flags, "-fPIC", "-shared", *map(str, sources()), "-o", tmp, "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        os.unlink(tmp)
-        raise RuntimeError(f"kernel build failed: {' '.join(cmd)}\n{r.stderr}")
-    os.replace(tmp, lib)
+    with tempfile.TemporaryDirectory(dir=out) as objdir:
+        # one compiler process per source (the machine has several cores), then link
+        objs, procs = [], []
+        for src in sources():
+            obj = Path(objdir, src.stem + ".o")
+            cmd = [cc, *flags, "-fPIC", "-c", str(src), "-o", str(obj)]
+            procs.append((cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            objs.append(str(obj))
+        errors = []
+        for cmd, proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                errors.append(f"{' '.join(cmd)}\n{err}")
+        if errors:
+            raise RuntimeError("kernel build failed:\n" + "\n".join(errors))
+        tmp = str(Path(objdir, lib.name))
+        cmd = [cc, *flags, "-shared", *objs, "-o", tmp, "-lm"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"kernel link failed: {' '.join(cmd)}\n{r.stderr}")
+        os.replace(tmp, lib)
     return lib
 
 
