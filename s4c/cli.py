@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--time-passes", action="store_true")
     c.add_argument("--verify-each", action="store_true")
     c.add_argument("--dump-dir", metavar="DIR", help="IR text and ONNX after every pass")
+    c.add_argument("--layout", action="append", default=[], metavar="WEIGHT_OR_GLOB=LAYOUT",
+                   help="force a weight's layout, e.g. '*.query.*=bsr16x1' (dense, csr, bsrRxC, nmN:M)")
+    c.add_argument("--layout-default", metavar="LAYOUT", help="use this layout wherever no --layout matches")
+    c.add_argument("--cores", type=int, default=4, help="S4 cores to use (1-4)")
+    c.add_argument("--cc", default=None, help="C compiler for --target c (default: $CC or cc)")
+    c.add_argument("--cflags", default=None, help="C flags (default: -O3 -march=native, plus OpenMP when available)")
 
     r = sub.add_parser("run", help="run a compiled model")
     r.add_argument("outdir", metavar="OUTDIR")
@@ -43,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--inputs", metavar="IN.npz", help="inputs keyed by ONNX input name")
     r.add_argument("-o", "--output", metavar="OUT.npz")
     r.add_argument("--repeat", type=int, default=0, metavar="N", help="one warm-up, then N timed runs")
+    r.add_argument("--threads", type=int, default=None, metavar="N", help="threads for the C backend")
+    r.add_argument("--trace", action="store_true", help="S4: one line per executed instruction")
+    r.add_argument("--profile", action="store_true", help="C: time per op instance and per kernel type")
 
     i = sub.add_parser("inspect", help="summarise an ONNX model or a compiled OUTDIR")
     i.add_argument("target", metavar="MODEL.onnx|OUTDIR")
@@ -57,8 +66,10 @@ def cmd_compile(args) -> None:
     shapes = dict(parse_shape_binding(s) for s in args.input_shape)
     inst = Instrumentation(verify_each=args.verify_each, print_after_all=args.print_after_all,
                            print_after=set(args.print_after), time_passes=args.time_passes, dump_dir=args.dump_dir)
+    backend_options = {"layout_overrides": args.layout, "layout_default": args.layout_default,
+                       "cores": args.cores, "cc": args.cc, "cflags": args.cflags}
     result = compile(args.model, input_shapes=shapes, target=args.target, passes=args.passes,
-                     outdir=args.output, instrumentation=inst)
+                     outdir=args.output, instrumentation=inst, backend_options=backend_options)
     if args.print_ir:
         sys.stdout.write(print_graph(result.graph))
     ops = len(result.graph.ops)
@@ -84,7 +95,8 @@ def cmd_run(args) -> None:
     from s4c.driver import load_compiled, runner_for
 
     compiled = load_compiled(args.outdir)
-    run = runner_for(compiled, args.backend)
+    run_options = {"threads": args.threads, "trace": args.trace, "profile": args.profile}
+    run = runner_for(compiled, args.backend, {k: v for k, v in run_options.items() if v})
     inputs = _load_inputs(args.inputs, compiled.graph)
     outputs = run(inputs)
     if args.repeat > 0:

@@ -29,7 +29,11 @@ from s4c.ir import Graph
 from s4c.text import INLINE_LIMIT, parse_graph, print_graph
 
 MANIFEST_VERSION = 1
-# target name -> module implementing build(graph, outdir, options) -> dict and load(outdir) -> runner
+# target name -> module implementing the backend interface:
+#   build(graph, outdir, options) -> {"files": {key: relpath}, "report": {...}, "report_md": "..."}
+#   load(outdir, options) -> an object with .run(inputs) -> outputs (options: threads, trace, profile)
+# `options` holds the CLI's backend settings (cc, cflags, cores, ...). The graph a backend gets has
+# been through the pipeline and then `select-sparse-layout{target=NAME}` (when that pass exists).
 BACKEND_MODULES = {"s4": "s4c.codegen.s4", "c": "s4c.codegen.c"}
 TARGETS = ("ir", "s4", "c", "all")
 
@@ -68,9 +72,9 @@ class CompiledModel:
     targets: list[str]
     timings: dict[str, float]
 
-    def run(self, inputs: dict[str, np.ndarray], backend: str = "ref") -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], backend: str = "ref", **options) -> dict[str, np.ndarray]:
         """Run the compiled model: inputs and outputs keyed by the ONNX names."""
-        return runner_for(self, backend)(inputs)
+        return runner_for(self, backend, options)(inputs)
 
 
 def run_pipeline(graph: Graph, passes: str, instrumentation: Instrumentation | None = None) -> Graph:
@@ -118,11 +122,20 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     source = model if isinstance(model, (str, os.PathLike)) else "<ModelProto>"
     with _atomic_dir(outdir) as tmp:
         paths = write_ir(graph, tmp)
+        report: dict = {}
+        report_md: list[str] = []
         for name in targets:
             start = time.perf_counter()
-            built = backends[name].build(graph, tmp, dict(backend_options or {}))
+            target_graph = select_layouts(graph, name, backend_options or {}, instrumentation)
+            built = backends[name].build(target_graph, tmp, dict(backend_options or {})) or {}
             timings[f"build-{name}"] = time.perf_counter() - start
-            paths.update(built or {})
+            paths.update(built.get("files", {}))
+            if built.get("report"):
+                report[name] = built["report"]
+            if built.get("report_md"):
+                report_md.append(built["report_md"])
+        if report:
+            paths.update(write_report(tmp, report, report_md))
         manifest = {
             "version": MANIFEST_VERSION,
             "source": os.fspath(source),
@@ -137,6 +150,37 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
             json.dump(manifest, f, indent=1)
     files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
     return CompiledModel(graph, outdir, files, targets, timings)
+
+
+def select_layouts(graph: Graph, target: str, options: dict, instrumentation: Instrumentation | None) -> Graph:
+    """A copy of `graph` with each weight's layout chosen for `target` (the original stays as is,
+    so every target chooses for itself)."""
+    from s4c.passes import all_passes
+
+    if "select-sparse-layout" not in all_passes():
+        return graph
+    spec = {"target": target}
+    if options.get("layout_overrides"):
+        spec["overrides"] = ";".join(options["layout_overrides"])
+    if options.get("layout_default"):
+        spec["default"] = options["layout_default"]
+    # ';' separates overrides and '{}' delimit pass options, so build the pass directly, not from text
+    from s4c.passes import PassManager, get_pass
+
+    inst = instrumentation or Instrumentation()
+    copy = graph.clone()
+    PassManager([get_pass("select-sparse-layout")(**spec)], verify_each=inst.verify_each,
+                print_after_all=inst.print_after_all, print_after=set(inst.print_after)).run(copy)
+    return copy
+
+
+def write_report(outdir: str, report: dict, sections_md: list[str]) -> dict[str, str]:
+    """report.json (one key per target, stable for other tools) and report.md (the sections)."""
+    with open(os.path.join(outdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1, default=float)
+    with open(os.path.join(outdir, "report.md"), "w") as f:
+        f.write("# s4c compile report\n\n" + "\n\n".join(sections_md) + "\n")
+    return {"report": "report.json", "report_md": "report.md"}
 
 
 def _stored_weights(graph: Graph):
@@ -173,8 +217,10 @@ def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
     return CompiledModel(graph, outdir, files, manifest["targets"], {})
 
 
-def runner_for(compiled: CompiledModel, backend: str):
-    """A callable inputs -> outputs for `backend` ("ref" = the reference evaluator on the IR)."""
+def runner_for(compiled: CompiledModel, backend: str, options: dict | None = None):
+    """A callable inputs -> outputs for `backend` ("ref" = the reference evaluator on the IR).
+
+    `options` (threads, trace, profile...) go to the backend's load(outdir, options)."""
     if backend == "ref":
         return lambda inputs: evaluate(compiled.graph, inputs)
     backends = available_backends()
@@ -183,7 +229,7 @@ def runner_for(compiled: CompiledModel, backend: str):
     if compiled.outdir is None or backend not in compiled.targets:
         raise TargetError(f"the model was not compiled for {backend!r} (compiled targets: "
                           f"{', '.join(compiled.targets) or 'none'}); compile with --target {backend}")
-    return backends[backend].load(compiled.outdir).run
+    return backends[backend].load(compiled.outdir, dict(options or {})).run
 
 
 class _atomic_dir:

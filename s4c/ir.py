@@ -187,15 +187,41 @@ class Graph:
             name = f"{hint}.{next(self._name_counter)}"
         return name
 
+    def clone(self) -> "Graph":
+        """A structural copy: new Ops and Values, the same constant arrays (weights are not copied)."""
+        mapping: dict[int, Value] = {}
+
+        def copy(v: Value) -> Value:
+            if id(v) not in mapping:
+                mapping[id(v)] = Value(v.name, v.type, data=v.data)
+            return mapping[id(v)]
+
+        inputs = [copy(v) for v in self.inputs]
+        ops = [Op(op.op, [copy(v) for v in op.inputs], [copy(v) for v in op.outputs], dict(op.attrs), op.onnx_nodes)
+               for op in self.ops]
+        return Graph(self.name, inputs, [copy(v) for v in self.outputs], ops)
+
     # -- edits -----------------------------------------------------------------------------------
     def replace_all_uses(self, old: Value, new: Value) -> None:
-        """Make every reader of `old` (ops and graph outputs) read `new` instead."""
+        """Make every reader of `old` (ops and graph outputs) read `new` instead.
+
+        A graph output keeps its public name (the runtime API is keyed by it): `new` takes the name
+        when it is a plain op result, otherwise (an input, a constant, another output) an Identity
+        op appended to the graph carries it. `old` is renamed out of the way."""
+        if new is old:
+            return
         for op in self.ops:
             op.inputs = [new if v is old else v for v in op.inputs]
         if self.is_output(old):
-            # A graph output keeps its public name: the runtime API is keyed by it.
-            if new.producer is not None or new.is_constant or any(new is i for i in self.inputs):
-                self.outputs = [new if v is old else v for v in self.outputs]
+            public = old.name
+            old.name = self.fresh_name(f"{public}.replaced")
+            if new.producer is not None and not self.is_output(new):
+                new.name = public
+            else:
+                carrier = Value(public, new.type)
+                self.ops.append(Op("Identity", [new], [carrier]))
+                new = carrier
+            self.outputs = [new if v is old else v for v in self.outputs]
 
     def remove_dead_ops(self) -> int:
         """Drop ops none of whose results reach an output. Returns how many were removed."""
