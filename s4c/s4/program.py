@@ -146,8 +146,9 @@ class Program:
             for value in (sym.addr, sym.core):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     _fail(f"{what}: bad address or core")
-            if sym.addr % m.align:
-                _fail(f"{what}: address 0x{sym.addr:x} not aligned to {m.align}")
+            align = m.align if sym.kind == "sram" else D.SIZE[D.CODES[sym.dtype]]
+            if sym.addr % align:
+                _fail(f"{what}: address 0x{sym.addr:x} not aligned to {align} bytes")
             end = sym.addr + sym.size
             if sym.kind == "sram":
                 if sym.core >= len(self.cores):
