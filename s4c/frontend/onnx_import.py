@@ -191,9 +191,14 @@ class Importer:
             value = self.env.get(tensor.name)
             if value is None:
                 raise self.fail(f"graph output {tensor.name!r} is not computed by any node")
+            if value.name == tensor.name and any(value is v for v in self.graph.inputs):
+                self.graph.outputs.append(value)  # an input passed straight through (no node)
+                continue
             if value.name != tensor.name or value.producer is None:
                 # The output is another value under a new name (Identity of an input, a constant,
                 # a duplicated output): an explicit Identity keeps the public name.
+                if value.is_constant and value.name == tensor.name:  # a folded result: free the name
+                    value.name = self.graph.fresh_name(f"{tensor.name}.const")
                 out = Value(tensor.name, value.type)
                 self.graph.ops.append(Op("Identity", [value], [out], onnx_nodes=(tensor.name,)))
                 value = out

@@ -210,6 +210,14 @@ def _reduce(op_name: str):
     return importer
 
 
+def _trilu(ctx: NodeContext):
+    attrs = _attrs_for(ctx, "Trilu")
+    k = _shape_attr(ctx, 1, "k")  # the diagonal offset is an optional operand, the IR's attribute `k`
+    if k is not None:
+        attrs["k"] = k[0]
+    return ctx.emit_op("Trilu", [ctx.value(0)], attrs)
+
+
 def _dequantize_linear(ctx: NodeContext):
     attrs = _attrs_for(ctx, "DequantizeLinear")
     operands = [v for v in ctx.operands if v is not None]
@@ -235,6 +243,7 @@ IMPORTERS: dict[str, Callable] = {
     "Clip": _clip,
     "LayerNormalization": _layer_normalization,
     "DequantizeLinear": _dequantize_linear,
+    "Trilu": _trilu,
     **{name: _reduce(name) for name in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")},
 }
 

@@ -108,7 +108,13 @@ for _name, _fn in REDUCTIONS.items():
         axes = _reduce_axes(xs[0].ndim, attrs)
         if axes == ():
             return [xs[0]]
-        return [np.asarray(fn(xs[0], axis=axes, keepdims=bool(attrs["keepdims"])), dtype=xs[0].dtype)]
+        extra = {}
+        if fn in (np.max, np.min) and xs[0].size == 0:  # ONNX: an empty max is -inf (lowest), min +inf
+            dt = xs[0].dtype
+            lo, hi = (False, True) if dt == np.bool_ else \
+                (np.iinfo(dt).min, np.iinfo(dt).max) if np.issubdtype(dt, np.integer) else (-np.inf, np.inf)
+            extra["initial"] = lo if fn is np.max else hi
+        return [np.asarray(fn(xs[0], axis=axes, keepdims=bool(attrs["keepdims"]), **extra), dtype=xs[0].dtype)]
 
 
 def layer_norm(x, gamma, beta, axis, epsilon):

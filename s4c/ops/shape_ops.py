@@ -97,8 +97,8 @@ def _unsqueeze(xs, attrs):
 def flatten(ctx: InferContext):
     """Collapse to 2-D at `axis`."""
     t = ctx.type(0)
-    axis = ctx.attr("axis") % (t.rank + 1) if ctx.attr("axis") < 0 else ctx.attr("axis")
-    if axis > t.rank:
+    axis = ctx.attr("axis") + t.rank if ctx.attr("axis") < 0 else ctx.attr("axis")
+    if not 0 <= axis <= t.rank:
         raise ValueError(f"axis {axis} out of range for rank {t.rank}")
     return [TensorType(t.dtype, (int(np.prod(t.shape[:axis], dtype=np.int64)),
                                  int(np.prod(t.shape[axis:], dtype=np.int64))))]
@@ -107,7 +107,7 @@ def flatten(ctx: InferContext):
 @implement("Flatten")
 def _flatten(xs, attrs):
     x = xs[0]
-    axis = attrs["axis"] % (x.ndim + 1) if attrs["axis"] < 0 else attrs["axis"]
+    axis = attrs["axis"] + x.ndim if attrs["axis"] < 0 else attrs["axis"]
     return [x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)]
 
 
