@@ -431,6 +431,16 @@ def test_gelu(lib):
         np.testing.assert_array_equal(y2, y)
 
 
+@pytest.mark.parametrize("n", [131072 * 2 + 5, 300001])
+def test_gelu_threaded(lib, threads, n):
+    """Above 128K elements the element-wise kernels split across threads."""
+    x = np.random.default_rng(n).uniform(-8, 8, n).astype(np.float32)
+    for act, fn in ((ACT_GELU_ERF, lib.s4c_gelu_erf), (ACT_GELU_TANH, lib.s4c_gelu_tanh)):
+        y = np.full_like(x, np.nan)
+        fn(x.size, ptr(x), ptr(y))
+        assert_close(y, gelu_ref(x, act), rel=2e-6)
+
+
 def softmax_ref(x, axis):
     """Stable softmax; a slice that is entirely -inf gives zeros (kernel rule)."""
     x = x.astype(np.float64)

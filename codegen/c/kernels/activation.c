@@ -5,15 +5,41 @@
 
 #define S4C_TBLK 64 /* tokens per block in the feature-major reductions */
 
-void s4c_gelu_erf(size_t n, const float *x, float *y) {
+/* Element-wise loops are split across threads above this many elements. */
+#define S4C_ELEMWISE_PAR 65536
+
+static void gelu_erf_range(size_t b, size_t e, const float *x, float *y) {
     size_t i;
-    for (i = 0; i < n; i++) y[i] = s4c__gelu_erf(x[i]);
+    for (i = b; i < e; i++) y[i] = s4c__gelu_erf(x[i]);
 }
 
-void s4c_gelu_tanh(size_t n, const float *x, float *y) {
+static void gelu_tanh_range(size_t b, size_t e, const float *x, float *y) {
     size_t i;
-    for (i = 0; i < n; i++) y[i] = s4c__gelu_tanh(x[i]);
+    for (i = b; i < e; i++) y[i] = s4c__gelu_tanh(x[i]);
 }
+
+static void elementwise(void (*fn)(size_t, size_t, const float *, float *), size_t n,
+                        const float *x, float *y) {
+#ifdef _OPENMP
+    if (n >= 2 * S4C_ELEMWISE_PAR && s4c__max_threads() > 1) {
+#pragma omp parallel num_threads(s4c__threads_for((double)n, (double)S4C_ELEMWISE_PAR))
+        {
+            const size_t p = (size_t)omp_get_thread_num(), np = (size_t)omp_get_num_threads();
+            /* split on multiples of 16 floats (64 bytes) */
+            const size_t units = (n + 15) / 16;
+            size_t b = units * p / np * 16, e = units * (p + 1) / np * 16;
+            if (e > n) e = n;
+            if (b < e) fn(b, e, x, y);
+        }
+        return;
+    }
+#endif
+    fn(0, n, x, y);
+}
+
+void s4c_gelu_erf(size_t n, const float *x, float *y) { elementwise(gelu_erf_range, n, x, y); }
+
+void s4c_gelu_tanh(size_t n, const float *x, float *y) { elementwise(gelu_tanh_range, n, x, y); }
 
 void s4c_activation(int act, size_t n, const float *x, float *y) {
     if (act == S4C_ACT_GELU_ERF)

@@ -7,10 +7,11 @@
  *
  * Register blocking: MR = 6 rows x NR = 2 vectors (16 tokens with AVX): 12
  * accumulators, 2 B vectors, 1 broadcast = 15 of the 16 ymm registers; per k
- * 6 broadcasts + 2 loads feed 12 FMAs.  Cache blocking: KC = 256 rows of B
- * (one B block stays in L2, the 6 x KC A micro-panel in L1 across the N
- * panels), MC = 96 rows (the C block stays in cache across the K blocks),
- * NC = 512 columns.  No packing, no scratch. */
+ * 6 broadcasts + 2 loads feed 12 FMAs.  Cache blocking (BLIS order): NC = 512
+ * columns, MC = 96 rows (the C block stays in cache across the K blocks),
+ * KC = 256; each KC x NR panel of B is copied to a 16 KiB stack buffer (L1)
+ * and reused by all MC/6 micro-panels, A is read in place (strided).  No heap
+ * scratch. */
 #include "s4c_internal.h"
 
 #define MR 6
@@ -162,21 +163,35 @@ void s4c__gemm(int M, int N, int K, const float *A, ptrdiff_t rsa, ptrdiff_t csa
             for (k0 = 0; k0 < K; k0 += S4C_GEMM_KC) {
                 const int kc = K - k0 < S4C_GEMM_KC ? K - k0 : S4C_GEMM_KC;
                 const int first = k0 == 0, last = k0 + kc >= K;
+                const float *bk = B + k0 * ldb + n0;
+                int n = 0;
+                /* Full NR-column panels: copy the KC x NR panel of B into a
+                 * contiguous buffer (16 KiB, stays in L1: rows of B a power of
+                 * two apart would otherwise fall into a few L1 sets), then run
+                 * every MR-row micro-panel of the MC block over it. */
+                for (; n + NR <= nc; n += NR) {
+                    float bp[S4C_GEMM_KC * NR];
+                    int k;
+                    for (k = 0; k < kc; k++) memcpy(bp + k * NR, bk + k * ldb + n, sizeof(float) * NR);
+                    for (m0 = mc0; m0 < mc1; m0 += MR) {
+                        const int mr = mc1 - m0 < MR ? mc1 - m0 : MR;
+                        ukr_table[1][mr - 1](kc, A + m0 * rsa + k0 * csa, rsa, csa, bp, NR,
+                                             C + m0 * ldc + n0 + n, ldc, first,
+                                             bias ? bias + m0 : NULL);
+                    }
+                }
                 for (m0 = mc0; m0 < mc1; m0 += MR) {
                     const int mr = mc1 - m0 < MR ? mc1 - m0 : MR;
                     const float *a = A + m0 * rsa + k0 * csa;
                     const float *bb = bias ? bias + m0 : NULL;
                     float *c = C + m0 * ldc + n0;
-                    const float *b = B + k0 * ldb + n0;
-                    int n = 0;
-                    for (; n + NR <= nc; n += NR)
-                        ukr_table[1][mr - 1](kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
-                    if (n + S4C_VW <= nc) {
-                        ukr_table[0][mr - 1](kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
-                        n += S4C_VW;
+                    int nn = n;
+                    if (nn + S4C_VW <= nc) {
+                        ukr_table[0][mr - 1](kc, a, rsa, csa, bk + nn, ldb, c + nn, ldc, first, bb);
+                        nn += S4C_VW;
                     }
-                    if (n < nc)
-                        tail_cols(mr, nc - n, kc, a, rsa, csa, b + n, ldb, c + n, ldc, first, bb);
+                    if (nn < nc)
+                        tail_cols(mr, nc - nn, kc, a, rsa, csa, bk + nn, ldb, c + nn, ldc, first, bb);
                     if (last && (act != S4C_ACT_NONE || res)) {
                         int r;
                         for (r = 0; r < mr; r++)
