@@ -25,7 +25,6 @@ rep hands it the same Graph for as long as that graph stays in the rep's cache.
 
 from __future__ import annotations
 
-import ast
 import re
 from collections import OrderedDict
 from typing import Any, Callable, Mapping
@@ -37,7 +36,7 @@ import onnx.numpy_helper
 import onnx.version_converter
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
-from s4c.errors import FrontendError, S4CError
+from s4c.errors import FrontendError, RuntimeShapeOperandError, S4CError
 from s4c.evaluate import evaluate
 from s4c.frontend.onnx_import import MAX_OPSET, MIN_OPSET, load_onnx
 from s4c.frontend.onnx_ops import SUPPORTED_OPS
@@ -111,21 +110,9 @@ def check_tensor_io(model: onnx.ModelProto, label: str = "model") -> None:
 
 # -- specialisation ---------------------------------------------------------------------------------
 
-_NOT_STATIC = re.compile(r"\((?P<name>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\) is not known at compile time")
-
-
 def _runtime_operand(error: FrontendError) -> str | None:
-    """The value the importer needed at compile time, from its error message (None if not that error).
-
-    The message is `NodeContext.const`'s in s4c.frontend.onnx_ops; tests/test_onnx_node_tests.py
-    (Reshape/Slice/Range/... cases with runtime operands) fails if the two drift apart."""
-    m = _NOT_STATIC.search(str(error))
-    if not m:
-        return None
-    try:
-        return ast.literal_eval(m.group("name"))
-    except (ValueError, SyntaxError):
-        return None
+    """The value the importer needed at compile time (None if the error is about something else)."""
+    return error.value_name if isinstance(error, RuntimeShapeOperandError) else None
 
 
 # Ops whose result depends only on their operand's type, never its values: the walk stops there.

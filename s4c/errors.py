@@ -20,6 +20,15 @@ class FrontendError(S4CError):
     """The ONNX model cannot be imported (malformed, unsupported op, unbound dynamic dim...)."""
 
 
+class RuntimeShapeOperandError(FrontendError):
+    """A shape-deciding operand is only known at run time. `value_name` names it, so a caller that
+    can specialise (the ONNX backend adaptor) freezes the inputs it comes from and retries."""
+
+    def __init__(self, message: str, value_name: str):
+        super().__init__(message)
+        self.value_name = value_name
+
+
 class VerifyError(S4CError):
     """An IR graph breaks an invariant (SSA, def-before-use, type/shape consistency)."""
 

@@ -26,7 +26,10 @@ def check_inputs(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
         a = np.asarray(inputs[v.name])
         if a.shape != v.shape:
             raise S4CError(f"input {v.name!r} has shape {list(a.shape)}, the compiled model takes {list(v.shape)}")
-        want = numpy_dtype(v.dtype)
+        try:
+            want = numpy_dtype(v.dtype)
+        except TypeError as e:
+            raise S4CError(f"input {v.name!r}: {e}") from None
         if a.dtype != want:
             if not np.can_cast(a.dtype, want, casting="same_kind"):
                 raise S4CError(f"input {v.name!r} has dtype {a.dtype}, the model takes {want}")

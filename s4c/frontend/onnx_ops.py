@@ -15,6 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from s4c import ops
+from s4c.errors import RuntimeShapeOperandError
 from s4c.ir import DTYPES, Value, dtype_name
 
 # ONNX attributes that carry no meaning for inference-time, static-shape compilation.
@@ -68,8 +69,9 @@ class NodeContext:
             return None
         v = self.operands[i]
         if not v.is_constant:
-            raise self.fail(f"{self.label}: {what} ({v.name!r}) is not known at compile time; s4c needs static "
-                            f"shapes (bind the dynamic input dims with --input-shape)")
+            raise RuntimeShapeOperandError(
+                self.fail(f"{self.label}: {what} ({v.name!r}) is not known at compile time; s4c needs static "
+                          f"shapes (bind the dynamic input dims with --input-shape)").args[0], v.name)
         return np.asarray(v.data)
 
     def result_names(self) -> list[str]:
@@ -107,6 +109,15 @@ def _generic(ctx: NodeContext):
 
 def _alias(ctx: NodeContext):
     return [ctx.value(0)] + [None] * (len(ctx.node.outputs) - 1)
+
+
+def _dropout(ctx: NodeContext):
+    if ctx.has(2):
+        training = ctx.const(2, "training_mode")
+        ratio = ctx.const(1, "ratio") if ctx.has(1) else np.array(0.5)
+        if bool(np.asarray(training).reshape(-1)[0]) and float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
+            raise ctx.fail(f"{ctx.label}: Dropout in training mode is not supported (s4c compiles for inference)")
+    return _alias(ctx)
 
 
 def _constant(ctx: NodeContext):
@@ -227,7 +238,7 @@ def _dequantize_linear(ctx: NodeContext):
 IMPORTERS: dict[str, Callable] = {
     "*": _generic,
     "Identity": _alias,
-    "Dropout": _alias,
+    "Dropout": _dropout,
     "Constant": _constant,
     "Reshape": _with_shape_operand("Reshape", "shape"),
     "Expand": _with_shape_operand("Expand", "shape"),
@@ -248,5 +259,6 @@ IMPORTERS: dict[str, Callable] = {
 }
 
 # The ONNX ops s4c imports: the ones with a rule above, and every IR op with the same name.
-_IR_ONLY = {"Linear", "LayerNorm", "SkipLayerNorm", "MultiHeadAttention", "Embedding"}
+# (s4c's own ops, from s4c/ops/fused.py, are not ONNX ops even where a name is shared.)
+_IR_ONLY = {name for name, opdef in ops.REGISTRY.items() if opdef.infer.__module__ == "s4c.ops.fused"}
 SUPPORTED_OPS = (set(IMPORTERS) - {"*"}) | (set(ops.REGISTRY) - _IR_ONLY)
