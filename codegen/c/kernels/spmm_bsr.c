@@ -7,8 +7,8 @@
  * row at a time, like CSR with c consecutive columns per index. */
 #include "s4c_internal.h"
 
-#ifndef S4C_BSR_NVB
-#define S4C_BSR_NVB 3 /* token vectors per 4-row register block (2 or 3) */
+#ifndef S4C_L1_BYTES
+#define S4C_L1_BYTES 32768 /* L1 data cache size assumed by the BSR pass-width choice */
 #endif
 
 #define BSR_ITYPE uint16_t

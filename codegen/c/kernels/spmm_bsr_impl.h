@@ -76,6 +76,11 @@ S4C_INLINE void BSR_SFX(blockrow4)(const int C, int R, int32_t nb,
                                             const float *X, size_t T, int tn, const float *bias,
                                             float *y) {
     const ptrdiff_t bstride = (ptrdiff_t)R * C;
+    /* 3 vectors of tokens per pass reuse each X vector best, but a 3-vector
+     * slice straddles cache lines that the next pass needs again; when the
+     * block row's X footprint (nb*C rows x 2 lines) would not stay in L1 until
+     * then, use 2-vector passes (16 tokens = one line with AVX). */
+    const int wide = (size_t)nb * C * 2 * 64 > S4C_L1_BYTES / 2;
     int q;
     for (q = 0; q < R / 4; q++) {
         const float *vq = val + q * 4 * C;
@@ -83,8 +88,13 @@ S4C_INLINE void BSR_SFX(blockrow4)(const int C, int R, int32_t nb,
         float b4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         int t = 0;
         if (bias) memcpy(b4, bias + q * 4, sizeof b4);
-        for (; t + S4C_BSR_NVB * S4C_VW <= tn; t += S4C_BSR_NVB * S4C_VW)
-            BSR_SFX(rows4)(C, S4C_BSR_NVB, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
+        if (wide) {
+            for (; t + 2 * S4C_VW <= tn; t += 2 * S4C_VW)
+                BSR_SFX(rows4)(C, 2, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
+        } else {
+            for (; t + 3 * S4C_VW <= tn; t += 3 * S4C_VW)
+                BSR_SFX(rows4)(C, 3, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
+        }
         for (; t + S4C_VW <= tn; t += S4C_VW)
             BSR_SFX(rows4)(C, 1, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
         if (t < tn) BSR_SFX(rows4_tail)(C, tn - t, nb, idx, vq, bstride, X + t, T, b4, yq + t, T);
