@@ -60,6 +60,41 @@ for _dt in dtypes.NAMES.values():
     _SCHEMA[f"vpu.lanes.{_dt}"] = (_I, 1, 1 << 20)
 
 
+# What every parameter means (docs/isa.md's parameter table is generated from this).
+# "assumed": chosen a priori (public figure or engineering guess); "fitted": calibrated on the
+# SparseBERT 1x / 20x points; "derived": a fixed ratio of a fitted value.
+PARAM_DOCS = {
+    "clock_hz": ("assumed", "core clock; only MACs/cycle x clock matters for the calibration"),
+    "n_cores": ("public", "cores per chip (Antoum: 4)"),
+    "dram_bytes": ("public", "device LPDDR4X capacity (S4 card: 20 GiB); a program's dram_size must fit"),
+    "sram_bytes": ("assumed", "SRAM scratchpad per core"),
+    "align": ("assumed", "SRAM address / row-pitch alignment and race-check block size, bytes"),
+    "sync.local_sems": ("assumed", "semaphores per core (l0..)"),
+    "sync.global_sems": ("assumed", "chip-wide semaphores (g0..)"),
+    "sync.signal_cycles": ("assumed", "cycles a sync.signal occupies its unit"),
+    "sync.wait_cycles": ("assumed", "cycles a sync.wait occupies its unit once satisfied"),
+    "sync.local_latency": ("assumed", "signal-to-visible delay of a local semaphore"),
+    "sync.global_latency": ("assumed", "signal-to-visible delay of a global (cross-core) semaphore"),
+    "dma.overhead": ("assumed", "issue cost of one DMA instruction"),
+    "dma.latency": ("assumed", "DRAM access latency paid once per DMA instruction"),
+    "dma.bytes_per_cycle": ("assumed", "DRAM bandwidth per core's DMA engine (x4 cores = chip bandwidth)"),
+    "dma.burst_bytes": ("assumed", "DRAM burst: every row moves a whole number of bursts"),
+    "dma.gather_row_cycles": ("assumed", "extra cycles per gathered row (random access)"),
+    "spu.overhead": ("assumed", "issue + pipeline fill/drain of one SPU instruction"),
+    "spu.bsr_full_rate_block": ("assumed", "BSR blocks with fewer elements run at r*c/this of the BSR rate"),
+    "spu.macs_per_cycle.dense.i8": ("fitted", "spu.mm int8 MACs/cycle (fitted on SparseBERT 1x)"),
+    "spu.macs_per_cycle.nm.i8": ("fitted", "spu.nm int8 MACs/cycle, nonzeros only (fitted on SparseBERT 20x)"),
+    "spu.macs_per_cycle.bsr.i8": ("derived", "spu.bsr int8 MACs/cycle = the nm rate"),
+    "vpu.overhead": ("assumed", "issue cost of one VPU instruction"),
+}
+for _fmt in SPU_FORMATS:
+    PARAM_DOCS.setdefault(f"spu.macs_per_cycle.{_fmt}.bf16", ("derived", f"= {_fmt}.i8 / 2 (bf16 MACs are 2x int8)"))
+    PARAM_DOCS.setdefault(f"spu.macs_per_cycle.{_fmt}.f32", ("derived", f"= {_fmt}.i8 / 8 (fp32 is emulated)"))
+for _dt in dtypes.NAMES.values():
+    PARAM_DOCS[f"vpu.lanes.{_dt}"] = ("assumed", f"VPU elements per cycle for {_dt}")
+VPU_PASSES_DOC = ("assumed", "passes over the data the VPU needs for this op (cost multiplier)")
+
+
 def _schema() -> dict:
     from s4c.s4.isa import VPU_OPS  # late import: isa imports the op modules, not machine
 
