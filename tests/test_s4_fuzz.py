@@ -191,7 +191,7 @@ def test_mutated_assembly(seed, data):
             tokens = lines[i].split()
             if tokens:
                 j = data.draw(st.integers(0, len(tokens) - 1))
-                tokens[j] = data.draw(st.sampled_from(["rows=0", "dt=q8", "@9", "0x7fffffc0", "pd=1", "=", "x+",
+                tokens[j] = data.draw(st.sampled_from(["rows=0", "dt=q8", "@9", "0x7fffc0", "pd=1", "=", "x+",
                                                        "value=4294967296", "sem=g99999", "alpha=1e39", "\"", "nan"]))
                 lines[i] = " ".join(tokens)
         else:

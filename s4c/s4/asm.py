@@ -36,6 +36,7 @@ from s4c.s4.ops_sync import GLOBAL_BIT
 from s4c.s4.ops_vpu import BCAST_NAMES
 from s4c.s4.program import DebugEntry, Program, Symbol, SYMBOL_KINDS
 
+MAX_CONST_BYTES = 1 << 30      # text is not the medium for larger weight sets: use the binary container
 _TYPE_RE = re.compile(r"^([a-z0-9]+)\[([0-9,]*)\]$")
 _DATA_CHUNK = 64
 
@@ -127,8 +128,8 @@ class _Assembler:
         if self.const is not None:
             raise _Error(".const_size given twice")
         size = _int(rest[0])
-        if size > 1 << 34:
-            raise _Error("constant segment larger than 16 GiB")
+        if size > MAX_CONST_BYTES:
+            raise _Error(f"constant segment larger than the assembler's limit ({MAX_CONST_BYTES} bytes)")
         self.const = bytearray(size)
 
     def d_data(self, rest):
