@@ -31,6 +31,8 @@ def build(inputs: dict, outputs: dict, body: str, consts: dict | None = None, ti
     lines, code, addr, sram = [], [], 0, 0
     blob = bytearray()
     for name, (dt, arr) in consts.items():
+        if dt == "bf16":                                   # bf16 storage: upper half of the f32 bits
+            arr = (np.asarray(arr, np.float32).view(np.uint32) >> 16).astype(np.uint16)
         raw = np.ascontiguousarray(arr).tobytes()
         lines.append(f".sym const {name} 0x{len(blob):x} {dt}[{','.join(map(str, arr.shape))}]")
         blob += raw + bytes(_align(len(raw)) - len(raw))
@@ -227,6 +229,17 @@ def test_spu_nm(n, m, k):
     assert slots == (-(-k // m)) * n
 
 
+def test_spu_nm_i8_accumulates_exactly_in_i32():
+    t, o, k, n, m = 16, 32, 64, 2, 8
+    x = RNG.integers(-128, 128, (t, k)).astype(np.int8)
+    w, vals, offs = nm_pack(RNG.integers(-128, 128, (o, k)).astype(np.int16), n, m)
+    body = f"spu.nm dst=sy x=sx val=sv idx=si t={t} o={o} k={k} n={n} m={m} pd=128 px=64 dt=i8"
+    text = build({"x": ("i8", (t, k))}, {"y": ("i32", (t, o))}, body,
+                 consts={"v": ("i8", vals.astype(np.int8)), "i": ("u8", offs)})
+    out, _ = execute(text, {"x": x}, "spu.nm", spu_cycles("nm", t * o * (k // m) * n, "i8"))
+    np.testing.assert_array_equal(out["y"], x.astype(np.int64) @ w.T.astype(np.int64))
+
+
 def bsr_pack(w: np.ndarray, r: int, c: int, keep: float = 0.4):
     """Random block pattern over w[o, k] (edges padded) -> (dense, ptr, col, vals, nnzb)."""
     o, k = w.shape
@@ -254,6 +267,18 @@ def test_spu_bsr(r, c, cdt):
                  consts={"v": ("f32", vals), "c": (cdt, col.astype(NPDT[cdt])), "p": ("i32", ptr)})
     eff = min(1.0, r * c / M["spu.bsr_full_rate_block"])
     out, _ = execute(text, {"x": x}, "spu.bsr", spu_cycles("bsr", t * nnzb * r * c, eff=eff))
+    np.testing.assert_allclose(out["y"], (x.astype(np.float64) @ w.T).astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+def test_spu_bsr_bf16_inputs():
+    t, k, o, r = 16, 64, 32, 8
+    x = to_bf16(rand(t, k))
+    w, ptr, col, vals, nnzb = bsr_pack(to_bf16(rand(o, k)), r, 1)
+    body = (f"spu.bsr dst=sy x=sx val=sv col=sc ptr=sp t={t} o={o} k={k} r={r} c=1 nnzb={nnzb} "
+            f"pd=128 px=128 dt=bf16 cdt=u8 tdt=i8")
+    text = build({"x": ("bf16", (t, k))}, {"y": ("f32", (t, o))}, body,
+                 consts={"v": ("bf16", vals), "c": ("u8", col.astype(np.uint8)), "p": ("i32", ptr)})
+    out, _ = execute(text, {"x": x}, "spu.bsr", spu_cycles("bsr", t * nnzb * r, "i8"))
     np.testing.assert_allclose(out["y"], (x.astype(np.float64) @ w.T).astype(np.float32), rtol=1e-6, atol=1e-6)
 
 
