@@ -71,7 +71,9 @@ def multi_head_attention(ctx: InferContext):
     """softmax(Q K^T * scale + bias) V per head, from one packed qkv [B, S, 3*H*D] -> [B, S, H*D].
 
     The optional second operand is the additive attention bias (the mask already turned into
-    0 / large-negative values), broadcastable to [B, H, S, S]."""
+    0 / large-negative values), broadcastable to [B, H, S, S]. A query row whose biased scores are
+    all -inf (fully masked by a -inf mask) attends to nothing and gives zeros, not NaN: what the
+    C kernel computes, and what the exporters' SDPA lowering spells with its IsNaN guard."""
     qkv = ctx.type(0)
     if qkv.rank != 3 or qkv.shape[2] % (3 * ctx.attr("num_heads")):
         raise ValueError(f"packed qkv {qkv} is not [B, S, 3*heads*head_dim] for {ctx.attr('num_heads')} heads")
@@ -92,7 +94,12 @@ def _multi_head_attention(xs, attrs):
     scores = np.matmul(q, k.transpose(0, 1, 3, 2)) * np.float32(attrs["scale"])
     if len(xs) > 1:
         scores = scores + xs[1]
-    out = np.matmul(softmax(scores, -1), v)
+    with np.errstate(invalid="ignore"):
+        probs = softmax(scores, -1)
+    masked = np.all(scores == -np.inf, axis=-1, keepdims=True)
+    if masked.any():
+        probs = np.where(masked, np.zeros((), probs.dtype), probs)
+    out = np.matmul(probs, v)
     return [out.transpose(0, 2, 1, 3).reshape(b, s, h * d).astype(qkv.dtype)]
 
 
