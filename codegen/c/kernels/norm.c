@@ -2,28 +2,22 @@
  * feature-major tensors x[F][T].
  *
  * Tokens are processed in blocks of S4C_LN_TBLK: per block, pass 1 sums over
- * the F rows (vectorised over the block's tokens), pass 2 accumulates the
- * centred squares (two-pass variance, no cancellation), pass 3 normalises.
+ * the F rows (vectorised over the block's tokens; SkipLayerNorm forms
+ * x + skip + bias in the same pass), pass 2 accumulates the centred squares
+ * (two-pass variance, no cancellation), pass 3 normalises.
  * Blocks are split across threads. */
 #include "s4c_internal.h"
 
 #define S4C_LN_TBLK 64
 
-/* Normalise tokens [t0, t0+nt) of src into y (src may be y). */
-static void ln_block(int F, size_t T, const float *src, const float *gamma, const float *beta,
-                     float eps, float *y, int nt) {
-    float mean[S4C_LN_TBLK], rstd[S4C_LN_TBLK];
+/* Given mean[t] (sum over features / F) of src, normalise tokens [0, nt) of
+ * src into y (src may be y): centred-square pass, then the output pass. */
+static void ln_finish(int F, size_t T, const float *src, float *mean, const float *gamma,
+                      const float *beta, float eps, float *y, int nt) {
+    float rstd[S4C_LN_TBLK];
     const float invF = 1.0f / (float)F;
     int f, t;
-    for (t = 0; t < nt; t++) mean[t] = 0.0f;
-    for (f = 0; f < F; f++) {
-        const float *s = src + (size_t)f * T;
-        for (t = 0; t < nt; t++) mean[t] += s[t];
-    }
-    for (t = 0; t < nt; t++) {
-        mean[t] *= invF;
-        rstd[t] = 0.0f;
-    }
+    for (t = 0; t < nt; t++) rstd[t] = 0.0f;
     for (f = 0; f < F; f++) {
         const float *s = src + (size_t)f * T;
         for (t = 0; t < nt; t++) {
@@ -40,16 +34,41 @@ static void ln_block(int F, size_t T, const float *src, const float *gamma, cons
     }
 }
 
-/* s = x + skip (+ bias) for a token block, into y (and sum_out). */
-static void skip_block(int F, size_t T, const float *x, const float *skip, const float *bias,
-                       float *y, float *sum_out, int nt) {
+/* LayerNorm of tokens [0, nt) of x into y. */
+static void ln_block(int F, size_t T, const float *x, const float *gamma, const float *beta,
+                     float eps, float *y, int nt) {
+    float mean[S4C_LN_TBLK];
+    const float invF = 1.0f / (float)F;
     int f, t;
+    for (t = 0; t < nt; t++) mean[t] = 0.0f;
+    for (f = 0; f < F; f++) {
+        const float *s = x + (size_t)f * T;
+        for (t = 0; t < nt; t++) mean[t] += s[t];
+    }
+    for (t = 0; t < nt; t++) mean[t] *= invF;
+    ln_finish(F, T, x, mean, gamma, beta, eps, y, nt);
+}
+
+/* s = x + skip (+ bias) into y (and sum_out), summing s on the way; then LN. */
+static void skip_ln_block(int F, size_t T, const float *x, const float *skip, const float *bias,
+                          const float *gamma, const float *beta, float eps, float *y,
+                          float *sum_out, int nt) {
+    float mean[S4C_LN_TBLK];
+    const float invF = 1.0f / (float)F;
+    int f, t;
+    for (t = 0; t < nt; t++) mean[t] = 0.0f;
     for (f = 0; f < F; f++) {
         const size_t o = (size_t)f * T;
         const float b = bias ? bias[f] : 0.0f;
-        for (t = 0; t < nt; t++) y[o + t] = x[o + t] + skip[o + t] + b;
+        for (t = 0; t < nt; t++) {
+            const float v = x[o + t] + skip[o + t] + b;
+            y[o + t] = v;
+            mean[t] += v;
+        }
         if (sum_out) memcpy(sum_out + o, y + o, (size_t)nt * sizeof *y);
     }
+    for (t = 0; t < nt; t++) mean[t] *= invF;
+    ln_finish(F, T, y, mean, gamma, beta, eps, y, nt);
 }
 
 static void norm_blocks(int b0, int b1, int F, int T, const float *x, const float *skip,
@@ -59,13 +78,11 @@ static void norm_blocks(int b0, int b1, int F, int T, const float *x, const floa
     for (i = b0; i < b1; i++) {
         const int t0 = i * S4C_LN_TBLK;
         const int nt = T - t0 < S4C_LN_TBLK ? T - t0 : S4C_LN_TBLK;
-        if (skip) {
-            skip_block(F, (size_t)T, x + t0, skip + t0, bias, y + t0, sum_out ? sum_out + t0 : NULL,
-                       nt);
-            ln_block(F, (size_t)T, y + t0, gamma, beta, eps, y + t0, nt);
-        } else {
+        if (skip)
+            skip_ln_block(F, (size_t)T, x + t0, skip + t0, bias, gamma, beta, eps, y + t0,
+                          sum_out ? sum_out + t0 : NULL, nt);
+        else
             ln_block(F, (size_t)T, x + t0, gamma, beta, eps, y + t0, nt);
-        }
     }
 }
 
