@@ -4,6 +4,7 @@ never raise anything but S4ProgramError."""
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -72,7 +73,9 @@ SEEDS = [
 """,
 ]
 BLOBS = [assemble(text).to_bytes() for text in SEEDS]
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# S4_FUZZ_EXAMPLES=4000 for a deeper local run (CI keeps the default small).
+FUZZ = settings(max_examples=int(os.environ.get("S4_FUZZ_EXAMPLES", "250")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def repair_checksums(blob: bytearray) -> bytearray:
