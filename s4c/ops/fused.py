@@ -119,3 +119,36 @@ def _embedding(xs, attrs):
     if len(xs) > 6:
         x = x + xs[7][xs[6]]
     return [layer_norm(x, gamma, beta, -1, attrs["epsilon"])[0]]
+
+
+@register("DequantizeWeight", attrs={"axis": Attr("int", 0)}, inputs=(2, 2))
+def dequantize_weight(ctx: InferContext):
+    """weight_i8 * scale: an int8 weight (a constant) with a float scale, symmetric (no zero point).
+
+    `scale` is a scalar (per tensor) or 1-D with one entry per slice along `axis` (per channel).
+    The result has the weight's shape and the scale's dtype. Backends keep the int8 values and
+    apply the scale themselves; the reference evaluator materialises the float weight."""
+    w, scale = ctx.type(0), ctx.type(1)
+    if w.dtype != "i8":
+        raise TypeError(f"DequantizeWeight weight must be i8, not {w.dtype}")
+    if scale.dtype not in ("f32", "f16", "f64"):
+        raise TypeError(f"DequantizeWeight scale must be a float, not {scale.dtype}")
+    if scale.rank == 1:
+        axis = ctx.attr("axis")
+        if not -w.rank <= axis < w.rank:
+            raise ValueError(f"axis {axis} out of range for weight {w}")
+        if scale.shape[0] != w.shape[axis % w.rank]:
+            raise ValueError(f"scale {scale} does not match weight {w} along axis {axis}")
+    elif scale.rank != 0:
+        raise ValueError(f"scale {scale} must be a scalar or 1-D")
+    return [TensorType(scale.dtype, w.shape)]
+
+
+@implement("DequantizeWeight")
+def _dequantize_weight(xs, attrs):
+    w, scale = xs
+    if scale.ndim == 1:
+        shape = [1] * w.ndim
+        shape[attrs["axis"] % w.ndim] = -1
+        scale = scale.reshape(shape)
+    return [(w.astype(scale.dtype) * scale).astype(scale.dtype, copy=False)]
