@@ -185,7 +185,7 @@ def test_linear_dense_gemm_edges(lib):
 
 @pytest.mark.parametrize("shape", LIN_SHAPES)
 @pytest.mark.parametrize("epi", EPILOGUES[:3] + EPILOGUES[3:4])
-@pytest.mark.parametrize("idx", ["u16", "i32"])
+@pytest.mark.parametrize("idx", ["u8", "u16", "i32"])
 def test_linear_csr(lib, threads, shape, epi, idx):
     out, inn, T = shape
     rng = np.random.default_rng(hash((shape, epi, idx)) % 2**32)
@@ -194,9 +194,12 @@ def test_linear_csr(lib, threads, shape, epi, idx):
         W[2] = 0  # an empty row
     X = rand(rng, inn, T)
     bias, res = _epi(rng, out, T, epi[0], epi[2])
-    ip, ix, v = pack_csr(W, np.uint16 if idx == "u16" else np.int32)
+    if idx == "u8" and inn > 256:
+        pytest.skip("uint8 column indices need in <= 256")
+    dtype, fn = {"u8": (np.uint8, lib.s4c_linear_csr_u8), "u16": (np.uint16, lib.s4c_linear_csr_u16),
+                 "i32": (np.int32, lib.s4c_linear_csr_i32)}[idx]
+    ip, ix, v = pack_csr(W, dtype)
     Y = np.full((out, T), np.nan, np.float32)
-    fn = lib.s4c_linear_csr_u16 if idx == "u16" else lib.s4c_linear_csr_i32
     assert fn(out, inn, T, ptr(ip), ptr(ix), ptr(v), ptr(X), ptr(bias), epi[1], ptr(res), ptr(Y)) == 0
     assert_close(Y, linear_ref(W, X, bias, epi[1], res))
 
@@ -231,7 +234,10 @@ def test_linear_bsr(lib, threads, block, shape):
     W = np.ascontiguousarray(W[:out, :inn])
     X = rand(rng, inn, T)
     bias, res = _epi(rng, out, T, True, True)
-    for idx_dtype, fn in ((np.uint16, lib.s4c_linear_bsr_u16), (np.int32, lib.s4c_linear_bsr_i32)):
+    variants = [(np.uint16, lib.s4c_linear_bsr_u16), (np.int32, lib.s4c_linear_bsr_i32)]
+    if nbc <= 256:
+        variants.append((np.uint8, lib.s4c_linear_bsr_u8))
+    for idx_dtype, fn in variants:
         ip, ix, v = pack_bsr(W, r, c, idx_dtype, pad_value=np.nan)
         Y = np.full((out, T), np.nan, np.float32)
         rc = fn(out, inn, T, r, c, ptr(ip), ptr(ix), ptr(v), ptr(X), ptr(bias), ACT_GELU_ERF, ptr(res), ptr(Y))
@@ -613,6 +619,13 @@ static void t_linear(int out, int in, int T, int act) {
         }
         s4c_linear_csr_u16(out, in, T, ip, i16, v, X, b, act, res, Y);
         check("csr_u16", Y, ref, (size_t)out * T);
+        if (in <= 256) {
+            uint8_t *i8 = xmalloc((size_t)nnz);
+            for (o = 0; o < nnz; o++) i8[o] = (uint8_t)i32[o];
+            s4c_linear_csr_u8(out, in, T, ip, i8, v, X, b, act, res, Y);
+            check("csr_u8", Y, ref, (size_t)out * T);
+            free(i8);
+        }
         s4c_linear_csr_i32(out, in, T, ip, i32, v, X, NULL, act, NULL, Y);
         {
             double *r2 = ref_linear(out, in, T, W, X, NULL, act, NULL);
@@ -655,6 +668,13 @@ static void t_linear(int out, int in, int T, int act) {
             check("bsr_u16", Y, ref, (size_t)out * T);
             s4c_linear_bsr_i32(out, in, T, R, C, ip, ix, v, X, b, act, res, Y);
             check("bsr_i32", Y, ref, (size_t)out * T);
+            if (nbc <= 256) {
+                uint8_t *i8 = xmalloc((size_t)nb);
+                for (k = 0; k < nb; k++) i8[k] = (uint8_t)ix[k];
+                s4c_linear_bsr_u8(out, in, T, R, C, ip, i8, v, X, b, act, res, Y);
+                check("bsr_u8", Y, ref, (size_t)out * T);
+                free(i8);
+            }
             free(ip); free(ix); free(i16); free(v);
         }
     }

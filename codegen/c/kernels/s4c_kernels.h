@@ -58,8 +58,12 @@ int s4c_linear_dense(int out, int in, int T, const float *W, const float *X,
                      const float *bias, int act, const float *residual, float *Y);
 
 /* CSR: indptr int32[out+1] (absolute offsets into indices / values), column
- * indices[nnz] in any order within a row, values float[nnz].  _u16 when
- * in <= 65535, _i32 otherwise. */
+ * indices[nnz] in any order within a row, values float[nnz].  Index type:
+ * any that holds in-1; s4c.sparse picks the smallest: uint8 when in <= 256,
+ * uint16 when in <= 65536, else int32. */
+int s4c_linear_csr_u8(int out, int in, int T, const int32_t *indptr, const uint8_t *indices,
+                      const float *values, const float *X, const float *bias, int act,
+                      const float *residual, float *Y);
 int s4c_linear_csr_u16(int out, int in, int T, const int32_t *indptr,
                        const uint16_t *indices, const float *values, const float *X,
                        const float *bias, int act, const float *residual, float *Y);
@@ -73,7 +77,12 @@ int s4c_linear_csr_i32(int out, int in, int T, const int32_t *indptr,
  * out % br != 0 or in % bc != 0 the last block row / column is padded; padded
  * values are never used (rows >= out are not written, columns >= in are not
  * read).  Any br, bc >= 1 works; fast paths: r x 1 for r % 4 == 0 (4x1, 8x1,
- * 16x1, 32x1), 1x4, 1x8, 4x4, 8x8 (and any r % 4 == 0 with c <= 8). */
+ * 16x1, 32x1), 1x4, 1x8, 4x4, 8x8 (and any r % 4 == 0 with c <= 8).  Index
+ * type as for CSR, counted in block columns (s4c.sparse: uint8 when
+ * ceil(in/bc) <= 256, e.g. 1x4 / 4x4 / 8x8 on in = 768). */
+int s4c_linear_bsr_u8(int out, int in, int T, int br, int bc, const int32_t *indptr,
+                      const uint8_t *indices, const float *values, const float *X,
+                      const float *bias, int act, const float *residual, float *Y);
 int s4c_linear_bsr_u16(int out, int in, int T, int br, int bc, const int32_t *indptr,
                        const uint16_t *indices, const float *values, const float *X,
                        const float *bias, int act, const float *residual, float *Y);

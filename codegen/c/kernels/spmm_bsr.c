@@ -11,6 +11,12 @@
 #define S4C_L1_BYTES 32768 /* L1 data cache size assumed by the BSR pass-width choice */
 #endif
 
+#define BSR_ITYPE uint8_t
+#define BSR_SFX(name) name##_u8
+#include "spmm_bsr_impl.h"
+#undef BSR_ITYPE
+#undef BSR_SFX
+
 #define BSR_ITYPE uint16_t
 #define BSR_SFX(name) name##_u16
 #include "spmm_bsr_impl.h"
@@ -22,6 +28,12 @@
 #include "spmm_bsr_impl.h"
 #undef BSR_ITYPE
 #undef BSR_SFX
+
+int s4c_linear_bsr_u8(int out, int in, int T, int br, int bc, const int32_t *indptr,
+                      const uint8_t *indices, const float *values, const float *X,
+                      const float *bias, int act, const float *residual, float *Y) {
+    return bsr_run_u8(out, in, T, br, bc, indptr, indices, values, X, bias, act, residual, Y);
+}
 
 int s4c_linear_bsr_u16(int out, int in, int T, int br, int bc, const int32_t *indptr,
                        const uint16_t *indices, const float *values, const float *X,

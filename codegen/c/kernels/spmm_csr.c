@@ -10,6 +10,12 @@
 #define S4C_CSR_NV 4 /* token vectors per register block (4 or 8) */
 #endif
 
+#define CSR_ITYPE uint8_t
+#define CSR_SFX(name) name##_u8
+#include "spmm_csr_impl.h"
+#undef CSR_ITYPE
+#undef CSR_SFX
+
 #define CSR_ITYPE uint16_t
 #define CSR_SFX(name) name##_u16
 #include "spmm_csr_impl.h"
@@ -21,6 +27,12 @@
 #include "spmm_csr_impl.h"
 #undef CSR_ITYPE
 #undef CSR_SFX
+
+int s4c_linear_csr_u8(int out, int in, int T, const int32_t *indptr, const uint8_t *indices,
+                      const float *values, const float *X, const float *bias, int act,
+                      const float *residual, float *Y) {
+    return csr_run_u8(out, in, T, indptr, indices, values, X, bias, act, residual, Y);
+}
 
 int s4c_linear_csr_u16(int out, int in, int T, const int32_t *indptr,
                        const uint16_t *indices, const float *values, const float *X,
