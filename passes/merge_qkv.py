@@ -59,7 +59,6 @@ class ConcatOfLinears(Pattern):
     """
 
     roots = ("Concat",)
-    insert_at_first = True
 
     def match(self, rw, root):
         rank = root.outputs[0].type.rank

@@ -13,9 +13,11 @@ have (the op whose results the rewrite takes over), and implements two methods:
 fusion must check before it replaces anything: the values the matched ops define, other than the
 root's results, are used only by matched ops and are not graph outputs (an intermediate with a
 second user, or one the model returns, blocks the fusion: replacing it would duplicate work or
-change the result). It then splices the new ops in at the root's place (or, for a pattern whose
-`insert_at_first` is set, at the first matched op's place), erases the matched ops and revisits the
-new ops, so patterns compose (MatMul -> Linear, then Linear + bias Add -> Linear with bias).
+change the result). It then splices the new ops in at the root's place, erases the matched ops and
+revisits the new ops, so patterns compose (MatMul -> Linear, then Linear + bias Add -> Linear with
+bias). A pattern may also take over the results of other matched ops (`Match.takeover`, e.g.
+merge-qkv's Split giving back a projection that something else reads): then the new ops go where
+the first of those was, and the pattern makes sure everything they read is defined by then.
 
 Matching is on structure and on what constants MEAN: `close_f32` compares a constant (or a product
 of constants) with the exact value it stands for, within a few float32 ulps, so 1/sqrt(2) written
@@ -73,10 +75,6 @@ class Pattern:
     matched subgraph, and implement `match` and `rewrite`."""
 
     roots: ClassVar[tuple[str, ...]] = ()
-    # Insert the new ops where the first matched op was (for rewrites whose results replace values
-    # that ops before the root read, e.g. merge-qkv's Split); the pattern guarantees every operand
-    # of the new ops is defined before that point.
-    insert_at_first: ClassVar[bool] = False
 
     def match(self, rw: "Rewriter", root: Op) -> Match | None:
         raise NotImplementedError
@@ -194,9 +192,9 @@ class Rewriter:
                     return False
         return True
 
-    def replace(self, index: int, m: Match, new_ops: list[Op], at_first: bool = False) -> int:
-        """Erase the matched ops, put `new_ops` in at the root (or first matched op); returns the
-        position from which to continue visiting."""
+    def replace(self, index: int, m: Match, new_ops: list[Op]) -> int:
+        """Erase the matched ops, put `new_ops` in at the root (`index`), or where the first op whose
+        results they take over was; returns the position from which to continue visiting."""
         locs = tuple(dict.fromkeys(n for op in sorted(m.ops, key=self._position) for n in op.onnx_nodes))
         for op in new_ops:
             if not op.onnx_nodes:
@@ -214,7 +212,7 @@ class Rewriter:
                     bucket.append(op)
             for v in op.outputs:
                 self._names.add(v.name)
-        at = min(self._position(op) for op in m.ops) if at_first else index
+        at = min([index] + [self._position(op) for op in m.takeover])
         self.ops[at:at] = new_ops
         return at
 
@@ -251,7 +249,7 @@ def apply_patterns(graph: Graph, patterns: Sequence[Pattern], max_sweeps: int = 
                 new_ops = p.rewrite(rw, m)
                 if new_ops is None:
                     continue
-                i = rw.replace(i, m, new_ops, p.insert_at_first)
+                i = rw.replace(i, m, new_ops)
                 rw.counts[p.name] = rw.counts.get(p.name, 0) + 1
                 fired += 1
                 break
