@@ -69,16 +69,18 @@ def _peel_scales(rw: Rewriter, v: Value, m_ops: list[Op]) -> tuple[Value, float]
     return v, scale
 
 
-def _head_chain(rw: Rewriter, v: Value, source_shape: tuple[int, ...], allow_scale: bool):
-    """Walk up from `v` through single-use layout ops (and scalar scalings if `allow_scale`) to the
-    furthest value of `source_shape`: (source, layout ops in forward order, scale, all ops)."""
-    steps: list[tuple[Value, list[Op], float, list[Op]]] = []
+def _head_chain(rw: Rewriter, v: Value, source_shape: tuple[int, ...], allow_scale: bool,
+                expected: np.ndarray):
+    """Walk up from `v` through single-use layout ops (and scalar scalings if `allow_scale`) to a
+    value of `source_shape` whose layout chain to `v` gives `expected` (the furthest such value, so
+    scalings before the head split are absorbed too): (source, scale, ops walked), or None."""
+    candidates: list[tuple[Value, list[Op], float, list[Op]]] = []
     layout: list[Op] = []
     every: list[Op] = []
     scale = 1.0
     cur = v
     if cur.shape == source_shape:
-        steps.append((cur, [], 1.0, []))
+        candidates.append((cur, [], 1.0, []))
     while cur.producer is not None and rw.single_use(cur):
         op = cur.producer
         if op.op in LAYOUT_OPS and len(op.outputs) == 1:
@@ -91,8 +93,11 @@ def _head_chain(rw: Rewriter, v: Value, source_shape: tuple[int, ...], allow_sca
             break
         every.append(op)
         if cur.shape == source_shape:
-            steps.append((cur, layout[::-1], scale, list(every)))
-    return steps[-1] if steps else None
+            candidates.append((cur, layout[::-1], scale, list(every)))
+    for source, ops, factor, walked in reversed(candidates):
+        if _layout_is(ops, source_shape, expected):
+            return source, factor, walked
+    return None
 
 
 def _layout_is(ops: list[Op], source_shape: tuple[int, ...], expected: np.ndarray) -> bool:
@@ -234,25 +239,22 @@ class ScaledDotProductAttention(Pattern):
                 return None
         # the three head splits
         src_shape = (b, s, hd)
-        q_found = _head_chain(rw, qk.inputs[0], src_shape, True)
-        k_found = _head_chain(rw, qk.inputs[1], src_shape, True)
-        v_found = _head_chain(rw, vh, src_shape, False)
-        if q_found is None or k_found is None or v_found is None:
-            return None
         split = base.reshape(b, s, heads, d)  # index of (b, s, h, d) in the projection
         q_expect = split.transpose(0, 2, 1, 3)
         k_expect = split.transpose(0, 2, 3, 1)
         if rank == 3:
             q_expect = q_expect.reshape(b * heads, s, d)
             k_expect = k_expect.reshape(b * heads, d, s)
-        for (src, layout, _, _), expect in ((q_found, q_expect), (k_found, k_expect), (v_found, q_expect)):
-            if not _layout_is(layout, src_shape, expect):
-                return None
-        scale = q_found[2] * k_found[2] * mid_scale * post_scale
+        q_found = _head_chain(rw, qk.inputs[0], src_shape, True, q_expect)
+        k_found = _head_chain(rw, qk.inputs[1], src_shape, True, k_expect)
+        v_found = _head_chain(rw, vh, src_shape, False, q_expect)
+        if q_found is None or k_found is None or v_found is None:
+            return None
+        scale = q_found[1] * k_found[1] * mid_scale * post_scale
         if not (math.isfinite(scale) and scale > 0.0):
             return None
         for found in (q_found, k_found, v_found):
-            m_ops += found[3]
+            m_ops += found[2]
         return Match(root, m_ops, q=q_found[0], k=k_found[0], v=v_found[0], heads=heads, scale=scale,
                      bias=bias, bias_kind=bias_kind, post_scale=post_scale)
 

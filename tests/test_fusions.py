@@ -31,9 +31,9 @@ from s4c.text import parse_graph, print_graph
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MARK = "# ---- expected ----\n"
-CASES = sorted(GOLDEN.glob("*/*.s4ir"))
 FUSIONS = ["fuse-linear", "fuse-gelu", "fuse-layernorm", "fuse-skip-layernorm", "fuse-attention",
            "merge-qkv", "fuse-embedding"]
+CASES = [p for name in FUSIONS for p in sorted((GOLDEN / name).glob("*.s4ir"))]
 TOL = 1e-5
 FIXTURES = fixtures()
 
