@@ -4,7 +4,18 @@ The fusion work (issue 3) fills in `default`; until then it is the clean-up pipe
 
 PIPELINES: dict[str, list[str]] = {
     "none": [],
-    "cleanup": [],
+    "cleanup": [
+        # first: rewrites below then see constants, and transposed weights arrive as [out, in]
+        "fold-constants",
+        # after folding (scales are constants by then); int8 weight + scale as one typed op
+        "fold-weight-dequant",
+        # identity reshapes/casts/expands, Transpose pairs, x*1 / x+0 left by the exporters
+        "simplify-algebra",
+        # after simplify-algebra, which makes more duplicates identical (e.g. per-layer mask casts)
+        "eliminate-common-subexpressions",
+        # last: what the rewrites above left unread
+        "eliminate-dead-code",
+    ],
     "default": [
         # layer norms first: fuse-embedding and fuse-skip-layernorm match on LayerNorm
         "fuse-layernorm",
