@@ -8,14 +8,31 @@
 /* Element-wise loops are split across threads above this many elements. */
 #define S4C_ELEMWISE_PAR 65536
 
+/* y[b..e) = act(x[b..e)) (+ res[b..e) when res != NULL), S4C_VW lanes at a time. */
+S4C_INLINE void act_range(const int act, size_t b, size_t e, const float *x, const float *res,
+                          float *y) {
+    size_t i = b;
+    for (; i + S4C_VW <= e; i += S4C_VW) {
+        s4c_vf v = s4c_vload(x + i);
+        v = act == S4C_ACT_GELU_ERF ? s4c_vgelu_erf(v) : s4c_vgelu_tanh(v);
+        if (res) v = s4c_vadd(v, s4c_vload(res + i));
+        s4c_vstore(y + i, v);
+    }
+    if (i < e) {
+        const int n = (int)(e - i);
+        s4c_vf v = s4c_vload_n(x + i, n);
+        v = act == S4C_ACT_GELU_ERF ? s4c_vgelu_erf(v) : s4c_vgelu_tanh(v);
+        if (res) v = s4c_vadd(v, s4c_vload_n(res + i, n));
+        s4c_vstore_n(y + i, v, n);
+    }
+}
+
 static void gelu_erf_range(size_t b, size_t e, const float *x, float *y) {
-    size_t i;
-    for (i = b; i < e; i++) y[i] = s4c__gelu_erf(x[i]);
+    act_range(S4C_ACT_GELU_ERF, b, e, x, NULL, y);
 }
 
 static void gelu_tanh_range(size_t b, size_t e, const float *x, float *y) {
-    size_t i;
-    for (i = b; i < e; i++) y[i] = s4c__gelu_tanh(x[i]);
+    act_range(S4C_ACT_GELU_TANH, b, e, x, NULL, y);
 }
 
 static void elementwise(void (*fn)(size_t, size_t, const float *, float *), size_t n,
@@ -51,18 +68,12 @@ void s4c_activation(int act, size_t n, const float *x, float *y) {
 }
 
 void s4c__epilogue(float *y, const float *res, int n, int act) {
-    int i;
-    if (act == S4C_ACT_GELU_ERF) {
-        if (res)
-            for (i = 0; i < n; i++) y[i] = s4c__gelu_erf(y[i]) + res[i];
-        else
-            for (i = 0; i < n; i++) y[i] = s4c__gelu_erf(y[i]);
-    } else if (act == S4C_ACT_GELU_TANH) {
-        if (res)
-            for (i = 0; i < n; i++) y[i] = s4c__gelu_tanh(y[i]) + res[i];
-        else
-            for (i = 0; i < n; i++) y[i] = s4c__gelu_tanh(y[i]);
-    } else if (res) {
+    if (act == S4C_ACT_GELU_ERF)
+        act_range(S4C_ACT_GELU_ERF, 0, (size_t)n, y, res, y);
+    else if (act == S4C_ACT_GELU_TANH)
+        act_range(S4C_ACT_GELU_TANH, 0, (size_t)n, y, res, y);
+    else if (res) {
+        int i;
         for (i = 0; i < n; i++) y[i] += res[i];
     }
 }
@@ -84,11 +95,7 @@ static void softmax_features_block(int F, int T, int t0, int nt, const float *x,
     for (f = 0; f < F; f++) {
         const float *xr = x + (size_t)f * T + t0;
         float *yr = y + (size_t)f * T + t0;
-        for (t = 0; t < nt; t++) {
-            float e = xr[t] == -INFINITY ? 0.0f : s4c__expf(xr[t] - m[t]);
-            yr[t] = e;
-            s[t] += e;
-        }
+        s4c__exp_sub_acc(xr, m, 1.0f, yr, s, nt);
     }
     for (t = 0; t < nt; t++) s[t] = s[t] > 0.0f ? 1.0f / s[t] : 0.0f;
     for (f = 0; f < F; f++) {
@@ -125,7 +132,12 @@ static void softmax_row(int n, const float *x, float *y) {
     float m = s4c__max(x, n), s;
     int i;
     if (m == -INFINITY) m = 0.0f;
-    for (i = 0; i < n; i++) y[i] = x[i] == -INFINITY ? 0.0f : s4c__expf(x[i] - m);
+    {
+        s4c_vf mv = s4c_vset1(m);
+        for (i = 0; i + S4C_VW <= n; i += S4C_VW)
+            s4c_vstore(y + i, s4c_vexp0(s4c_vsub(s4c_vload(x + i), mv)));
+        for (; i < n; i++) y[i] = s4c__exp0(x[i] - m);
+    }
     s = s4c__sum(y, n);
     s = s > 0.0f ? 1.0f / s : 0.0f;
     for (i = 0; i < n; i++) y[i] *= s;

@@ -56,11 +56,7 @@ static void att_range(int i0, int i1, int batch, int seq, int heads, int D, floa
         for (i = 0; i < nq; i++) mx[i] = mx[i] == -INFINITY ? 0.0f : mx[i];
         for (j = 0; j < seq; j++) {
             float *s = St + (size_t)j * nq;
-            for (i = 0; i < nq; i++) {
-                const float e = s[i] == -INFINITY ? 0.0f : s4c__expf(scale * (s[i] - mx[i]));
-                s[i] = e;
-                sm[i] += e;
-            }
+            s4c__exp_sub_acc(s, mx, scale, s, sm, nq);
         }
         for (i = 0; i < nq; i++) sm[i] = sm[i] > 0.0f ? 1.0f / sm[i] : 0.0f;
         /* O[d][i] = sum_j V[d][j] P[j][i], then / sum */

@@ -64,6 +64,7 @@ S4C_INLINE s4c_vf s4c_vload(const float *p) {
 S4C_INLINE void s4c_vstore(float *p, s4c_vf v) { memcpy(p, &v, sizeof v); }
 S4C_INLINE s4c_vf s4c_vfma(s4c_vf acc, s4c_vf a, s4c_vf b) { return acc + a * b; }
 S4C_INLINE s4c_vf s4c_vadd(s4c_vf a, s4c_vf b) { return a + b; }
+S4C_INLINE s4c_vf s4c_vsub(s4c_vf a, s4c_vf b) { return a - b; }
 S4C_INLINE s4c_vf s4c_vmul(s4c_vf a, s4c_vf b) { return a * b; }
 
 #else /* plain C99 fallback */
@@ -91,6 +92,11 @@ S4C_INLINE s4c_vf s4c_vfma(s4c_vf acc, s4c_vf a, s4c_vf b) {
 S4C_INLINE s4c_vf s4c_vadd(s4c_vf a, s4c_vf b) {
     int i;
     for (i = 0; i < S4C_VW; i++) a.v[i] += b.v[i];
+    return a;
+}
+S4C_INLINE s4c_vf s4c_vsub(s4c_vf a, s4c_vf b) {
+    int i;
+    for (i = 0; i < S4C_VW; i++) a.v[i] -= b.v[i];
     return a;
 }
 S4C_INLINE s4c_vf s4c_vmul(s4c_vf a, s4c_vf b) {
@@ -257,6 +263,119 @@ S4C_INLINE float s4c__gelu_erf(float x) {
 S4C_INLINE float s4c__gelu_tanh(float x) {
     float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
     return x / (1.0f + s4c__expf(-2.0f * u));
+}
+
+/* exp(x), but exactly 0 for x == -INFINITY (masked scores). */
+S4C_INLINE float s4c__exp0(float x) { return x == -INFINITY ? 0.0f : s4c__expf(x); }
+
+/* ------------------------------------------------------------ vector math
+ * The same approximations on whole vectors.  With vector extensions the
+ * clamps are compare + bitwise select, so every loop built on these runs
+ * S4C_VW lanes at a time whatever the compiler's if-conversion does (the
+ * scalar forms above stay scalar in GCC 12 -mavx2 loops: the clamp turns into
+ * branches around a constant-folded polynomial). */
+#ifdef S4C_VECEXT
+#if S4C_VW == 8
+typedef int32_t s4c_vi __attribute__((vector_size(32)));
+#else
+typedef int32_t s4c_vi __attribute__((vector_size(16)));
+#endif
+S4C_INLINE s4c_vf s4c_vsel(s4c_vi m, s4c_vf a, s4c_vf b) { /* m ? a : b */
+    return (s4c_vf)((m & (s4c_vi)a) | (~m & (s4c_vi)b));
+}
+S4C_INLINE s4c_vf s4c_vmin(s4c_vf a, s4c_vf b) { return s4c_vsel(a < b, a, b); }
+S4C_INLINE s4c_vf s4c_vmax(s4c_vf a, s4c_vf b) { return s4c_vsel(a > b, a, b); }
+
+S4C_INLINE s4c_vf s4c_vexp(s4c_vf x) {
+    const s4c_vf magic = s4c_vset1(12582912.0f);
+    s4c_vf t, n, r, p;
+    s4c_vi ni;
+    x = s4c_vmin(x, s4c_vset1(88.0f));
+    x = s4c_vmax(x, s4c_vset1(-87.0f));
+    t = x * s4c_vset1(1.44269504088896341f) + magic; /* n in the low mantissa bits */
+    n = t - magic;
+    r = x - n * s4c_vset1(0.693359375f);
+    r = r - n * s4c_vset1(-2.12194440e-4f);
+    p = s4c_vset1(1.9875691500E-4f);
+    p = p * r + s4c_vset1(1.3981999507E-3f);
+    p = p * r + s4c_vset1(8.3334519073E-3f);
+    p = p * r + s4c_vset1(4.1665795894E-2f);
+    p = p * r + s4c_vset1(1.6666665459E-1f);
+    p = p * r + s4c_vset1(5.0000001201E-1f);
+    p = p * r * r + r + s4c_vset1(1.0f);
+    ni = (s4c_vi)t - (s4c_vi)magic;
+    return p * (s4c_vf)((ni + 127) << 23);
+}
+S4C_INLINE s4c_vf s4c_vexp0(s4c_vf x) {
+    return s4c_vsel(x == s4c_vset1(-INFINITY), s4c_vset1(0.0f), s4c_vexp(x));
+}
+S4C_INLINE s4c_vf s4c_verf(s4c_vf x) {
+    s4c_vf x2, p, q;
+    x = s4c_vmin(x, s4c_vset1(4.0f));
+    x = s4c_vmax(x, s4c_vset1(-4.0f));
+    x2 = x * x;
+    p = s4c_vset1(-2.72614225801306e-10f);
+    p = p * x2 + s4c_vset1(2.77068142495902e-08f);
+    p = p * x2 + s4c_vset1(-2.10102402082508e-06f);
+    p = p * x2 + s4c_vset1(-5.69250639462346e-05f);
+    p = p * x2 + s4c_vset1(-7.34990630326855e-04f);
+    p = p * x2 + s4c_vset1(-2.95459980854025e-03f);
+    p = p * x2 + s4c_vset1(-1.60960333262415e-02f);
+    q = s4c_vset1(-1.45660718464996e-05f);
+    q = q * x2 + s4c_vset1(-2.13374055278905e-04f);
+    q = q * x2 + s4c_vset1(-1.68282697438203e-03f);
+    q = q * x2 + s4c_vset1(-7.37332916720468e-03f);
+    q = q * x2 + s4c_vset1(-1.42647390514189e-02f);
+    return x * p / q;
+}
+S4C_INLINE s4c_vf s4c_vgelu_erf(s4c_vf x) {
+    return s4c_vset1(0.5f) * x * (s4c_vset1(1.0f) + s4c_verf(x * s4c_vset1(0.70710678118654752f)));
+}
+S4C_INLINE s4c_vf s4c_vgelu_tanh(s4c_vf x) {
+    s4c_vf u = s4c_vset1(0.7978845608028654f) * (x + s4c_vset1(0.044715f) * x * x * x);
+    return x / (s4c_vset1(1.0f) + s4c_vexp(s4c_vset1(-2.0f) * u));
+}
+#else
+#define S4C_VMAP(name, fn)                  \
+    S4C_INLINE s4c_vf name(s4c_vf x) {      \
+        int i_;                             \
+        for (i_ = 0; i_ < S4C_VW; i_++) x.v[i_] = fn(x.v[i_]); \
+        return x;                           \
+    }
+S4C_VMAP(s4c_vexp0, s4c__exp0)
+S4C_VMAP(s4c_vgelu_erf, s4c__gelu_erf)
+S4C_VMAP(s4c_vgelu_tanh, s4c__gelu_tanh)
+#undef S4C_VMAP
+#endif
+
+/* Partial vectors (n < S4C_VW lanes) through a zero-padded copy. */
+S4C_INLINE s4c_vf s4c_vload_n(const float *p, int n) {
+    float t[S4C_VW] = {0.0f};
+    memcpy(t, p, (size_t)n * sizeof *p);
+    return s4c_vload(t);
+}
+S4C_INLINE void s4c_vstore_n(float *p, s4c_vf v, int n) {
+    float t[S4C_VW];
+    s4c_vstore(t, v);
+    memcpy(p, t, (size_t)n * sizeof *p);
+}
+
+/* y[i] = exp0(scale * (x[i] - m[i])), acc[i] += y[i] for i < n (y may be x). */
+S4C_INLINE void s4c__exp_sub_acc(const float *x, const float *m, float scale, float *y,
+                                 float *acc, int n) {
+    const s4c_vf sv = s4c_vset1(scale);
+    int i = 0;
+    for (; i + S4C_VW <= n; i += S4C_VW) {
+        s4c_vf d = s4c_vsub(s4c_vload(x + i), s4c_vload(m + i));
+        s4c_vf e = s4c_vexp0(s4c_vmul(sv, d));
+        s4c_vstore(y + i, e);
+        s4c_vstore(acc + i, s4c_vadd(s4c_vload(acc + i), e));
+    }
+    for (; i < n; i++) {
+        const float e = s4c__exp0(scale * (x[i] - m[i]));
+        y[i] = e;
+        acc[i] += e;
+    }
 }
 
 #endif /* S4C_INTERNAL_H */
