@@ -9,24 +9,10 @@ from s4c.errors import PassError
 from s4c.ir import Graph, Op, TensorType, Value
 from s4c.passes.base import Pass
 
-FLOAT_DTYPES = ("f16", "f32", "f64", "bf16")
-# 8-bit integer weights are what a dequantisation reads; u8 is included because DequantizeLinear
-# takes it too (with a zero point).
-QUANTIZED_DTYPES = ("i8", "u8")
-
 
 def is_weight_dequantization(op: Op) -> bool:
-    """Whether `op` turns an 8-bit integer constant into floats (the start of a dequantisation).
-
-    Cast(int8 const) is that whatever follows it (usually Mul(scale)): once the Cast is kept, the
-    Mul reads a non-constant and stays too, so the whole `Cast -> Mul(scale)` pattern survives."""
-    if op.op == "DequantizeWeight":
-        return True
-    if op.op == "DequantizeLinear":
-        return op.inputs[0].dtype in QUANTIZED_DTYPES
-    if op.op == "Cast":
-        return op.inputs[0].dtype in QUANTIZED_DTYPES and op.attrs.get("to") in FLOAT_DTYPES
-    return False
+    """Whether `op` starts an int8 weight's dequantisation (see s4c.ops.is_weight_dequantization)."""
+    return ops.is_weight_dequantization(op.op, [v.dtype for v in op.inputs], op.attrs)
 
 
 class FoldConstants(Pass):

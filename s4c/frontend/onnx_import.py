@@ -263,8 +263,9 @@ class Importer:
         opdef = ops.REGISTRY[op_name]
         # Keep only what the node set (defaults stay implicit), coerced to the attribute kinds.
         attrs = {k: opdef.attrs[k].check(v) for k, v in attrs.items() if v is not None}
-        if op_name in TYPE_ONLY_OPS or (
-                all(v.is_constant for v in operands) and all(v.type.size <= FOLD_LIMIT for v in operands)):
+        foldable = (all(v.is_constant for v in operands) and all(v.type.size <= FOLD_LIMIT for v in operands)
+                    and not ops.is_weight_dequantization(op_name, [v.dtype for v in operands], attrs))
+        if op_name in TYPE_ONLY_OPS or foldable:
             # Type-only ops see a zero-stride stand-in of the right shape for runtime operands.
             arrays = opdef.run([v.data if v.is_constant else np.broadcast_to(np.zeros((), np.uint8), v.shape)
                                 for v in operands], attrs)

@@ -138,5 +138,24 @@ def get(name: str) -> OpDef:
     return REGISTRY[name]
 
 
+FLOAT_DTYPES = ("f16", "f32", "f64", "bf16")
+QUANTIZED_DTYPES = ("i8", "u8")
+
+
+def is_weight_dequantization(op_name: str, operand_dtypes: list[str], attrs: dict) -> bool:
+    """Whether an op turns an 8-bit integer weight into floats (the start of a dequantisation).
+
+    Neither the frontend nor fold-constants folds such an op, even on constants: the weight would
+    become f32 (4x the bytes) and hide that it is int8 with a scale. Cast(int8) is that whatever
+    follows it (usually Mul(scale)): once the Cast is kept, the Mul reads a non-constant and stays."""
+    if op_name == "DequantizeWeight":
+        return True
+    if op_name == "DequantizeLinear":
+        return operand_dtypes[0] in QUANTIZED_DTYPES
+    if op_name == "Cast":
+        return operand_dtypes[0] in QUANTIZED_DTYPES and attrs.get("to") in FLOAT_DTYPES
+    return False
+
+
 # Populate the registry (import order does not matter; each module registers its ops).
 from s4c.ops import elementwise, shape_ops, nn, fused  # noqa: E402,F401
