@@ -17,6 +17,17 @@ PIPELINES: dict[str, list[str]] = {
         "eliminate-dead-code",
     ],
     "default": [
+        # clean-up first (same order as "cleanup"): the fusions then match constants, not the
+        # exporters' constant subgraphs (e.g. a Transpose of a weight, a folded position lookup)
+        "fold-constants",
+        # int8 weight dequant spellings -> DequantizeWeight, which fuse-linear takes as a weight
+        "fold-weight-dequant",
+        # identity reshapes/casts, Transpose pairs, x*1, x+0: fewer near misses for the patterns
+        "simplify-algebra",
+        # one mask computation for all layers instead of one per layer
+        "eliminate-common-subexpressions",
+        # drop what the above left unread, so the single-use checks see real readers only
+        "eliminate-dead-code",
         # layer norms first: fuse-embedding and fuse-skip-layernorm match on LayerNorm
         "fuse-layernorm",
         # before fuse-skip-layernorm, which would take the embeddings' sum for a residual Add
@@ -31,5 +42,7 @@ PIPELINES: dict[str, list[str]] = {
         "merge-qkv",
         # last fusion: fuse-linear has taken the biases into the Linears, the embeddings are fused
         "fuse-skip-layernorm",
+        # what the fusions left unread (e.g. a DequantizeWeight another user kept)
+        "eliminate-dead-code",
     ],
 }

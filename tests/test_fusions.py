@@ -138,6 +138,7 @@ def test_default_pipeline_is_an_explicit_list_of_known_passes():
     assert order.index("fuse-layernorm") < order.index("fuse-embedding") < order.index("fuse-skip-layernorm")
     assert order.index("fuse-linear") < order.index("fuse-gelu")
     assert order.index("fuse-linear") < order.index("fuse-attention") < order.index("merge-qkv")
+    assert order.index("fold-weight-dequant") < order.index("fuse-linear")
 
 
 def test_attention_fully_masked_row_is_zero_not_nan():
