@@ -5,9 +5,10 @@ have (the op whose results the rewrite takes over), and implements two methods:
 
     match(rw, root)    -> Match | None   walk up from the root through producers; list every op
                                          the rewrite replaces in `Match.ops`; capture operands
-    rewrite(rw, match) -> [Op]           the new ops; the last one takes over the root's result
-                                         Values (same objects, so no use needs rewiring and a
-                                         graph output keeps its public name)
+    rewrite(rw, match) -> [Op] | None    the new ops, in order; they produce the root's result
+                                         Values themselves (the same objects, so no use needs
+                                         rewiring and a graph output keeps its public name);
+                                         None to give up after all
 
 `apply_patterns(graph, patterns)` visits the ops in order and, for each match, checks what every
 fusion must check before it replaces anything: the values the matched ops define, other than the
