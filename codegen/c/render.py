@@ -1,0 +1,169 @@
+"""The generated files: jinja2 templates (templates/*.j2) for the skeletons, filled from a Lowering."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from s4c import __version__
+from s4c.codegen.c import cnames
+from s4c.codegen.c.cnames import comment_name
+from s4c.codegen.c.program import Lowering, Tensor
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+EXTRA_DIR = Path(__file__).resolve().parent / "kernels_extra"
+
+_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                          keep_trailing_newline=True, trim_blocks=False, lstrip_blocks=False, autoescape=False)
+
+
+def _io(t: Tensor, name: str) -> dict:
+    shape = list(t.shape)
+    return {
+        "name": name,
+        "comment": f"{comment_name(name)} {t.dtype}[{','.join(map(str, shape))}] ({t.ctype})",
+        "dtype": t.dtype,
+        "dtype_upper": t.dtype.upper(),
+        "rank": len(shape),
+        "shape_list": ", ".join(map(str, shape)) if shape else "0",
+        "shape_list_or_zero": ", ".join(map(str, shape)) if shape else "0",
+        "numel": t.size,
+        "nbytes": t.nbytes,
+        "descr": cnames.NPY_DESCR[t.dtype],
+        "shape": shape,
+    }
+
+
+def declaration(t: Tensor) -> str:
+    const = "const " if t.readonly else ""
+    base = t.buffer.base()
+    cast = f"({const}{t.ctype} *)" + ("" if t.buffer.kind in ("input", "output") else f"({const}void *)")
+    if t.buffer.kind in ("input", "output"):
+        base = f"{base}"
+    return f"{const}{t.ctype} *const {t.name} = {cast}({base}); /* {comment_name(t.label)} {t.describe()} */"
+
+
+def context(lw: Lowering, weights_id: int, source: str) -> dict:
+    run_steps = lw.run_steps
+    init_steps = lw.init_steps
+    # run-time tensors each step touches, declared once at the top of s4c_model_run_steps
+    declared: dict[str, Tensor] = {}
+    for s in run_steps:
+        for t in s.ins + s.outs + s.scratch:
+            if t.phase == "run":
+                declared.setdefault(t.name, t)
+    # weights / init-time tensors: file-scope pointers set once by s4c_bind
+    used_globals: dict[str, Tensor] = {}
+    for s in init_steps + run_steps:
+        for t in s.ins + s.outs + s.scratch:
+            if t.phase == "init":
+                used_globals.setdefault(t.name, t)
+    glob = sorted(used_globals.values(), key=lambda t: (t.name[0], int(t.name[1:])))
+    globals_ = []
+    binds = []
+    for t in glob:
+        const = "const " if t.buffer.kind == "weight" else ""
+        globals_.append(f"static {const}{t.ctype} *{t.name}; /* {comment_name(t.label)} {t.describe()} */")
+        binds.append(f"{t.name} = ({const}{t.ctype} *)({const}void *)({t.buffer.base()});")
+    decls = [declaration(t) for t in sorted(declared.values(), key=lambda t: int(t.name[1:]))]
+    plan = lw.arena_plan
+    uses_arena = any(t.buffer.kind == "arena" for t in declared.values())
+    for s in run_steps + init_steps:
+        s._comment = s.comment()
+    return {
+        "version": __version__,
+        "source": comment_name(source),
+        "inputs": [_io(t, v.name) for t, v in zip(lw.input_tensors, lw.graph.inputs)],
+        "outputs": [_io(t, v.name) for t, v in zip(lw.output_tensors, lw.graph.outputs)],
+        "dtype_codes": [(k.upper(), v) for k, v in cnames.DTYPE_CODE.items()],
+        "arena_bytes": plan.peak,
+        "arena_alloc": max(plan.peak, 64),
+        "arena_total": plan.total,
+        "uses_arena": uses_arena,
+        "weight_bytes": lw.weights.nbytes,
+        "derived_bytes": lw.derived_bytes,
+        "weights_id": f"{weights_id:016x}",
+        "globals": globals_,
+        "binds": binds,
+        "functions": lw.functions,
+        "declarations": decls,
+        "run_steps": [{"comment": s._comment, "call": s.call, "fails": s.fails} for s in run_steps],
+        "init_steps": [{"comment": s._comment, "call": s.call, "fails": s.fails} for s in init_steps],
+        "num_steps": len(run_steps),
+        "uses_extra": lw.uses_extra,
+    }
+
+
+def kernel_sources(texts: list[str]) -> list[Path]:
+    """The kernel library sources the generated code needs (the closure over their references)."""
+    defined: dict[str, Path] = {}
+    refs: dict[Path, set[str]] = {}
+    ident = re.compile(r"\bs4c_{1,2}[a-z0-9_]+\b")
+    for src in sorted(KERNEL_DIR.glob("*.c")):
+        text = src.read_text()
+        for m in re.finditer(r"^(?!static)[A-Za-z_][\w \t\*]*?\b(s4c_{1,2}[a-z0-9_]+)\s*\(", text, re.M):
+            defined.setdefault(m.group(1), src)
+        refs[src] = set(ident.findall(text))
+    needed: set[Path] = {KERNEL_DIR / "s4c_runtime.c"}
+    todo = set()
+    for text in texts:
+        todo |= set(ident.findall(text))
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        src = defined.get(name)
+        if src is not None and src not in needed:
+            needed.add(src)
+            todo |= refs[src]
+        elif src is not None:
+            todo |= refs[src] - seen
+    return sorted(needed)
+
+
+def write_sources(lw: Lowering, cdir: Path, weights_id: int, source: str) -> dict[str, list[str]]:
+    """Write model.h, model.c, main.c, the kernels used, Makefile and model.json into `cdir`."""
+    ctx = context(lw, weights_id, source)
+    model_c = _env.get_template("model.c.j2").render(**ctx)
+    model_h = _env.get_template("model.h.j2").render(**ctx)
+    (cdir / "model.c").write_text(model_c)
+    (cdir / "model.h").write_text(model_h)
+    texts = [model_c]
+    extra_sources: list[Path] = []
+    if lw.uses_extra:
+        extra_sources = [EXTRA_DIR / "s4c_extra.c"]
+        texts.append(extra_sources[0].read_text())
+    kernels = kernel_sources(texts)
+    headers = sorted(KERNEL_DIR.glob("*.h")) + ([EXTRA_DIR / "s4c_extra.h"] if lw.uses_extra else [])
+    for p in kernels + extra_sources + headers:
+        (cdir / p.name).write_bytes(p.read_bytes())
+    sources = [p.name for p in kernels + extra_sources]
+    header_names = [p.name for p in headers]
+    max_rank = max([len(io["shape"]) for io in ctx["inputs"] + ctx["outputs"]] + [1])
+    main_c = _env.get_template("main.c.j2").render(max_rank=max_rank, **ctx)
+    (cdir / "main.c").write_text(main_c)
+    (cdir / "Makefile").write_text(_env.get_template("Makefile.j2").render(sources=sources, headers=header_names, **ctx))
+    meta = {
+        "version": 1,
+        "inputs": [{"name": io["name"], "dtype": io["dtype"], "shape": io["shape"]} for io in ctx["inputs"]],
+        "outputs": [{"name": io["name"], "dtype": io["dtype"], "shape": io["shape"]} for io in ctx["outputs"]],
+        "steps": [{"kind": s.kind, "kernel": s.kernel, "op": s.op.op if s.op is not None else None,
+                   "nodes": list(s.op.onnx_nodes) if s.op is not None else [],
+                   "result": s.outs[0].label if s.outs else None} for s in lw.run_steps],
+        "library": "libmodel.so",
+        "weights": "weights.bin",
+        "sources": ["model.c"] + sources,
+    }
+    (cdir / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return {"sources": ["model.c"] + sources, "headers": ["model.h"] + header_names}
+
+
+def _np_dtype(name: str):
+    return np.dtype(np.uint8) if name == "bool" else np.dtype(cnames.NPY_DESCR[name].replace("|", "<"))

@@ -1,0 +1,81 @@
+"""weights.bin: every constant the generated C reads, in the layout its kernel wants.
+
+    offset  0  8 bytes  magic "S4CWGT01"
+            8  uint32   0x01020304 (byte-order probe: the file is little-endian)
+           12  uint32   header size (64)
+           16  uint64   payload bytes
+           24  uint64   weights id: blake2b-64 of the payload (model.c is compiled with it and
+                        s4c_model_init refuses a weights.bin from another compile)
+           32  zeros up to 64
+    64 ...              payload: one blob per constant, each at a 64-byte aligned offset
+
+Arrays are written as they are (native little-endian, C order); int8 weights stay int8 (the
+generated init code dequantises them), sparse weights are the packed arrays of s4c.sparse.
+Blobs are added by reference and serialised one at a time at write time, so BERT-base's 440 MB
+are never copied in memory all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+
+from s4c.codegen.memory_plan import align_up
+
+MAGIC = b"S4CWGT01"
+HEADER_BYTES = 64
+
+
+class WeightStore:
+    def __init__(self, alignment: int = 64):
+        self.alignment = alignment
+        self.entries: list[tuple[int, np.ndarray]] = []
+        self.nbytes = 0
+        self._keys: dict = {}
+        self.fingerprint: int | None = None
+
+    def add(self, array: np.ndarray, key=None) -> int:
+        """Reserve room for `array` (kept by reference) and return its payload offset."""
+        if key is not None and key in self._keys:
+            return self._keys[key]
+        array = np.asarray(array)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        offset = self.nbytes
+        self.entries.append((offset, array))
+        self.nbytes = align_up(offset + max(array.nbytes, 1), self.alignment)
+        if key is not None:
+            self._keys[key] = offset
+        return offset
+
+    def chunks(self):
+        """(offset, bytes) of every blob, padding included, in file order."""
+        pos = 0
+        for offset, array in self.entries:
+            if offset > pos:
+                yield pos, bytes(offset - pos)
+            data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).tobytes() if array.size else b""
+            yield offset, data
+            pos = offset + len(data)
+        if self.nbytes > pos:
+            yield pos, bytes(self.nbytes - pos)
+
+    def write(self, path: str) -> int:
+        """Write weights.bin; returns the weights id (also kept in `fingerprint`)."""
+        h = hashlib.blake2b(digest_size=8)
+        with open(path, "wb") as f:
+            f.write(bytes(HEADER_BYTES))
+            for _, data in self.chunks():
+                h.update(data)
+                f.write(data)
+            self.fingerprint = int.from_bytes(h.digest(), "little")
+            f.seek(0)
+            f.write(header(self.nbytes, self.fingerprint))
+        return self.fingerprint
+
+
+def header(payload: int, fingerprint: int) -> bytes:
+    head = MAGIC + struct.pack("<IIQQ", 0x01020304, HEADER_BYTES, payload, fingerprint)
+    return head + bytes(HEADER_BYTES - len(head))
