@@ -1,6 +1,8 @@
 """Named pipelines. Each is one explicit, ordered list; the comment on a step says why it is there.
 
-The fusion work (issue 3) fills in `default`; until then it is the clean-up pipeline."""
+`none` imports only; `cleanup` is target-independent tidying; `default` is cleanup then the
+transformer fusions. Sparse layout selection is not here: the driver runs it per target, on a copy
+of the graph, after this pipeline (see s4c/driver.py `select_layouts`)."""
 
 PIPELINES: dict[str, list[str]] = {
     "none": [],
