@@ -1,4 +1,4 @@
-"""The `s4c` command line: compile, run, inspect.
+"""The `s4c` command line: compile, run, inspect, calibrate.
 
 Errors caused by the input are one line `error: ...` on stderr and exit code 2; a bug in s4c is
 one line and exit code 1. `--debug` shows the traceback instead."""
@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s4c", description="Compile pruned ONNX models for the S4 accelerator and C.")
     p.add_argument("--version", action="version", version=f"s4c {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,inspect}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,inspect,calibrate}")
 
     c = sub.add_parser("compile", help="import, optimise and build a model")
     c.add_argument("model", help="ONNX model file")
@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="summarise an ONNX model or a compiled OUTDIR")
     i.add_argument("target", metavar="MODEL.onnx|OUTDIR")
+
+    k = sub.add_parser("calibrate", help="microbenchmark a backend's kernels for its layout cost model")
+    k.add_argument("--target", required=True, choices=["c"],
+                   help="c: time the C kernels (the S4 model comes from its machine file)")
+    k.add_argument("--out", metavar="FILE",
+                   help="calibration file (default: $S4C_CACHE/c-costs.json, else ~/.cache/s4c/c-costs.json)")
+    k.add_argument("--cc", default=None, help="C compiler (default: $CC or cc)")
+    k.add_argument("--cflags", default=None, help="C flags (default: -std=c99 -O3 -march=native -ffp-contract=fast)")
     return p
 
 
@@ -121,7 +129,15 @@ def cmd_inspect(args) -> None:
     sys.stdout.write(inspect_path(args.target))
 
 
-COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect}
+def cmd_calibrate(args) -> None:
+    from s4c.calibrate import calibrate_c
+    from s4c.codegen.c import kernels_build
+
+    path, data = calibrate_c(kernels_build, args.out, cc=args.cc, cflags=args.cflags, progress=print)
+    print(f"wrote {path} (call {data['call_us']:.1f} us; {data['cc']} {data['cflags']})")
+
+
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect, "calibrate": cmd_calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,7 +126,7 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
         report_md: list[str] = []
         for name in targets:
             start = time.perf_counter()
-            target_graph = select_layouts(graph, name, backend_options or {}, instrumentation)
+            target_graph = select_layouts(graph, name, backend_options or {}, instrumentation, report, report_md)
             built = backends[name].build(target_graph, tmp, dict(backend_options or {})) or {}
             timings[f"build-{name}"] = time.perf_counter() - start
             paths.update(built.get("files", {}))
@@ -152,9 +152,11 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     return CompiledModel(graph, outdir, files, targets, timings)
 
 
-def select_layouts(graph: Graph, target: str, options: dict, instrumentation: Instrumentation | None) -> Graph:
+def select_layouts(graph: Graph, target: str, options: dict, instrumentation: Instrumentation | None,
+                   report: dict | None = None, report_md: list[str] | None = None) -> Graph:
     """A copy of `graph` with each weight's layout chosen for `target` (the original stays as is,
-    so every target chooses for itself)."""
+    so every target chooses for itself). With `report` / `report_md`, also adds the target's
+    weight-layout report: report["layouts"][target] (s4c.layout_report) and a markdown section."""
     from s4c.passes import all_passes
 
     if "select-sparse-layout" not in all_passes():
@@ -169,8 +171,16 @@ def select_layouts(graph: Graph, target: str, options: dict, instrumentation: In
 
     inst = instrumentation or Instrumentation()
     copy = graph.clone()
-    PassManager([get_pass("select-sparse-layout")(**spec)], verify_each=inst.verify_each,
+    selection = get_pass("select-sparse-layout")(**spec)
+    PassManager([selection], verify_each=inst.verify_each,
                 print_after_all=inst.print_after_all, print_after=set(inst.print_after)).run(copy)
+    if report is not None:
+        from s4c.layout_report import layout_report, layout_report_md
+
+        section = layout_report(selection.choices, selection.target_model)
+        report.setdefault("layouts", {})[target] = section
+        if report_md is not None:
+            report_md.append(layout_report_md(section))
     return copy
 
 

@@ -1,7 +1,9 @@
 """`s4c inspect`: a plain-text summary of an ONNX model or a compiled OUTDIR.
 
-Ops by type, inputs/outputs with shapes, and every weight (constant with 2+ dims) with its shape
-and sparsity. An ONNX model is summarised as stored (no shape binding needed)."""
+Ops by type, inputs/outputs with shapes, every weight (constant with 2+ dims) with its shape
+and sparsity, and the sparsity analysis of every 2-D weight as W[out, in] (transposed when a
+MatMul / Gemm reads it as [in, out]): density, the best BSR block shape and its fill-in, and the
+N:M pattern it satisfies, if any. An ONNX model is summarised as stored (no shape binding needed)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,28 @@ def _table(rows: list[tuple], header: tuple) -> list[str]:
     return [fmt(header), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
 
 
-def _summary(title: str, op_types: list[str], inputs, outputs, weights) -> str:
+def _sparsity_table(matrices) -> list[str]:
+    """The sparsity analysis of (name, W[out, in]) pairs (s4c.sparse.analyze_sparsity)."""
+    from s4c.sparse import analyze_sparsity
+
+    rows = []
+    for name, w in matrices:
+        report = analyze_sparsity(np.ascontiguousarray(w))  # MatMul weights are transposed views
+        best = report.best_block_shape() or min(
+            report.blocks, key=lambda b: (b.fill_in, -b.block_shape[0] * b.block_shape[1])).block_shape
+        pattern = report.nm_pattern
+        rows.append((name, "x".join(map(str, w.shape)), f"{report.density:.3f}",
+                     f"{best[0]}x{best[1]}", f"{report.block(best).fill_in:.3f}",
+                     f"{pattern.n}:{pattern.m}" if pattern else "-"))
+    if not rows:
+        return []
+    header = ("name", "W[out,in]", "density", "best block", "fill-in", "N:M")
+    return ["", f"sparsity analysis ({len(rows)} 2-D weights; best block: the largest with fill-in <= 25%, "
+                  "else the one with the least fill-in):"] + \
+        ["  " + l for l in _table(rows, header)]
+
+
+def _summary(title: str, op_types: list[str], inputs, outputs, weights, matrices=()) -> str:
     lines = [title, "", f"ops ({len(op_types)}):"]
     for op, n in sorted(collections.Counter(op_types).items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {op:<24} {n}")
@@ -33,6 +56,7 @@ def _summary(title: str, op_types: list[str], inputs, outputs, weights) -> str:
         rows.append((name, "x".join(map(str, array.shape)), str(array.dtype), f"{1 - nz / max(array.size, 1):.1%}"))
     lines += ["", f"weights ({len(rows)}, {total:,} values, {1 - nonzero / max(total, 1):.1%} zeros):"]
     lines += ["  " + l for l in _table(rows, ("name", "shape", "dtype", "sparsity"))] if rows else []
+    lines += _sparsity_table(matrices)
     return "\n".join(lines) + "\n"
 
 
@@ -55,11 +79,19 @@ def inspect_onnx(path: str) -> str:
     for init in model.graph.initializer:
         if len(init.dims) >= 2:
             weights.append((init.name, numpy_helper.to_array(init)))
+    # initializers a MatMul (or a Gemm without transB) reads as B are [in, out]: analyse W = B^T
+    transposed = set()
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type in ("MatMul", "Gemm") and len(node.input) > 1:
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            if node.op_type == "MatMul" or not trans_b:
+                transposed.add(node.input[1])
+    matrices = [(name, w.T if name in transposed else w) for name, w in weights if w.ndim == 2 and w.size]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
     return _summary(f"{path}: ONNX opset {opset}, producer {model.producer_name or '?'} {model.producer_version}",
                     [n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.graph.node],
                     [(i.name, dims(i)) for i in model.graph.input if i.name not in inits],
-                    [(o.name, dims(o)) for o in model.graph.output], weights)
+                    [(o.name, dims(o)) for o in model.graph.output], weights, matrices)
 
 
 def inspect_outdir(path: str) -> str:
@@ -68,9 +100,13 @@ def inspect_outdir(path: str) -> str:
     compiled = load_compiled(path)
     g = compiled.graph
     weights = [(v.name, v.data) for v in g.constants() if isinstance(v.data, np.ndarray) and v.data.ndim >= 2]
+    from s4c.passes.analyze_sparsity import weight_uses
+
+    transposed = {use.source.name for use in weight_uses(g) if use.transposed}
+    matrices = [(name, w.T if name in transposed else w) for name, w in weights if w.ndim == 2 and w.size]
     return _summary(f"{path}: compiled s4c model (targets: {', '.join(compiled.targets) or 'ir only'})",
                     [op.op for op in g.ops], [(v.name, str(v.type)) for v in g.inputs],
-                    [(v.name, str(v.type)) for v in g.outputs], weights)
+                    [(v.name, str(v.type)) for v in g.outputs], weights, matrices)
 
 
 def inspect_path(path: str) -> str:

@@ -1,0 +1,197 @@
+"""`s4c calibrate --target c`: measure the C kernels on this machine for the C cost model.
+
+Method: build the kernel library (s4c.codegen.c.kernels_build, handed in by the CLI), run on
+one thread, and for every layout the C target offers time the layout's linear kernel at
+out = in = 768, T = 128 tokens on a synthetic weight the layout stores without fill-in (dense: all
+nonzero; CSR: random at `density`; BSR r x c: whole random blocks at block density `density`;
+N:M: exactly N per group), and for CSR and each BSR shape also on an all-zero weight (no stored
+values: what is left is the per-row work, bias and store). A timing is the median of >= `repeats`
+runs (and >= `min_time` seconds of runs), best of `rounds` rounds (the machine may be shared).
+Then, per layout, the two parameters of the model in s4c/targets/c.py, per token:
+
+    row_ns = (t_empty - call) / T / out             (N:M: CSR's, the same row loop; dense: 0)
+    rate   = V / ((t - call) / T - out * row_ns)    (V = stored values, MAC/ns on one core)
+
+`call` is the median time of a 4x4x16 dense call. The result is a small JSON file (default
+$S4C_CACHE/c-costs.json, else ~/.cache/s4c/c-costs.json) that `get_target("c")` reads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from s4c.errors import S4CError
+from s4c.sparse import BSRLayout, CSRLayout, DenseLayout, Layout, NMLayout
+from s4c.targets.c import CALIBRATION_VERSION, CTarget, calibration_path
+
+
+def calibrate_c(kb, out: str | os.PathLike | None = None, *, cc: str | None = None, cflags: str | None = None,
+                tokens: int = 128, out_features: int = 768, in_features: int = 768, density: float = 0.1,
+                repeats: int = 5, min_time: float = 0.05, rounds: int = 2, layouts: list[Layout] | None = None,
+                progress=None) -> tuple[Path, dict]:
+    """Measure, write the calibration file (atomically) and return (its path, its JSON).
+
+    `kb` is the kernel builder, s4c.codegen.c.kernels_build (load / find_cc / FAST_CFLAGS); the
+    CLI passes it in, so this module stays below codegen in the layering."""
+    path = Path(out) if out is not None else calibration_path()
+    flags = tuple(cflags.split()) if cflags else kb.FAST_CFLAGS
+    try:
+        lib = kb.load(cc=cc, cflags=flags)
+    except (RuntimeError, OSError) as e:
+        raise S4CError(f"calibrate: cannot build the C kernels: {' '.join(str(e).split())[:500]}") from None
+    lib.s4c_set_num_threads(1)
+    rng = np.random.default_rng(0)
+    layouts = list(layouts if layouts is not None else CTarget.supported_layouts)
+    say = progress or (lambda text: None)
+    shape = (out_features, in_features)
+
+    cases = {"call": _Case(lib, DenseLayout(), rng.standard_normal((4, 4)).astype(np.float32), 16)}
+    for layout in layouts:
+        cases[str(layout)] = _Case(lib, layout, _weight(rng, layout, shape, density), tokens)
+        if isinstance(layout, (CSRLayout, BSRLayout)):
+            cases[f"{layout}/empty"] = _Case(lib, layout, np.zeros(shape, np.float32), tokens)
+    best: dict[str, float] = {}
+    for _ in range(max(1, rounds)):
+        for key, case in cases.items():
+            best[key] = min(best.get(key, np.inf), _median_time(case, repeats, min_time))
+    call_s = best["call"]
+
+    def per_token_ns(key: str) -> float:
+        return max(best[key] - call_s, 0.0) / tokens * 1e9
+
+    entries, measurements = {}, []
+    for layout in layouts:
+        name = str(layout)
+        if isinstance(layout, DenseLayout):
+            row_ns = 0.0
+        elif isinstance(layout, NMLayout):
+            row_ns = entries["csr"]["row_ns"] if "csr" in entries else 0.0
+        else:
+            row_ns = per_token_ns(f"{name}/empty") / out_features
+        values = cases[name].values
+        rate = values / max(per_token_ns(name) - out_features * row_ns, 1e-9)
+        entries[name] = {"mac_per_ns": rate, "row_ns": row_ns}
+        measurements.append({"layout": name, "out": out_features, "in": in_features, "tokens": tokens,
+                             "stored_values": values, "seconds": best[name],
+                             "empty_seconds": best.get(f"{name}/empty")})
+        say(f"{name:<8} {rate:6.1f} MAC/ns/core  row {row_ns:.4f} ns/token")
+
+    data = {
+        "version": CALIBRATION_VERSION,
+        "target": "c",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": {"machine": platform.machine(), "processor": platform.processor() or "?",
+                 "cpus": os.cpu_count(), "node": platform.node()},
+        "cc": kb.find_cc(cc),
+        "cflags": " ".join(flags),
+        "threads": 1,
+        "method": (f"median of >= {repeats} runs (>= {min_time}s), best of {rounds} rounds; {out_features}x"
+                   f"{in_features}, T={tokens}, density {density} (N:M: N/M) and an all-zero weight (row cost)"),
+        "call_us": call_s * 1e6,
+        "layouts": entries,
+        "measurements": measurements,
+    }
+    _write_atomic(path, json.dumps(data, indent=1) + "\n")
+    return path, data
+
+
+def _weight(rng, layout: Layout, shape: tuple[int, int], density: float) -> np.ndarray:
+    """A random weight that `layout` stores with no fill-in."""
+    out_dim, in_dim = shape
+    w = rng.standard_normal(shape).astype(np.float32)
+    w[w == 0] = 1.0
+    if isinstance(layout, DenseLayout):
+        return w
+    if isinstance(layout, CSRLayout):
+        return w * (rng.random(w.shape) < density)
+    if isinstance(layout, BSRLayout):
+        r, c = layout.block_shape
+        kept = rng.random((-(-out_dim // r), -(-in_dim // c))) < density
+        return w * np.kron(kept, np.ones((r, c), bool))[:out_dim, :in_dim]
+    if isinstance(layout, NMLayout):
+        groups = -(-in_dim // layout.m)
+        order = np.argsort(rng.random((out_dim, groups, layout.m)), axis=2)[:, :, :layout.n]
+        mask = np.zeros((out_dim, groups, layout.m), bool)
+        np.put_along_axis(mask, order, True, axis=2)
+        return w * mask.reshape(out_dim, -1)[:, :in_dim]
+    raise S4CError(f"calibrate: no kernel for layout {layout}")
+
+
+def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
+    """A copy of `a` starting on an `align`-byte boundary (what the C backend allocates)."""
+    buf = np.empty(a.nbytes + align, np.uint8)
+    offset = (-buf.ctypes.data) % align
+    out = buf[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+class _Case:
+    """One kernel call with its (packed, aligned) operands."""
+
+    def __init__(self, lib, layout: Layout, weight: np.ndarray, tokens: int):
+        out_dim, in_dim = weight.shape
+        rng = np.random.default_rng(1)
+        self.x = _aligned(rng.standard_normal((in_dim, tokens)).astype(np.float32))
+        self.y = _aligned(np.zeros((out_dim, tokens), np.float32))
+        self.bias = rng.standard_normal(out_dim).astype(np.float32)
+        tensor = layout.pack(weight)
+        self.values = tensor.stored_values
+        arrays = {name: _aligned(np.ascontiguousarray(a)) for name, a in tensor.arrays.items()}
+        wide = "u16" if in_dim <= 65535 else "i32"
+        if "indices" in arrays and not isinstance(layout, NMLayout):  # the kernels take u16 / i32
+            arrays["indices"] = _aligned(arrays["indices"].astype(np.uint16 if wide == "u16" else np.int32))
+        self.arrays = arrays
+        p = lambda a: a.ctypes.data  # noqa: E731
+        x, y, b = p(self.x), p(self.y), p(self.bias)
+        if isinstance(layout, DenseLayout):
+            self.call = lambda: lib.s4c_linear_dense(out_dim, in_dim, tokens, p(arrays["values"]), x, b, 0, None, y)
+        elif isinstance(layout, CSRLayout):
+            fn = getattr(lib, f"s4c_linear_csr_{wide}")
+            self.call = lambda: fn(out_dim, in_dim, tokens, p(arrays["indptr"]), p(arrays["indices"]),
+                                   p(arrays["values"]), x, b, 0, None, y)
+        elif isinstance(layout, BSRLayout):
+            fn = getattr(lib, f"s4c_linear_bsr_{wide}")
+            r, c = layout.block_shape
+            self.call = lambda: fn(out_dim, in_dim, tokens, r, c, p(arrays["indptr"]), p(arrays["indices"]),
+                                   p(arrays["values"]), x, b, 0, None, y)
+        else:
+            self.call = lambda: lib.s4c_linear_nm(out_dim, in_dim, tokens, layout.n, layout.m, p(arrays["values"]),
+                                                  p(arrays["indices"]), x, b, 0, None, y)
+        status = self.call()
+        if status != 0:
+            raise S4CError(f"calibrate: the {layout} kernel returned {status} for {out_dim}x{in_dim}, T={tokens}")
+        expected = weight @ self.x + self.bias[:, None]
+        if not np.allclose(self.y, expected, rtol=1e-3, atol=1e-3):
+            raise S4CError(f"calibrate: the {layout} kernel computed a wrong result for {out_dim}x{in_dim}")
+
+
+def _median_time(case: _Case, repeats: int, min_time: float) -> float:
+    case.call()  # warm-up
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_time and len(times) < 1000):
+        t0 = time.perf_counter()
+        case.call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise S4CError(f"calibrate: cannot write {path}: {e.strerror}") from None

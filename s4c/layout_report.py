@@ -1,0 +1,103 @@
+"""The weight-layout part of the compile report: what select-sparse-layout chose for one target.
+
+    section = layout_report(pass_instance.choices, target)     # -> dict (report.json)
+    text = layout_report_md(section)                           # -> markdown (report.md)
+
+Per weight: name, the op's ONNX node, shape, dtype, tokens, density, N:M pattern, the chosen
+layout and why (cost model / override / default), the modelled seconds of every candidate, bytes
+dense and chosen. Totals: weight bytes chosen vs dense, modelled seconds chosen vs all-dense, and
+how many weights took each layout.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from s4c.targets import Target
+
+
+def layout_report(choices, target: Target) -> dict:
+    """The report.json section for one target (`choices`: select-sparse-layout's side table)."""
+    weights = []
+    for choice in choices:
+        use, report, layout = choice.use, choice.report, str(choice.layout)
+        pattern = report.nm_pattern
+        weights.append({
+            "weight": use.name,
+            "op": use.op.outputs[0].name,
+            "onnx_node": use.op.onnx_nodes[0] if use.op.onnx_nodes else None,
+            "shape": list(report.shape),
+            "dtype": str(report.dtype),
+            "tokens": use.tokens,
+            "density": report.density,
+            "nm": f"{pattern.n}:{pattern.m}" if pattern else None,
+            "layout": layout,
+            "chosen_by": choice.chosen_by,
+            "cost_s": choice.costs[layout],
+            "dense_cost_s": choice.costs["dense"],
+            "bytes": choice.bytes[layout],
+            "dense_bytes": choice.bytes["dense"],
+            "candidates": {name: {"cost_s": seconds, "bytes": choice.bytes[name]}
+                           for name, seconds in sorted(choice.costs.items(), key=lambda kv: kv[1])},
+        })
+    total = lambda key: sum(w[key] for w in weights)  # noqa: E731
+    dense_bytes, chosen_bytes = total("dense_bytes"), total("bytes")
+    dense_cost, chosen_cost = total("dense_cost_s"), total("cost_s")
+    return {
+        "target": target.name,
+        "cost_model": target.describe(),
+        "weights": weights,
+        "totals": {
+            "weights": len(weights),
+            "dense_bytes": dense_bytes,
+            "bytes": chosen_bytes,
+            "bytes_vs_dense": chosen_bytes / dense_bytes if dense_bytes else 1.0,
+            "dense_cost_s": dense_cost,
+            "cost_s": chosen_cost,
+            "modelled_speedup": dense_cost / chosen_cost if chosen_cost else 1.0,
+            "layouts": dict(Counter(w["layout"] for w in weights).most_common()),
+        },
+    }
+
+
+def layout_report_md(section: dict) -> str:
+    """The report.md section for one target's layout report."""
+    t = section["totals"]
+    lines = [
+        f"## Weight layouts: target {section['target']}",
+        "",
+        f"Cost model: {section['cost_model']}.",
+        "",
+        f"{t['weights']} weights: {_mb(t['bytes'])} stored vs {_mb(t['dense_bytes'])} dense "
+        f"({t['bytes_vs_dense']:.1%}); modelled time {_time(t['cost_s'])} vs {_time(t['dense_cost_s'])} "
+        f"all-dense ({t['modelled_speedup']:.2f}x). Layouts: "
+        + ", ".join(f"{name} x{count}" for name, count in t["layouts"].items()) + ".",
+    ]
+    if section["weights"]:
+        lines += ["", "| weight | shape | density | layout | chosen by | bytes (dense) | modelled time per "
+                      "candidate, cheapest first |", "|---|---|---|---|---|---|---|"]
+        for w in section["weights"]:
+            name = w["weight"] if not w["onnx_node"] else f"{w['weight']} ({w['onnx_node']})"
+            candidates = " · ".join(f"{n} {_time(c['cost_s'])}" for n, c in w["candidates"].items())
+            lines.append(f"| {_cell(name)} | {w['shape'][0]}x{w['shape'][1]} {w['dtype']} | {w['density']:.3f}"
+                         f"{' nm ' + w['nm'] if w['nm'] else ''} | {w['layout']} | {_cell(w['chosen_by'])} | "
+                         f"{_mb(w['bytes'])} ({_mb(w['dense_bytes'])}) | {candidates} |")
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _mb(nbytes: int) -> str:
+    if nbytes >= 1 << 20:
+        return f"{nbytes / (1 << 20):.2f} MiB"
+    if nbytes >= 1 << 10:
+        return f"{nbytes / (1 << 10):.1f} KiB"
+    return f"{nbytes} B"
+
+
+def _time(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"

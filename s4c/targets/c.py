@@ -1,0 +1,178 @@
+"""The C target: every layout the C kernels implement, and a cost model for them that is either
+calibrated on this machine (`s4c calibrate --target c`) or a conservative built-in default.
+
+Model of one Linear y[T, out] = x[T, in] @ W^T with W stored in layout L:
+
+    seconds = call_s + T * (V / rate[L] + out * row_ns[L]) * 1e-9 / threads
+
+    V       stored value slots of W in L (nnz for CSR, kept blocks * r*c for BSR: fill-in counts,
+            out * ceil(in/M) * N for N:M, out*in dense): the multiply-adds per token
+    rate    MAC/ns on one core per stored value, index handling included
+    row_ns  ns per output row per token (row set-up, bias, epilogue, store)
+    call_s  fixed cost of one kernel call
+
+Built-in defaults (no calibration file), from the kernels' structure (codegen/c/kernels/README.md):
+
+    dense                       35 MAC/ns   register-tiled GEMM (6 rows x 16 tokens)
+    BSR r x c, r%4 == 0, c <= 8 32 MAC/ns   4-row register tile: each X vector feeds 4 FMAs
+    CSR, BSR 1 x c              22 MAC/ns   one row at a time: one FMA per X vector loaded
+    N:M                         32 MAC/ns   fixed-length rows, 1-byte offsets, no row pointers
+    minus 0.005 ns per stored index per token (CSR: one per value, BSR: one per block, N:M: one
+    per slot), so:  CSR ~19.8, N:M ~27.6, bsr4x1 ~30.8, bsr16x1 ~31.7, bsr1x4 ~21.4 MAC/ns;
+    row_ns 0.08 for the sparse kernels, 0 for dense (measured: 0.07-0.1); call_s 2 us.
+
+These make dense the choice for dense and lightly (<= 30%) unstructured-sparse weights: CSR only
+beats dense below ~57% density and r x 1 blocks of such weights are ~all kept.
+
+Calibration (s4c/calibrate.py) measures `rate` and `row_ns` for each layout and `call_s`; the
+file lives at $S4C_CACHE/c-costs.json (default ~/.cache/s4c/c-costs.json). Layouts it lacks keep
+their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from s4c.errors import TargetError
+from s4c.sparse import SUPPORTED_LAYOUTS, BSRLayout, CSRLayout, DenseLayout, Layout, NMLayout
+from s4c.targets.base import LayoutWork, LinearShapes, Target
+
+CALIBRATION_VERSION = 1
+CALIBRATION_FILE = "c-costs.json"
+
+# -- built-in defaults (see the module docstring) ------------------------------------------------
+DENSE_RATE = 35.0   # MAC/ns/core
+TILE_RATE = 32.0    # BSR with a 4-row register tile
+ROW_RATE = 22.0     # row-at-a-time kernels (CSR, BSR 1 x c)
+NM_RATE = 32.0      # N:M
+INDEX_NS = 0.005    # ns per stored index per token
+SPARSE_ROW_NS = 0.08  # ns per output row per token, sparse kernels
+CALL_S = 2e-6       # seconds per kernel call
+
+
+@dataclass(frozen=True)
+class KernelRate:
+    """How fast the kernel for one layout runs on one core."""
+
+    rate: float    # MAC/ns per stored value slot (index handling included)
+    row_ns: float  # ns per output row per token
+
+    def __post_init__(self):
+        if not (math.isfinite(self.rate) and self.rate > 0 and math.isfinite(self.row_ns) and self.row_ns >= 0):
+            raise ValueError(f"rate must be > 0 and row_ns >= 0, got {self.rate!r}, {self.row_ns!r}")
+
+
+def default_rate(layout: Layout) -> KernelRate:
+    """The built-in (uncalibrated) rate of the C kernel for `layout`."""
+    if isinstance(layout, DenseLayout):
+        return KernelRate(DENSE_RATE, 0.0)
+    if isinstance(layout, CSRLayout):
+        value_rate, values_per_index = ROW_RATE, 1
+    elif isinstance(layout, BSRLayout):
+        r, c = layout.block_shape
+        value_rate = TILE_RATE if r % 4 == 0 and c <= 8 else ROW_RATE
+        values_per_index = r * c
+    elif isinstance(layout, NMLayout):
+        value_rate, values_per_index = NM_RATE, 1
+    else:
+        raise TargetError(f"no C cost model for layout {layout}")
+    return KernelRate(1.0 / (1.0 / value_rate + INDEX_NS / values_per_index), SPARSE_ROW_NS)
+
+
+@dataclass(frozen=True)
+class CCostParams:
+    """Per-layout kernel rates and the per-call cost; `source` says where they come from."""
+
+    rates: Mapping[str, KernelRate]
+    call_s: float
+    source: str = "built-in defaults"
+    calibrated: frozenset = frozenset()  # layout names whose rate was measured
+
+    @classmethod
+    def defaults(cls) -> "CCostParams":
+        return cls({str(layout): default_rate(layout) for layout in SUPPORTED_LAYOUTS}, CALL_S)
+
+    def rate(self, layout: Layout) -> KernelRate:
+        return self.rates[str(layout)]
+
+    # -- the calibration file ----------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, data, source: str) -> "CCostParams":
+        """Parameters from a calibration file's JSON (layouts it lacks keep the defaults)."""
+        if not isinstance(data, dict) or data.get("version") != CALIBRATION_VERSION or data.get("target") != "c":
+            raise ValueError(f"not a version-{CALIBRATION_VERSION} C calibration")
+        base = cls.defaults()
+        rates = dict(base.rates)
+        measured = set()
+        layouts = data.get("layouts")
+        if not isinstance(layouts, dict):
+            raise ValueError("'layouts' must be an object")
+        for name, entry in layouts.items():
+            if name not in rates:
+                raise ValueError(f"unknown layout {name!r}")
+            rates[name] = KernelRate(float(entry["mac_per_ns"]), float(entry["row_ns"]))
+            measured.add(name)
+        call_s = float(data.get("call_us", base.call_s * 1e6)) * 1e-6
+        if not (math.isfinite(call_s) and call_s >= 0):
+            raise ValueError(f"call_us must be >= 0, got {data.get('call_us')!r}")
+        return cls(rates, call_s, source, frozenset(measured))
+
+
+def cache_dir() -> Path:
+    """Where s4c keeps calibration files: $S4C_CACHE, else ~/.cache/s4c."""
+    env = os.environ.get("S4C_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "s4c"
+
+
+def calibration_path() -> Path:
+    return cache_dir() / CALIBRATION_FILE
+
+
+def load_params(path: str | os.PathLike | None = None) -> CCostParams:
+    """The calibrated parameters at `path` (default: calibration_path()), or the built-in
+    defaults when there is no such file. A file that exists but is unreadable is a TargetError."""
+    path = Path(path) if path is not None else calibration_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return CCostParams.defaults()
+    except OSError as e:
+        raise TargetError(f"cannot read C calibration {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+        return CCostParams.from_json(data, f"calibrated ({path}, {data.get('created', '?')})")
+    except (ValueError, KeyError, TypeError) as e:
+        raise TargetError(f"C calibration {path} is invalid ({e}); rerun `s4c calibrate --target c` "
+                          f"or delete the file") from None
+
+
+class CTarget(Target):
+    """Layout selection for the C backend."""
+
+    name = "c"
+    supported_layouts = SUPPORTED_LAYOUTS  # the kernels implement every s4c.sparse layout
+
+    def __init__(self, params: CCostParams | None = None, threads: int = 1):
+        if threads < 1:
+            raise TargetError(f"target c: threads must be >= 1, not {threads}")
+        self.params = params if params is not None else CCostParams.defaults()
+        self.threads = int(threads)
+
+    @classmethod
+    def load(cls, calibration: str | os.PathLike | None = None, threads: int = 1) -> "CTarget":
+        """A C target with the calibration file's rates (or the defaults when there is none)."""
+        return cls(load_params(calibration), threads)
+
+    def describe(self) -> str:
+        return (f"c: call + T*(stored values / rate + out rows * row_ns) / threads; {self.params.source}; "
+                f"threads={self.threads}")
+
+    def linear_cost(self, work: LayoutWork, shapes: LinearShapes) -> float:
+        k = self.params.rate(work.layout)
+        per_token_ns = work.values / k.rate + work.rows * k.row_ns
+        return self.params.call_s + shapes.tokens * per_token_ns * 1e-9 / self.threads
