@@ -4,11 +4,6 @@ path, `s4c inspect`'s sparsity table, and BERT-base 90% (slow).
 
 Costs come from the models in s4c.targets with the C model's built-in defaults (the developer's
 calibration file is never read here), so nothing depends on timing.
-
-The `layout_costs` / `sparsity` Linear attributes are declared by the `records` fixture until the
-Linear op in s4c/ops/fused.py declares them; without the declaration the passes record the layout
-only (plus their side tables), which `test_without_declared_attributes_only_the_layout_is_recorded`
-covers.
 """
 
 from __future__ import annotations
@@ -42,15 +37,6 @@ TINY = os.path.join(REPO, "tests", "models", "bert_tiny_ts_op17.onnx")
 def _no_user_calibration(tmp_path, monkeypatch):
     """The C model's built-in defaults, never the developer's ~/.cache/s4c calibration."""
     monkeypatch.setenv("S4C_CACHE", str(tmp_path / "s4c-cache"))
-
-
-@pytest.fixture
-def records(monkeypatch):
-    """Declare the Linear attributes the passes record (pending in s4c/ops/fused.py)."""
-    attrs = ops.get("Linear").attrs
-    for name in ("sparsity", "layout_costs"):
-        if name not in attrs:
-            monkeypatch.setitem(attrs, name, Attr("strs", None))
 
 
 def _run(graph: Graph, *passes) -> Graph:
@@ -176,7 +162,7 @@ GOLDEN = [
 
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[c[0] for c in GOLDEN])
-def test_golden(case, records):
+def test_golden(case):
     _, name, options, source, make_weight, expected = case
     weights = {"w": make_weight()} if make_weight else None
     graph = parse_graph(source, weights=weights)
@@ -192,26 +178,13 @@ def test_golden(case, records):
     assert all(np.array_equal(before[k], after[k]) for k in before), "layouts never change results"
 
 
-def test_costs_attribute_matches_the_side_table(records):
+def test_costs_attribute_matches_the_side_table():
     graph = linear_graph({"a": planted_blocks(), "b": uniform(sparsity=0.2)})
     _, p = _choice(graph, "c")
     for op, choice in zip(graph.ops, p.choices):
         assert op.attrs["layout_costs"] == [f"{k}={v:.3e}" for k, v in choice.costs.items()]
         assert op.attrs["layout"] == str(choice.layout) and choice.chosen_by == "model"
         assert min(choice.costs.values()) == choice.costs[op.attrs["layout"]]
-
-
-def test_without_declared_attributes_only_the_layout_is_recorded():
-    if "layout_costs" in ops.get("Linear").attrs:
-        pytest.skip("the Linear op declares layout_costs")
-    graph = linear_graph({"a": planted_blocks()})
-    analyze = get_pass("analyze-sparsity")()
-    _, p = _choice(graph, "c")
-    _run(graph, analyze)
-    assert graph.ops[0].attrs == {"layout": "bsr16x1"}
-    assert p.choices[0].costs["bsr16x1"] < p.choices[0].costs["dense"]
-    assert analyze.results[0][1].block((16, 1)).fill_in == 0.0
-    evaluate(graph, {"x": np.zeros((1, 128, 768), np.float32)})
 
 
 def test_analyze_sparsity_side_table_covers_unfused_matmul_and_int8_weights():

@@ -14,9 +14,14 @@ from s4c.ops.nn import gelu, layer_norm, softmax
 ACTIVATIONS = ("none", "gelu", "gelu_tanh")
 
 
-@register("Linear", attrs={"activation": Attr("str", "none"), "layout": Attr("str", "dense")}, inputs=(2, 3))
+@register("Linear", attrs={"activation": Attr("str", "none"), "layout": Attr("str", "dense"),
+                           # recorded by analyze-sparsity / select-sparse-layout, for reports and readers
+                           "sparsity": Attr("strs", None), "layout_costs": Attr("strs", None)}, inputs=(2, 3))
 def linear(ctx: InferContext):
-    """y = act(x @ weight^T + bias); weight is [out, in] (a constant); `layout` is its storage choice."""
+    """y = act(x @ weight^T + bias); weight is [out, in] (a constant); `layout` is its storage choice.
+
+    `sparsity` ("density=0.100", "bsr16x1=...") and `layout_costs` ("dense=1.2e-04", ...) record
+    why the layout was chosen; they do not change the result."""
     x, w = ctx.type(0), ctx.type(1)
     if w.rank != 2 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"Linear weight {w} does not fit input {x}")
