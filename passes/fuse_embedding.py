@@ -25,7 +25,7 @@ import numpy as np
 
 from s4c.ir import Op, Value, numpy_dtype
 from s4c.passes.base import Pass
-from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns
+from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns, last_axis_layernorm
 
 
 def _lookup(rw: Rewriter, v: Value) -> Op | None:
@@ -80,11 +80,8 @@ class EmbeddingLayerNorm(Pattern):
     def match(self, rw, root):
         s = root.inputs[0]
         attrs = rw.attrs(root)
-        rank = s.type.rank
-        if rank == 0 or attrs["axis"] % rank != rank - 1:
-            return None
-        hidden = s.shape[-1]
-        if any(v.shape != (hidden,) or v.dtype != s.dtype for v in root.inputs[1:]):
+        hidden = last_axis_layernorm(rw, root)
+        if hidden is None:
             return None
         m_ops: list[Op] = []
         leaves: list[Value] = []

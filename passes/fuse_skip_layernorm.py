@@ -16,7 +16,7 @@ import numpy as np
 
 from s4c.ir import Op, numpy_dtype
 from s4c.passes.base import Pass
-from s4c.passes.rewrite import Match, Pattern, apply_patterns, bias_vector
+from s4c.passes.rewrite import Match, Pattern, apply_patterns, bias_vector, last_axis_layernorm
 
 
 class SkipLayerNorm(Pattern):
@@ -34,11 +34,8 @@ class SkipLayerNorm(Pattern):
     def match(self, rw, root):
         s = root.inputs[0]
         attrs = rw.attrs(root)
-        rank = s.type.rank
-        if rank == 0 or attrs["axis"] % rank != rank - 1:
-            return None
-        hidden = s.shape[-1]
-        if any(v.shape != (hidden,) for v in root.inputs[1:]) or any(v.dtype != s.dtype for v in root.inputs[1:]):
+        hidden = last_axis_layernorm(rw, root)
+        if hidden is None:
             return None
         add = rw.producer(s, "Add")
         if add is None:
@@ -57,7 +54,7 @@ class SkipLayerNorm(Pattern):
                 y = inner.inputs[1 - j]
                 if c is None or y.shape != s.shape or inner.inputs[j].dtype != s.dtype:
                     continue
-                vec = bias_vector(c, hidden, rank)
+                vec = bias_vector(c, hidden, s.type.rank)
                 if vec is not None:
                     x, skip, bias = y, add.inputs[1 - i], (inner.inputs[j], vec)
                     m_ops.append(inner)

@@ -370,6 +370,19 @@ class _NotPolynomial(Exception):
     pass
 
 
+def last_axis_layernorm(rw: "Rewriter", root: Op) -> int | None:
+    """The hidden size if `root` is a LayerNorm over the last axis only, with [hidden] gamma/beta of
+    its input's dtype (what Embedding and SkipLayerNorm can absorb); None otherwise."""
+    s = root.inputs[0]
+    rank = s.type.rank
+    if rank == 0 or rw.attrs(root)["axis"] % rank != rank - 1:
+        return None
+    hidden = s.shape[-1]
+    if any(v.shape != (hidden,) or v.dtype != s.dtype for v in root.inputs[1:]):
+        return None
+    return hidden
+
+
 def bias_vector(data: np.ndarray, n: int, out_rank: int) -> np.ndarray | None:
     """A constant added to a [..., n] result as a length-n vector, if adding it broadcasts along the
     last axis only (shape [n], [1, n], [1, 1, n], or one element); None otherwise."""

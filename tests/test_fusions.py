@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oracle import REPO, fixtures, make_feeds
+from oracle import REPO, assert_outputs_close, fixtures, make_feeds, random_feeds
 from s4c.evaluate import evaluate
 from s4c.frontend import load_onnx
 from s4c.ir import Graph, numpy_dtype
@@ -38,40 +38,6 @@ TOL = 1e-5
 FIXTURES = fixtures()
 
 
-def _feeds(graph: Graph, seed: int = 0) -> dict:
-    """Random inputs for a golden graph: normal floats, 0/1 ints (valid ids for any table), and
-    for booleans and inputs named *mask*, 0/1 with the first position of each row 1 (no row fully
-    masked)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for v in graph.inputs:
-        if "mask" in v.name or v.dtype == "bool":
-            b = rng.random(v.shape) < 0.7
-            b[..., 0] = True
-            feeds[v.name] = b.astype(numpy_dtype(v.dtype))
-        elif v.dtype.startswith("f"):
-            feeds[v.name] = rng.standard_normal(v.shape).astype(numpy_dtype(v.dtype))
-        else:
-            feeds[v.name] = rng.integers(0, 2, v.shape).astype(numpy_dtype(v.dtype))
-    return feeds
-
-
-def _assert_close(before: dict, after: dict, what: str) -> float:
-    worst = 0.0
-    for name, ref in before.items():
-        got = after[name]
-        assert got.shape == ref.shape and got.dtype == ref.dtype, f"{what}: {name} changed type"
-        if ref.dtype.kind != "f":
-            assert np.array_equal(got, ref), f"{what}: {name} differs"
-            continue
-        assert np.array_equal(np.isnan(got), np.isnan(ref)), f"{what}: {name} NaN positions differ"
-        ok = ~np.isnan(ref)
-        diff = float(np.max(np.abs(got[ok].astype(np.float64) - ref[ok]), initial=0.0))
-        assert diff <= TOL, f"{what}: {name} differs by {diff:.3g}"
-        worst = max(worst, diff)
-    return worst
-
-
 def _ops(graph: Graph) -> Counter:
     return Counter(op.op for op in graph.ops)
 
@@ -86,7 +52,7 @@ def test_golden(path):
     header = dict(re.findall(r"^# ([a-z-]+): (.*)$", source, re.M))
     pipeline = header.get("pipeline", path.parent.name)
     graph = parse_graph(source)
-    feeds = _feeds(graph)
+    feeds = random_feeds(graph)
     before = evaluate(parse_graph(source), feeds)
     PassManager(parse_pipeline(pipeline), verify_each=True).run(graph)
     actual = print_graph(graph)
@@ -94,7 +60,7 @@ def test_golden(path):
         path.write_text(source + MARK + actual)
         expected = actual
     assert actual == expected, f"{path.name}: the pass output differs from the golden text"
-    _assert_close(before, evaluate(graph, feeds), path.name)
+    assert_outputs_close(before, evaluate(graph, feeds), path.name, tol=TOL)
     ops = _ops(graph)
     if "expect-op" in header:
         assert ops[header["expect-op"]], f"{path.name}: expected a {header['expect-op']} op"
@@ -146,13 +112,13 @@ def test_attention_fully_masked_row_is_zero_not_nan():
     lowering's IsNaN guard specifies (pos_sdpa fuses that guard away)."""
     text = (GOLDEN / "fuse-attention" / "pos_sdpa.s4ir").read_text().partition(MARK)[0]
     graph = parse_graph(text)
-    feeds = _feeds(graph)
+    feeds = random_feeds(graph)
     feeds["attention_mask"][:] = 0.0
     before = evaluate(parse_graph(text), feeds)
     assert np.all(before["y"] == 0.0)
     PassManager(parse_pipeline("fuse-attention"), verify_each=True).run(graph)
     assert _ops(graph)["MultiHeadAttention"] == 1
-    _assert_close(before, evaluate(graph, feeds), "fully masked")
+    assert_outputs_close(before, evaluate(graph, feeds), "fully masked", tol=TOL)
 
 
 # -- the default pipeline on every fixture ---------------------------------------------------------
@@ -213,7 +179,7 @@ def test_default_pipeline_on_fixture(fixture):
     reference = evaluate(graph, feeds)
     for p in parse_pipeline("default"):
         PassManager([p], verify_each=True).run(graph)
-        _assert_close(reference, evaluate(graph, feeds), f"{fixture['name']} after {p}")
+        assert_outputs_close(reference, evaluate(graph, feeds), f"{fixture['name']} after {p}", tol=TOL)
     pooler = any(v.name == "pooler_output" for v in graph.outputs)
     check_encoder_structure(graph, fixture["num_layers"], pooler)
 
@@ -232,5 +198,5 @@ def test_default_pipeline_on_bert_base(exporter):
     feeds = make_feeds([v.name for v in graph.inputs], batch=1, seq=128, vocab=30522)
     reference = evaluate(graph, feeds)
     PassManager(parse_pipeline("default"), verify_each=True).run(graph)
-    _assert_close(reference, evaluate(graph, feeds), f"BERT-base {exporter}")
+    assert_outputs_close(reference, evaluate(graph, feeds), f"BERT-base {exporter}", tol=TOL)
     check_encoder_structure(graph, 12, pooler=True)

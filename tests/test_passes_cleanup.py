@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import pytest
 
-from oracle import fixtures, make_feeds, ort_outputs
+from oracle import assert_outputs_close, fixtures, make_feeds, ort_outputs, random_feeds
 from s4c import export_onnx as export_module
 from s4c.errors import PassError
 from s4c.evaluate import evaluate
@@ -45,36 +45,6 @@ SHAPE = (2, 16)
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-def _feeds(graph: Graph, seed: int = 0) -> dict:
-    """Normal floats; 0/1 for integers and booleans (valid indices for any table)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for v in graph.inputs:
-        dtype = numpy_dtype(v.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feeds[v.name] = rng.standard_normal(v.shape).astype(dtype)
-        else:
-            feeds[v.name] = rng.integers(0, 2, v.shape).astype(dtype)
-    return feeds
-
-
-def _assert_close(expected: dict, actual: dict, what: str) -> float:
-    assert set(expected) == set(actual), f"{what}: outputs {sorted(actual)}, expected {sorted(expected)}"
-    worst = 0.0
-    for name, ref in expected.items():
-        got = actual[name]
-        assert got.shape == ref.shape and got.dtype == ref.dtype, f"{what}: {name} changed type"
-        if ref.dtype.kind != "f":
-            assert np.array_equal(got, ref), f"{what}: {name} differs"
-            continue
-        assert np.array_equal(np.isnan(got), np.isnan(ref)), f"{what}: {name} NaN positions differ"
-        ok = ~np.isnan(ref)
-        diff = float(np.max(np.abs(got[ok].astype(np.float64) - ref[ok]), initial=0.0))
-        assert diff <= TOL, f"{what}: {name} differs by {diff:.3g}"
-        worst = max(worst, diff)
-    return worst
-
 
 _imported: dict[str, Graph] = {}
 
@@ -107,7 +77,7 @@ def test_golden(path):
     header = dict(re.findall(r"^# ([a-z-]+): (.*)$", source, re.M))
     graph = parse_graph(source)
     verify(graph)
-    feeds = _feeds(graph)
+    feeds = random_feeds(graph)
     before = evaluate(parse_graph(source), feeds)
     pm = _run(header.get("pipeline", path.parent.name), graph)
     actual = print_graph(graph)
@@ -115,7 +85,7 @@ def test_golden(path):
         path.write_text(source + MARK + actual)
         expected = actual
     assert actual == expected, f"{path.name}: the pass output differs from the golden text"
-    _assert_close(before, evaluate(graph, feeds), path.name)
+    assert_outputs_close(before, evaluate(graph, feeds), path.name, tol=TOL)
     changed = any(c for _, _, c in pm.timings)
     if path.stem.startswith("neg_"):
         assert actual == print_graph(parse_graph(source)), f"{path.name}: a near miss changed the graph"
@@ -235,7 +205,7 @@ def test_cleanup_passes_keep_fixture_results(entry):
     for pipeline in CLEANUP + ["cleanup"]:
         graph = _fixture_graph(entry)
         _run(pipeline, graph)
-        _assert_close(reference, evaluate(graph, feeds), f"{entry['name']} after {pipeline}")
+        assert_outputs_close(reference, evaluate(graph, feeds), f"{entry['name']} after {pipeline}", tol=TOL)
         assert [v.name for v in graph.outputs] == [o["name"] for o in entry["outputs"]]
     # the pipeline reaches a fixed point: a second run changes nothing
     pm = _run("cleanup", graph)
@@ -264,8 +234,8 @@ def test_export_onnx_runs_in_onnxruntime_like_the_ir(entry, tmp_path):
         export_onnx(graph, path)
         onnx.checker.check_model(str(path), full_check=True)
         exported = ort_outputs(str(path), feeds)
-        _assert_close(evaluate(graph, feeds), exported, f"{entry['name']} exported after {stage}")
-        _assert_close(original, exported, f"{entry['name']} exported after {stage} vs the original model")
+        assert_outputs_close(evaluate(graph, feeds), exported, f"{entry['name']} exported after {stage}", tol=TOL)
+        assert_outputs_close(original, exported, f"{entry['name']} exported after {stage} vs the original model", tol=TOL)
 
 
 def test_export_onnx_writes_s4c_ops_in_their_domain(tmp_path):
@@ -298,8 +268,8 @@ graph @main(%x: f32[2,3,4]) {
     path = tmp_path / "shapes.onnx"
     model = export_onnx(graph, path)
     assert [len(n.input) for n in model.graph.node] == [2, 5, 2, 2, 1]
-    feeds = _feeds(graph)
-    _assert_close(evaluate(graph, feeds), ort_outputs(str(path), feeds), "shape operands")
+    feeds = random_feeds(graph)
+    assert_outputs_close(evaluate(graph, feeds), ort_outputs(str(path), feeds), "shape operands", tol=TOL)
 
 
 def test_export_onnx_uses_external_data_above_the_threshold(tmp_path, monkeypatch):
@@ -313,7 +283,7 @@ def test_export_onnx_uses_external_data_above_the_threshold(tmp_path, monkeypatc
     assert data.exists() and path.stat().st_size < data.stat().st_size
     assert data.stat().st_size < 2 * sum(v.type.nbytes for v in graph.constants()) + 1024 * 1024
     feeds = _fixture_feeds(entry)
-    _assert_close(evaluate(graph, feeds), ort_outputs(str(path), feeds), "external data")
+    assert_outputs_close(evaluate(graph, feeds), ort_outputs(str(path), feeds), "external data", tol=TOL)
 
 
 def test_export_onnx_of_ir_text_without_weights(tmp_path):
