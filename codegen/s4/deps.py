@@ -1,0 +1,85 @@
+"""Dependencies between emitted instructions: every read-after-write, write-after-read and
+write-after-write on the same memory, at the 64-byte block granularity the interpreter's race
+check uses (exact in SRAM, where rows start aligned; conservative in DRAM).
+
+    preds = dependencies(nodes, machine, cores, const_end, dram_size)   # preds[i]: node ids before i
+
+The regions come from the opcode table's own `access` functions, so nothing here restates an
+instruction's operands. Reads of the constant segment never conflict (it is read-only) and are
+not tracked. Per block the tracker keeps the last writer and the last reader of each unit slot
+(3 per core in SRAM, one DMA engine per core in DRAM); a write clears the readers it ordered.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s4c.s4 import isa
+from s4c.s4.program import region_blocks
+
+_UNIT = {"dma": 0, "spu": 1, "vpu": 2}
+
+
+def _distinct(arr: np.ndarray) -> list[int]:
+    if arr.size == 0:
+        return []
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo == hi:
+        return [lo] if lo >= 0 else []
+    u = np.unique(arr)
+    return [int(x) for x in u if x >= 0]
+
+
+class _Mem:
+    def __init__(self, n_blocks: int, slots: int, first: int = 0):
+        self.first = first
+        self.w = np.full(n_blocks, -1, dtype=np.int64)
+        self.r = np.full((slots, n_blocks), -1, dtype=np.int64)
+
+    def blocks(self, acc, align):
+        b = region_blocks(acc, align)
+        if isinstance(b, slice):
+            return slice(max(b.start - self.first, 0), max(b.stop - self.first, 0))
+        b = b - self.first
+        return b[b >= 0]
+
+
+def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> list[list[int]]:
+    align = machine.align
+    first = const_end // align
+    dram = _Mem(max(-(-dram_size // align) - first, 1), cores, first)
+    srams = [_Mem(machine.sram_bytes // align, 3) for _ in range(cores)]
+    preds: list[list[int]] = []
+    for i, (core, ins) in enumerate(nodes):
+        spec = ins.spec
+        unit = ins.unit()
+        deps: set[int] = set()
+        accesses = spec.access(ins.fields())
+        # reads first (a region may be read and written in place: the write wins)
+        for acc in sorted(accesses, key=lambda a: a.mode != "r"):
+            if acc.space == "dram":
+                if acc.mode == "r" and acc.base + (acc.rows - 1) * acc.pitch + acc.row_bytes <= const_end:
+                    continue
+                mem, slot = dram, core
+            else:
+                mem, slot = srams[core], _UNIT[unit]
+            blocks = mem.blocks(acc, align)
+            if acc.mode == "r":
+                deps.update(_distinct(mem.w[blocks]))
+                mem.r[slot, blocks] = i
+            else:
+                deps.update(_distinct(mem.w[blocks]))
+                for s in range(mem.r.shape[0]):
+                    deps.update(_distinct(mem.r[s, blocks]))
+                mem.w[blocks] = i
+                mem.r[:, blocks] = -1
+        deps.discard(i)
+        preds.append(sorted(deps))
+    return preds
+
+
+def unit_of(ins) -> str:
+    return ins.unit()
+
+
+__all__ = ["dependencies"]

@@ -1,0 +1,98 @@
+"""The S4 compile report: the cycle model run over the program (s4c.s4.cycles), broken down per IR
+op and per unit.
+
+report.json key "s4" (stable keys first):
+    cycles, clock_hz, latency_s, batch, throughput_per_s, cores, sram_peak_bytes, dram_bytes_moved,
+    ops: [{name, onnx_nodes, unit, cycles, op, cycles_by_unit}]   (unit = the op's busiest unit)
+  plus: machine, precision, instructions, unit_busy / utilisation (per unit, summed / averaged over
+  cores), dram (constant bytes, io bytes, activation peak and sum without reuse), sram (resident
+  peak, values kept resident), schedule_estimate_cycles.
+
+dram_bytes_moved counts what the cycle model charges (bytes in the timing dtype: MixInt8bf16 by
+default); cycles of an op are busy cycles summed over cores.
+"""
+
+from __future__ import annotations
+
+from s4c.s4.cycles import schedule as cycle_schedule
+
+UNITS = ("dma", "spu", "vpu")
+
+
+def make_report(lowered, graph=None) -> tuple[dict, str]:
+    prog = lowered.program
+    m = prog.machine
+    per_op: dict[int, dict[str, int]] = {}
+    moved = [0]
+
+    def on_event(ev):
+        if ev.unit not in UNITS or ev.ins.op in (1, 2):
+            return
+        d = per_op.setdefault(ev.ins.dbg, {u: 0 for u in UNITS})
+        d[ev.unit] += ev.cost.cycles
+        if ev.unit == "dma":
+            moved[0] += ev.cost.bytes
+
+    rep = cycle_schedule(prog, None, on_event)
+    g = lowered.graph
+    batch = 1
+    if g is not None:
+        for v in g.inputs:
+            if v.shape:
+                batch = int(v.shape[0])
+                break
+    latency = rep.latency_s
+    ops = []
+    for i, name in enumerate(lowered.op_names):
+        op = g.ops[i] if g is not None and i < len(g.ops) else None
+        d = per_op.get(i, {u: 0 for u in UNITS})
+        unit = max(UNITS, key=lambda u: d[u])
+        ops.append({"name": name, "onnx_nodes": list(op.onnx_nodes) if op is not None else [], "unit": unit,
+                    "cycles": int(d[unit]), "op": op.op if op is not None else "", "cycles_by_unit": d})
+    cores = len(prog.cores)
+    busy = {u: sum(v for k, v in rep.unit_busy.items() if k.endswith("." + u)) for u in UNITS}
+    total = max(rep.total_cycles, 1)
+    st = lowered.stats
+    report = {
+        "cycles": int(rep.total_cycles),
+        "clock_hz": float(m.clock_hz),
+        "latency_s": latency,
+        "batch": batch,
+        "throughput_per_s": batch / latency if latency > 0 else 0.0,
+        "cores": cores,
+        "sram_peak_bytes": int(st.get("sram_scratch_high", 0)),
+        "dram_bytes_moved": int(moved[0]),
+        "ops": ops,
+        "machine": m.name,
+        "precision": st.get("precision", "mixed"),
+        "instructions": int(rep.instructions),
+        "unit_busy": busy,
+        "utilisation": {u: busy[u] / (total * cores) for u in UNITS},
+        "dram": {"const_bytes": st.get("const_bytes", 0), "io_bytes": st.get("dram_io_bytes", 0),
+                 "activation_peak_bytes": st.get("dram_activation_peak", 0),
+                 "activation_sum_without_reuse_bytes": st.get("dram_activation_total", 0),
+                 "dram_size": st.get("dram_size", 0)},
+        "sram": {"resident_peak_bytes": st.get("sram_resident_peak", 0),
+                 "resident_values": st.get("sram_resident_values", 0)},
+        "schedule_estimate_cycles": st.get("schedule_estimate_cycles", 0),
+    }
+    return report, markdown(report)
+
+
+def markdown(r: dict) -> str:
+    lines = ["## S4", "",
+             f"Machine `{r['machine']}`, {r['cores']} core(s), timing precision {r['precision']}.", "",
+             "| metric | value |", "|---|---|",
+             f"| modelled cycles | {r['cycles']:,} |",
+             f"| latency | {r['latency_s'] * 1e6:,.1f} us at {r['clock_hz'] / 1e9:g} GHz |",
+             f"| throughput | {r['throughput_per_s']:,.1f} sentences/s (batch {r['batch']}) |",
+             f"| SRAM peak (per core) | {r['sram_peak_bytes']:,} bytes |",
+             f"| DRAM bytes moved | {r['dram_bytes_moved']:,} |",
+             f"| DRAM activations | peak {r['dram']['activation_peak_bytes']:,} bytes "
+             f"(without reuse {r['dram']['activation_sum_without_reuse_bytes']:,}) |",
+             f"| instructions | {r['instructions']:,} |",
+             "| utilisation DMA / SPU / VPU | " + " / ".join(f"{r['utilisation'][u]:.2f}" for u in UNITS) + " |",
+             "", "| op | unit | cycles (busy, all cores) |", "|---|---|---|"]
+    for op in sorted(r["ops"], key=lambda o: -o["cycles"])[:15]:
+        lines.append(f"| `{op['name']}` | {op['unit']} | {op['cycles']:,} |")
+    return "\n".join(lines)

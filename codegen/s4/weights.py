@@ -1,0 +1,214 @@
+"""The constant segment (DRAM from address 0, read-only) and the packing of Linear weights into
+the SPU's native formats, tiled along the output features.
+
+    const = ConstSegment()
+    addr = const.add(array)                         # 64-byte aligned, returns the DRAM address
+    packed = pack_linear(W, "bsr16x1", const, o_tile=256, tokens=128)
+    packed.tiles[i].o0, .o1, .arrays {"val": (addr, nbytes, dt), ...}, .nnzb
+
+Layouts (the Linear's `layout` attribute, s4c.sparse spellings; docs/isa.md "Sparse weight formats"):
+
+| layout | SPU op | arrays per output tile (each contiguous in the constant segment) |
+|---|---|---|
+| `dense` | `spu.mm tb=1` | `w`: W[o0:o1, :] row-major |
+| `nmN:M` (any 1 <= N <= M <= 32) | `spu.nm` | `val`: values[o0:o1], `idx`: u8 offsets[o0:o1] |
+| `bsrRxC` | `spu.bsr` | `ptr`: i32 block-row pointers re-based to the tile, `col`, `val` (slices of the global arrays) |
+| `csr` | `spu.bsr r=1 c=1` | as BSR 1x1 (CSR's own arrays; runs at 1/8 of the BSR rate) |
+
+The array conventions are exactly s4c.sparse's (N:M patterns s4c.sparse does not list, e.g. 1:20
+for the SparseBERT 20x point, are packed here with the same convention), so the bytes are what
+s4c.sparse packs. Weights are stored fp32 (the functional dtype); the cycle model charges them as
+int8 (MixInt8bf16).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from s4c.errors import TargetError
+from s4c.sparse import BSRLayout, CSRLayout, DenseLayout, NMLayout, SparseFormatError, parse_layout
+
+ALIGN = 64
+_NM_RE = re.compile(r"^nm<?(\d+):(\d+)>?$")
+_DT = {np.dtype(np.float32): "f32", np.dtype(np.int32): "i32", np.dtype(np.uint8): "u8",
+       np.dtype(np.uint16): "u16", np.dtype(np.int8): "i8"}
+
+
+def rup(n: int, a: int = ALIGN) -> int:
+    return -(-n // a) * a
+
+
+class ConstSegment:
+    """Arrays placed back to back (64-byte aligned); `data()` builds the segment's bytes once."""
+
+    def __init__(self):
+        self.items: list[tuple[int, np.ndarray]] = []
+        self.size = 0
+        self._cache: dict[tuple, int] = {}
+
+    def add(self, array: np.ndarray, key=None) -> int:
+        if key is not None and key in self._cache:
+            return self._cache[key]
+        array = np.ascontiguousarray(array)
+        addr = rup(self.size)
+        self.items.append((addr, array))
+        self.size = addr + array.nbytes
+        if key is not None:
+            self._cache[key] = addr
+        return addr
+
+    def data(self) -> bytes:
+        buf = np.zeros(rup(self.size), dtype=np.uint8)
+        for addr, array in self.items:
+            if array.nbytes:
+                buf[addr:addr + array.nbytes] = array.reshape(-1).view(np.uint8)
+        return buf.tobytes()
+
+
+@dataclass
+class WeightTile:
+    o0: int
+    o1: int
+    arrays: dict = field(default_factory=dict)      # name -> (addr, nbytes, dt)
+    nnzb: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(rup(nb) for _, nb, _ in self.arrays.values())
+
+
+@dataclass
+class PackedLinear:
+    fmt: str                      # dense | nm | bsr
+    out: int
+    k: int
+    layout: str
+    tiles: list
+    n: int = 0
+    m: int = 0
+    r: int = 1
+    c: int = 1
+    cdt: str = "u8"
+    stored_bytes: int = 0
+
+
+def parse_s4_layout(text: str):
+    """('dense',) / ('nm', n, m) / ('bsr', r, c) / ('csr',) for a Linear's layout attribute."""
+    name = str(text).strip().lower()
+    match = _NM_RE.match(name)
+    if match:
+        n, m = int(match.group(1)), int(match.group(2))
+        if not 1 <= n <= m <= 32:
+            raise TargetError(f"layout {text!r}: the SPU runs N:M with 1 <= N <= M <= 32")
+        return ("nm", n, m)
+    try:
+        layout = parse_layout(name)
+    except SparseFormatError as e:
+        raise TargetError(f"layout {text!r}: {e}") from None
+    if isinstance(layout, DenseLayout):
+        return ("dense",)
+    if isinstance(layout, CSRLayout):
+        return ("csr",)
+    if isinstance(layout, BSRLayout):
+        r, c = layout.block_shape
+        if r > 32 or c > 32:
+            raise TargetError(f"layout {text!r}: SPU blocks are at most 32x32")
+        return ("bsr", r, c)
+    raise TargetError(f"layout {text!r} is not one the S4 SPU runs")
+
+
+def pack_nm(w: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values [O, ceil(K/m)*n], u8 offsets) with s4c.sparse's N:M convention; exact (raises if
+    a group holds more than n nonzeros)."""
+    if (n, m) in [(l.n, l.m) for l in (NMLayout(*p) for p in ((2, 4), (1, 4), (2, 8), (1, 8), (1, 16), (1, 32)))]:
+        t = NMLayout(n, m).pack(w)
+        return np.asarray(t.values), np.asarray(t.indices)
+    o, k = w.shape
+    g = -(-k // m)
+    pad = np.zeros((o, g * m), w.dtype)
+    pad[:, :k] = w
+    groups = pad.reshape(o, g, m)
+    keep = groups != 0
+    if keep.sum(axis=-1).max(initial=0) > n:
+        raise SparseFormatError(f"weight is not {n}:{m} along `in`")
+    offsets = np.sort(np.argsort(~keep, axis=-1, kind="stable")[..., :n], axis=-1)
+    values = np.where(np.take_along_axis(keep, offsets, axis=-1), np.take_along_axis(groups, offsets, axis=-1), 0)
+    last = k - (g - 1) * m
+    if last < n:
+        np.minimum(offsets[:, -1, :], last - 1, out=offsets[:, -1, :])
+    return values.reshape(o, -1).astype(w.dtype), offsets.reshape(o, -1).astype(np.uint8)
+
+
+def _tile_bounds(out: int, rows: int, unit: int) -> list[tuple[int, int]]:
+    rows = max(unit, rows // unit * unit)
+    return [(o0, min(out, o0 + rows)) for o0 in range(0, out, rows)]
+
+
+def tile_rows(bytes_per_row: float, out: int, budget: int, unit: int) -> int:
+    """Output rows per tile: as many as fit `budget` bytes, a multiple of `unit` (16 keeps SRAM
+    column offsets of the output aligned), the tiles of about equal size."""
+    rows = int(budget // max(bytes_per_row, 1))
+    rows = max(unit, rows // unit * unit)
+    if rows >= out:
+        return out
+    tiles = -(-out // rows)
+    even = -(-out // tiles)
+    return max(unit, -(-even // unit) * unit)
+
+
+def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, key=None) -> PackedLinear:
+    """Pack W[out, in] (fp32) in `layout`, cut into output tiles of about `budget` bytes."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    o, k = w.shape
+    kind = parse_s4_layout(layout)
+    if kind[0] == "dense":
+        rows = tile_rows(k * 4, o, budget, 16)
+        base = const.add(w, key=(key, "dense"))
+        tiles = [WeightTile(a, b, {"w": (base + a * k * 4, (b - a) * k * 4, "f32")}) for a, b in _tile_bounds(o, rows, rows)]
+        return PackedLinear("dense", o, k, layout, tiles, stored_bytes=w.nbytes)
+    if kind[0] == "nm":
+        n, m = kind[1], kind[2]
+        try:
+            vals, idx = pack_nm(w, n, m)
+        except SparseFormatError as e:
+            raise TargetError(f"layout {layout}: {e}") from None
+        slots = vals.shape[1]
+        rows = tile_rows(slots * 5, o, budget, 16)
+        va, ia = const.add(vals), const.add(idx)
+        tiles = [WeightTile(a, b, {"val": (va + a * slots * 4, (b - a) * slots * 4, "f32"),
+                                   "idx": (ia + a * slots, (b - a) * slots, "u8")})
+                 for a, b in _tile_bounds(o, rows, rows)]
+        return PackedLinear("nm", o, k, layout, tiles, n=n, m=m, stored_bytes=vals.nbytes + idx.nbytes)
+    if kind[0] == "csr":
+        r, c = 1, 1
+        t = CSRLayout().pack(w)
+        indptr, indices, values = t.indptr, t.indices, t.values.reshape(-1, 1, 1)
+    else:
+        r, c = kind[1], kind[2]
+        t = BSRLayout(r, c).pack(w)
+        indptr, indices, values = t.indptr, t.indices, t.values
+    indptr = np.asarray(indptr, np.int64)
+    cdt = _DT[np.asarray(indices).dtype]
+    csize = np.asarray(indices).dtype.itemsize
+    nbr = len(indptr) - 1
+    per_row = (indptr[-1] * (r * c * 4 + csize)) / max(o, 1) + 4
+    unit = int(np.lcm(16, r))
+    rows = tile_rows(per_row * 1.0, o, budget, unit)
+    ca = const.add(np.asarray(indices))
+    va = const.add(np.asarray(values, np.float32))
+    tiles = []
+    for a, b in _tile_bounds(o, rows, rows):
+        br0, br1 = a // r, -(-b // r)
+        p0, p1 = int(indptr[br0]), int(indptr[min(br1, nbr)])
+        ptr = (indptr[br0:br1 + 1] - p0).astype(np.int32)
+        tile = WeightTile(a, b, nnzb=p1 - p0)
+        if p1 > p0:
+            tile.arrays = {"ptr": (const.add(ptr), ptr.nbytes, "i32"),
+                           "col": (ca + p0 * csize, (p1 - p0) * csize, cdt),
+                           "val": (va + p0 * r * c * 4, (p1 - p0) * r * c * 4, "f32")}
+        tiles.append(tile)
+    stored = np.asarray(values).nbytes + np.asarray(indices).nbytes + indptr.size * 4
+    return PackedLinear("bsr", o, k, layout, tiles, r=r, c=c, cdt=cdt, stored_bytes=stored)
