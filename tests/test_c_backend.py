@@ -443,3 +443,65 @@ def test_bert_base(tmp_path, exporter, sparsity):
     model = s4c_compile(path, input_shapes={k: v.shape for k, v in feeds.items()}, target="c", outdir=tmp_path / "o")
     diffs = max_abs_diff(model.run(feeds, backend="c"), ort_outputs(path, feeds))
     assert max(diffs.values()) <= 1e-3, diffs
+
+
+# -- fused ops off the BERT path --------------------------------------------------------------------
+
+def _fused_zoo():
+    """Fused ops in the forms BERT does not exercise: attention biases that vary by query (generic
+    kernel), broadcast over the batch, absent; LayerNorm over two axes with a broadcast gamma;
+    SkipLayerNorm with a bias; Embedding with int32 ids and runtime position ids to broadcast;
+    Gelu / Linear / LayerNorm in f64 (generated code instead of the f32 kernels)."""
+    rng = np.random.default_rng(11)
+    B, S, H, D = 2, 6, 2, 4
+    HD = H * D
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    c = Value.constant
+    qkv = Value("qkv", TensorType("f32", (B, S, 3 * HD)))
+    causal = Value("causal", TensorType("f32", (B, 1, S, S)))
+    ops, outs = [], []
+
+    def add(op, *vals):
+        ops.append(op)
+        outs.extend(vals)
+
+    for i, bias in enumerate([causal, c("keys1", f(1, 1, 1, S)), c("keys", f(B, 1, 1, S)), None]):
+        y = Value(f"attn{i}", TensorType("f32", (B, S, HD)))
+        add(Op("MultiHeadAttention", [qkv] + ([bias] if bias is not None else []), [y],
+               {"num_heads": H, "scale": 0.5}, [f"attn node {i}"]), y)
+    x = Value("x", TensorType("f32", (B, S, 3, 5)))
+    y = Value("ln2", TensorType("f32", (B, S, 3, 5)))
+    add(Op("LayerNorm", [x, c("g2", f(5)), c("b2", f(3, 5))], [y], {"axis": 2, "epsilon": 1e-5}), y)
+    h = Value("h", TensorType("f32", (B, S, HD)))
+    y = Value("sln", TensorType("f32", (B, S, HD)))
+    add(Op("SkipLayerNorm", [h, qkv_slice := Value("h2", TensorType("f32", (B, S, HD))), c("g", f(HD)), c("b", f(HD)),
+                             c("bb", f(HD))], [y], {"epsilon": 1e-6}), y)
+    ids = Value("ids", TensorType("i32", (B, S)))
+    pos = Value("pos", TensorType("i64", (1, S)))
+    y = Value("emb", TensorType("f32", (B, S, HD)))
+    add(Op("Embedding", [ids, c("word", f(10, HD)), pos, c("ptab", f(S + 2, HD)), c("eg", f(HD)), c("eb", f(HD))],
+           [y], {"epsilon": 1e-12}), y)
+    xd = Value("xd", TensorType("f64", (B, 3, 5)))
+    for name, op, attrs, extra in [("gelu64", "Gelu", {"approximate": "tanh"}, []),
+                                   ("lin64", "Linear", {"activation": "gelu"},
+                                    [c("w64", rng.standard_normal((4, 5))), c("bw64", rng.standard_normal(4))]),
+                                   ("ln64", "LayerNorm", {"epsilon": 1e-5}, [c("g64", rng.standard_normal(5))])]:
+        shape = (B, 3, 4) if op == "Linear" else (B, 3, 5)
+        y = Value(name, TensorType("f64", shape))
+        add(Op(op, [xd] + extra, [y], attrs), y)
+    causal_mask = np.triu(np.full((S, S), -np.inf, np.float32), 1)
+    feeds = {"qkv": f(B, S, 3 * HD), "causal": np.broadcast_to(causal_mask, (B, 1, S, S)).copy(), "x": f(B, S, 3, 5),
+             "h": f(B, S, HD), "h2": f(B, S, HD), "ids": rng.integers(0, 10, (B, S)).astype(np.int32),
+             "pos": np.array([[5, 4, 3, 2, 1, 0]], np.int64), "xd": rng.standard_normal((B, 3, 5))}
+    inputs = [qkv, causal, x, h, qkv_slice, ids, pos, xd]
+    return Graph("fused_zoo", inputs, outs, ops), feeds
+
+
+def test_fused_ops_off_the_bert_path(tmp_path):
+    graph, feeds = _fused_zoo()
+    want = evaluate(graph, feeds)
+    report = cbackend.build(graph, tmp_path, {"cflags": STRICT})["report"]
+    assert report["kernels"]["s4cx_attention_bias"] == 1 and report["kernels"]["s4c_attention_qkv"] == 3
+    got = cbackend.load(tmp_path).run(feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -26,7 +26,6 @@ import weakref
 from collections import Counter
 from pathlib import Path
 
-from s4c.errors import S4CError, TargetError
 
 __all__ = ["build", "load", "execute"]
 

@@ -34,7 +34,7 @@ from s4c.codegen.c.program import Lowering, Tensor
 from s4c.errors import TargetError
 from s4c.ir import Graph, Op, Value, numpy_dtype
 from s4c.ops.elementwise import BINARY, UNARY
-from s4c.ops.nn import _reduce_axes, matmul_shape
+from s4c.ops.nn import _reduce_axes
 from s4c.ops.shape_ops import slice_params
 
 EMITTERS: dict[str, Callable[[Lowering, Op], None]] = {}
@@ -75,7 +75,12 @@ def lower_graph(graph: Graph, options: dict | None = None) -> Lowering:
         if fn is None:
             raise unsupported(op, f"op {op.op} is not supported")
         lw.op, lw.op_index = op, i
-        fn(lw, op)
+        try:
+            fn(lw, op)
+        except TargetError as e:
+            if op.describe() in str(e):
+                raise
+            raise TargetError(f"{e} (in {op.describe()})") from None
     lw.bind_outputs()
     lw.plan_memory()
     return lw
@@ -117,15 +122,20 @@ def ew_layout(shape, ins: list[Tensor]) -> int | None:
     return None
 
 
-def elementwise(lw: Lowering, op: Op, ins: list[Tensor], value: Value, expr: Callable[[list[str]], str],
+def elementwise(lw: Lowering, op: Op, ins: list[Tensor], value: Value, expr: Callable[[list[str]], str] | None,
                 accesses: list[Access] | None = None, fm="auto", kind: str | None = None,
                 keep: tuple[int, ...] = (), body_fn=None) -> Tensor:
+    """y = expr(operands) over `value`'s shape with numpy broadcasting (`expr` None: a plain copy of
+    the single operand, e.g. Transpose / Slice / Expand through its access strides)."""
     shape = value.shape
     y = lw.out(value, ew_layout(shape, ins) if fm == "auto" else fm, ins)
     if y.size == 0:
         return y
     acc = accesses or [Access(f"x{i}", broadcast_strides(t.shape, t.strides, shape)) for i, t in enumerate(ins)]
     n = nest(shape, [Access("y0", y.strides)] + acc, parallel=True, keep=keep)
+    if expr is None and body_fn is None:
+        lw.generic(kind or op.op, ins, [y], render(n, [f"y0[{n.index[0]}] = x0[{n.index[1]}];"]))
+        return y
     loads = [load(lw, t, f"x{i}[{n.index[i + 1]}]") for i, t in enumerate(ins)]
     e = expr(loads) if body_fn is None else body_fn(loads, n)
     lw.generic(kind or op.op, ins, [y], render(n, [f"y0[{n.index[0]}] = {store(lw, y.dtype, e)};"]))
@@ -164,6 +174,15 @@ def product_sum(terms: list[tuple[str, int]]) -> str:
     """sum(var * n) as C, skipping zero factors and writing 'var' for a factor 1."""
     parts = [v if n == 1 else f"{v} * {int_literal(n)}" for v, n in terms if n]
     return " + ".join(parts) if parts else "0"
+
+
+def plus(a: str, b: str) -> str:
+    """a + b for C index expressions, dropping a literal 0."""
+    if a == "0":
+        return b
+    if b == "0":
+        return a
+    return f"{a} + {b}"
 
 
 def size_of(shape) -> int:
@@ -345,7 +364,7 @@ def _emit_expand(lw: Lowering, op: Op) -> None:
     if x.shape == op.output.shape:
         lw.set(op.output, lw.alias(x, x.shape, x.fm, op.output.name))
         return
-    elementwise(lw, op, [x], op.output, lambda xs: xs[0], fm=None)
+    elementwise(lw, op, [x], op.output, None, fm=None)
 
 
 def _axis_access(name: str, t: Tensor, out_shape, axis: int, block: int = 0) -> Access:
@@ -419,7 +438,7 @@ def _emit_transpose(lw: Lowering, op: Op) -> None:
     x = lw.home(op.inputs[0])
     perm = attrs(op).get("perm") or list(range(x.rank))[::-1]
     strides = x.strides
-    elementwise(lw, op, [x], op.output, lambda xs: xs[0], accesses=[Access("x0", [strides[p] for p in perm])], fm=None)
+    elementwise(lw, op, [x], op.output, None, accesses=[Access("x0", [strides[p] for p in perm])], fm=None)
 
 
 @emits("Slice")
@@ -432,7 +451,7 @@ def _emit_slice(lw: Lowering, op: Op) -> None:
         start, _, step = s.indices(n)
         base += start * st if len(range(*s.indices(n))) else 0
         strides.append(st * step)
-    elementwise(lw, op, [x], op.output, lambda xs: xs[0], accesses=[Access("x0", strides, base)], fm=None)
+    elementwise(lw, op, [x], op.output, None, accesses=[Access("x0", strides, base)], fm=None)
 
 
 @emits("Split")
@@ -477,7 +496,7 @@ def _emit_concat(lw: Lowering, op: Op) -> None:
 def _emit_tile(lw: Lowering, op: Op) -> None:
     x = lw.home(op.inputs[0])
     acc = Access("x0", list(x.strides), mod=[int(d) for d in x.shape])
-    elementwise(lw, op, [x], op.output, lambda xs: xs[0], accesses=[acc], fm=None)
+    elementwise(lw, op, [x], op.output, None, accesses=[acc], fm=None)
 
 
 @emits("Trilu")
@@ -650,18 +669,15 @@ def _emit_reduce(lw: Lowering, op: Op) -> None:
         else:
             cmp = ">" if is_max else "<"
             comb = lambda acc, v: f"if ({v} {cmp} {acc}) {acc} = {v};"  # noqa: E731
-    inner = nest(inner_shape, [Access("x0", x.strides)], indent=outer.depth + 1, var="r")
-    v = load(lw, x, f"x0[{outer.index[1]} + {inner.index[0]}]")
+    inner = nest(inner_shape, [Access("x0", x.strides)], indent=0, var="r")
+    v = load(lw, x, f"x0[{plus(outer.index[1], inner.index[0])}]")
     result = "acc"
     if name == "ReduceMean":
         result = f"acc / {float(count)!r}" if count else "NAN"
     if not isf and name in ("ReduceSum", "ReduceMean", "ReduceProd"):
         result = f"({COMPUTE[dtype]})({result})" if name != "ReduceMean" else result
-    pad = "    " * (outer.depth + 1)
-    body = [f"{acc_t} acc = {init};"]
-    inner_lines = inner.open + ["    " * inner.depth + comb("acc", v)]
-    body_lines = [pad + body[0]] + inner_lines + [pad + f"y0[{outer.index[0]}] = {store(lw, y.dtype, result)};"]
-    lines = outer.open + ["    " * outer.depth + "{"] + body_lines + ["    " * outer.depth + "}"]
+    body = [f"{acc_t} acc = {init};"] + render(inner, [comb("acc", v)]) + [f"y0[{outer.index[0]}] = {store(lw, y.dtype, result)};"]
+    lines = render(outer, body)
     lw.generic(op.op, [x], [y], lines)
 
 
@@ -679,9 +695,8 @@ def _emit_softmax(lw: Lowering, op: Op) -> None:
     ct = COMPUTE[x.dtype]
     f = fsuffix(x.dtype)
     sx, sy = x.strides[axis], y.strides[axis]
-    xi = load(lw, x, f"x0[{outer.index[1]} + k * {sx}]")
+    xi = load(lw, x, f"x0[{plus(outer.index[1], product_sum([('k', sx)]))}]")
     x0 = load(lw, x, f"x0[{outer.index[1]}]")
-    pad = "    " * (outer.depth + 1)
     if op.op == "Softmax":
         final = f"exp{f}({xi} - m) / ({ct})s"
     else:
@@ -690,9 +705,9 @@ def _emit_softmax(lw: Lowering, op: Op) -> None:
             "double s = 0.0;",
             f"for (ptrdiff_t k = 1; k < {n}; k++) {{ {ct} v = {xi}; if (v > m || v != v) m = v; }}",
             f"for (ptrdiff_t k = 0; k < {n}; k++) s += (double)exp{f}({xi} - m);",
-            f"for (ptrdiff_t k = 0; k < {n}; k++) y0[{outer.index[0]} + k * {sy}] = {store(lw, y.dtype, final)};"]
-    lines = outer.open + ["    " * outer.depth + "{"] + [pad + b for b in body] + ["    " * outer.depth + "}"]
-    lw.generic(op.op, [x], [y], lines)
+            f"for (ptrdiff_t k = 0; k < {n}; k++) y0[{plus(outer.index[0], product_sum([('k', sy)]))}] = "
+            f"{store(lw, y.dtype, final)};"]
+    lw.generic(op.op, [x], [y], render(outer, body))
 
 
 def _layernorm_generic(lw: Lowering, op: Op, x_value: Value, scale: Value, bias: Value | None, axis: int,
@@ -728,7 +743,7 @@ def _layernorm_generic(lw: Lowering, op: Op, x_value: Value, scale: Value, bias:
     if len(outs) > 2:
         body.append(f"        y2[t] = {store(lw, outs[2].dtype, 'inv')};")
     body.append("    }")
-    lw.generic("layernorm", ins, outs, body)
+    lw.generic(op.op, ins, outs, body)
 
 
 @emits("LayerNormalization")
@@ -754,7 +769,6 @@ def _emit_matmul(lw: Lowering, op: Op) -> None:
     sb = broadcast_strides(b_shape[:-2], [s * K * N for s in row_major_strides(b_shape[:-2])], batch)
     sy = [s * M * N for s in row_major_strides(batch)]
     outer = nest(batch, [Access("y0", sy), Access("x0", sa), Access("x1", sb)], var="b")
-    pad = "    " * outer.depth
     if K == 0:
         lw.generic(op.op, [a_t, b_t], [y], [f"    memset(y0, 0, {y.nbytes});", "    (void)x0; (void)x1;"])
         return
@@ -762,7 +776,7 @@ def _emit_matmul(lw: Lowering, op: Op) -> None:
         call = (f"if (s4c_linear_dense({c_int(M, 'rows', op)}, {c_int(K, 'inner dim', op)}, {c_int(N, 'cols', op)}, "
                 f"x0 + {outer.index[1]}, x1 + {outer.index[2]}, NULL, S4C_ACT_NONE, NULL, y0 + {outer.index[0]}) "
                 f"!= S4C_OK) return 1;")
-        lw.generic(op.op, [a_t, b_t], [y], outer.open + [pad + call], fails=True,
+        lw.generic(op.op, [a_t, b_t], [y], render(outer, [call]), fails=True,
                    note="row-major product through s4c_linear_dense")
         return
     isf = av.dtype in cnames.FLOATS
@@ -776,8 +790,7 @@ def _emit_matmul(lw: Lowering, op: Op) -> None:
             f"        for (ptrdiff_t k = 0; k < {K}; k++) acc += ({acc_t}){la} * ({acc_t}){lb};",
             f"        y0[{outer.index[0]} + i * {N} + j] = {store(lw, y.dtype, res)};",
             "    }"]
-    lines = outer.open + ["    " * outer.depth + "{"] + [pad + "    " + b for b in body] + ["    " * outer.depth + "}"]
-    lw.generic(op.op, [a_t, b_t], [y], lines)
+    lw.generic(op.op, [a_t, b_t], [y], render(outer, body))
 
 
 @emits("Gemm")
@@ -1080,10 +1093,7 @@ def _linear_weight(lw: Lowering, op: Op, wv: Value, layout) -> tuple[list[Tensor
     q = np.asarray(dq.inputs[0].data)
     scale = np.asarray(dq.inputs[1].data, dtype=np.float32)
     axis = attrs(dq)["axis"] % 2
-    per = "S4CX_SCALE_TENSOR" if scale.ndim == 0 or scale.size == 1 and q.shape[axis] != 1 else (
-        "S4CX_SCALE_ROW" if axis == 0 else "S4CX_SCALE_COL")
-    if scale.ndim == 0 or scale.size == 1:
-        per = "S4CX_SCALE_TENSOR"
+    per = "S4CX_SCALE_TENSOR" if scale.size == 1 else ("S4CX_SCALE_ROW" if axis == 0 else "S4CX_SCALE_COL")
     s = lw.weight(scale.reshape(-1), f"{dq.inputs[1].name}", key=("scale", id(dq.inputs[1])))
     lw.uses_extra = True
     note = f" (int8, scale per {'tensor' if per.endswith('TENSOR') else 'row' if per.endswith('ROW') else 'column'})"

@@ -149,9 +149,10 @@ def nest(shape, accesses: list[Access], indent: int = 1, var: str = "i", keep: t
 
 
 def render(n: Nest, body: list[str]) -> list[str]:
-    """The nest around `body` (lines without indentation; indented to the nest's depth)."""
+    """The nest around `body` (lines without indentation, relative indentation kept): a one-line
+    body hangs off the innermost loop, a longer one gets braces."""
     pad = "    " * n.depth
+    lines = [pad + line if line else line for line in body]
     if len(body) > 1 and n.open:
-        outer = "    " * (n.depth - 1)
-        return n.open + [outer + "{"] + ["    " + pad[4:] + line if line else line for line in body] + [outer + "}"]
-    return n.open + [pad + line if line else line for line in body]
+        return n.open[:-1] + [n.open[-1] + " {"] + lines + ["    " * (n.depth - 1) + "}"]
+    return n.open + lines

@@ -7,8 +7,6 @@ import re
 from pathlib import Path
 
 import jinja2
-import numpy as np
-
 from s4c import __version__
 from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import comment_name
@@ -164,6 +162,3 @@ def write_sources(lw: Lowering, cdir: Path, weights_id: int, source: str) -> dic
     (cdir / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     return {"sources": ["model.c"] + sources, "headers": ["model.h"] + header_names}
 
-
-def _np_dtype(name: str):
-    return np.dtype(np.uint8) if name == "bool" else np.dtype(cnames.NPY_DESCR[name].replace("|", "<"))
