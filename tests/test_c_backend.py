@@ -196,14 +196,15 @@ def _c_default(graph, inputs):
 
 @pytest.fixture(scope="module")
 def c_executors():
-    saved = dict(cbackend.EXECUTOR_OPTIONS)
+    saved, saved_executors = dict(cbackend.EXECUTOR_OPTIONS), dict(EXECUTORS)
     cbackend.EXECUTOR_OPTIONS.update(cflags=STRICT)  # every node case also checks the code is warning-free
     register_executor("c", cbackend.execute, replace=True)
     register_executor("c-default", _c_default, replace=True)
     yield
     cbackend.EXECUTOR_OPTIONS.clear()
     cbackend.EXECUTOR_OPTIONS.update(saved)
-    EXECUTORS.pop("c-default", None)
+    EXECUTORS.clear()
+    EXECUTORS.update(saved_executors)
 
 
 def _run_node_case(name: str, backend: str) -> None:
