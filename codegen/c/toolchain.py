@@ -62,9 +62,11 @@ def _run(cmds: list[tuple[list[str], str]], cwd: str) -> None:
     for cmd, proc in procs:
         _, err = proc.communicate()
         if proc.returncode != 0:
-            errors.append(f"$ {' '.join(cmd)}\n{err.strip()}")
+            lines = [ln for ln in err.strip().splitlines() if ln.strip()][:4]
+            errors.append(f"`{' '.join(cmd)}` failed in {cwd}: {' / '.join(lines)}")
     if errors:
-        raise TargetError("C backend: compilation failed: " + " | ".join(e.replace("\n", " ") for e in errors)[:4000])
+        more = f" (and {len(errors) - 1} more command(s))" if len(errors) > 1 else ""
+        raise TargetError(f"C backend: compilation failed: {errors[0]}{more}")
 
 
 def compile_library(cdir: Path, sources: list[str], options: dict, out_name: str = "libmodel.so") -> dict:
