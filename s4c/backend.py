@@ -18,8 +18,9 @@ Models whose default-domain opset is outside the importer's range are first conv
 `onnx.version_converter` (as onnx-mlir does); a model the converter cannot convert is rejected.
 
 Execution paths are pluggable: `EXECUTORS` maps a name to `callable(graph, inputs) -> {output
-name: array}`; "ref" is the reference evaluator. Later backends register theirs with
-`register_executor("c", run_c)`; an executor that compiles may memoise on the graph object: the
+name: array}`; "ref" is the reference evaluator. A code generator found by the driver
+(`s4c.codegen.c`, `s4c.codegen.s4`) serves as `backend="c"` / `"s4"` through its `execute(graph,
+inputs)`, so codegen never imports this module; `register_executor` adds others. An executor that compiles may memoise on the graph object: the
 rep hands it the same Graph for as long as that graph stays in the rep's cache.
 """
 
@@ -56,10 +57,15 @@ def register_executor(name: str, fn: Executor, replace: bool = False) -> None:
 
 
 def _executor(name: str) -> Executor:
-    try:
-        return EXECUTORS[name]
-    except KeyError:
-        raise S4CError(f"unknown backend {name!r} (available: {', '.join(sorted(EXECUTORS))})") from None
+    if name not in EXECUTORS:
+        from s4c.driver import available_backends
+
+        module = available_backends().get(name)
+        if module is None or not hasattr(module, "execute"):
+            known = sorted(set(EXECUTORS) | {n for n, m in available_backends().items() if hasattr(m, "execute")})
+            raise S4CError(f"unknown backend {name!r} (available: {', '.join(known)})")
+        EXECUTORS[name] = module.execute
+    return EXECUTORS[name]
 
 
 # -- model preparation ------------------------------------------------------------------------------

@@ -506,3 +506,17 @@ def test_fused_ops_off_the_bert_path(tmp_path):
     got = cbackend.load(tmp_path).run(feeds)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_backend_adaptor_finds_the_c_backend_without_registration(monkeypatch):
+    """`backend="c"` works out of the box: the adaptor asks the driver for s4c.codegen.c.execute."""
+    monkeypatch.setattr("s4c.backend.EXECUTORS", {"ref": EXECUTORS["ref"]})
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    data = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    (out,) = S4CBackend.prepare(model, backend="c").run([data])
+    np.testing.assert_array_equal(out, np.maximum(data, 0))
+    with pytest.raises(S4CError, match="unknown backend 'nope'"):
+        S4CBackend.prepare(model, backend="nope").run([data])

@@ -70,3 +70,30 @@ def test_codegen_never_imports_the_driver():
     offenders = [f"{os.path.relpath(p, REPO)} imports {n}" for p in _modules("codegen") for n in _imports(p)
                  if n.startswith(("s4c.driver", "s4c.cli", "s4c.backend"))]
     assert not offenders, offenders
+
+
+def test_every_data_file_is_in_package_data():
+    """A non-Python file inside an installed package must match its package-data patterns, or a
+    non-editable install (the README's first command) silently lacks it."""
+    import fnmatch
+    import tomllib
+
+    config = tomllib.load(open(os.path.join(REPO, "pyproject.toml"), "rb"))["tool"]["setuptools"]
+    dirs = config["package-dir"]
+    patterns = config.get("package-data", {})
+    missing = []
+    for package in config["packages"]:
+        root_pkg = max((p for p in dirs if package == p or package.startswith(p + ".")), key=len)
+        folder = os.path.join(REPO, dirs[root_pkg], *package[len(root_pkg):].split(".")[1:])
+        subpackages = {p for p in config["packages"] if p.startswith(package + ".")}
+        for dirpath, dirnames, files in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"
+                           and f"{package}.{os.path.relpath(os.path.join(dirpath, d), folder).replace(os.sep, '.')}"
+                           not in subpackages]
+            for name in files:
+                if name.endswith((".py", ".pyc", ".so")):
+                    continue
+                rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
+                if not any(fnmatch.fnmatch(rel, pat) for pat in patterns.get(package, []) + patterns.get("*", [])):
+                    missing.append(f"{package}: {rel}")
+    assert not missing, missing
