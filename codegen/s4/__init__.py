@@ -64,7 +64,12 @@ def build(graph, outdir: str, options: dict | None = None) -> dict:
         f.write(blob)
     from s4c.s4 import disassemble
     include = len(lowered.program.const) <= ASM_DATA_LIMIT
-    text = disassemble(lowered.program, data=include)
+    prog = lowered.program
+    prog.validate = lambda *a, **k: None        # just validated by to_bytes
+    try:
+        text = disassemble(prog, data=include)
+    finally:
+        del prog.validate
     if not include:
         text = (f"; the constant segment ({len(lowered.program.const)} bytes) is in model.s4 only: this text "
                 f"does not re-assemble\n") + text

@@ -23,11 +23,14 @@ _UNIT = {"dma": 0, "spu": 1, "vpu": 2}
 def _distinct(arr: np.ndarray) -> list[int]:
     if arr.size == 0:
         return []
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo == hi:
-        return [lo] if lo >= 0 else []
-    u = np.unique(arr)
-    return [int(x) for x in u if x >= 0]
+    first = arr[0]
+    if arr.size < 64:
+        return [int(x) for x in set(arr.tolist()) if x >= 0]
+    if (arr == first).all():
+        return [int(first)] if first >= 0 else []
+    # regions are written in runs: distinct values = distinct run heads
+    heads = arr[np.flatnonzero(np.diff(arr, prepend=first - 1))]
+    return [int(x) for x in set(heads.tolist()) if x >= 0]
 
 
 class _Mem:

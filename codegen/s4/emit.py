@@ -186,6 +186,8 @@ class Emitter:
         self.precision = precision
         self.nodes: list[tuple[int, object]] = []
         self.op_of: list[int] = []          # IR op index of every node
+        self.block_of: list[int] = []       # row block (sentence) the node works on, 0 if none
+        self.block = 0
         self.dbg: int | None = None
         self.op_index = -1
         self.scratch: list[Scratch] = []
@@ -193,10 +195,12 @@ class Emitter:
     # -- context ---------------------------------------------------------------------------------
     def begin_op(self, op_index: int, dbg: int | None) -> None:
         self.op_index, self.dbg = op_index, dbg
+        self.block = 0
 
     def _put(self, core: int, mnemonic: str, **fields) -> None:
         self.nodes.append((core, make(mnemonic, dbg=self.dbg, **fields)))
         self.op_of.append(self.op_index)
+        self.block_of.append(self.block)
 
     # -- timing dtypes ---------------------------------------------------------------------------
     @property

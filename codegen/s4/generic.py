@@ -52,6 +52,10 @@ class Kernel:
     def check(self, L, op) -> None:
         pass
 
+    def interleaved(self, L, op) -> bool:
+        """Whether the op works on its row blocks interleaved rather than one after the other."""
+        return False
+
     def row_info(self, L, op):
         return None
 
@@ -374,7 +378,7 @@ def _strided_vector(L, c, dst: Region, addr: int, count: int, stride: int) -> No
 # ==================================================================================================
 INT32ISH = ("i32", "i64")
 ARITH_OR_COMPARE = {"Add", "Sub", "Mul", "Div", "Pow", "Neg", "Abs", "Sum", "Max", "Min", "Clip", "Sign",
-                    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Where", "Reciprocal",
+                    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Reciprocal",
                     "Relu", "Floor", "Ceil", "Sqrt", "Exp"}
 
 
@@ -419,8 +423,6 @@ class Elementwise(Kernel):
         if name in ARITH_OR_COMPARE and (in_dts & set(INT32ISH) or out_dt in INT32ISH):
             reject(op, "32/64-bit integer arithmetic and comparisons: the S4 VPU has no integer ALU and "
                        "fp32 holds such integers exactly only below 2^24")
-        if name == "DequantizeLinear" and op.attrs.get("block_size"):
-            reject(op, "blocked DequantizeLinear of a run-time tensor")
         if name in ("Cast", "CastLike") and op.inputs[0].dtype in ("f32", "f16", "f64") and out_dt in INT32ISH:
             pass   # float -> int truncates; values beyond the i32 range saturate
 
@@ -461,31 +463,103 @@ class Elementwise(Kernel):
         from .lower import RowInfo
         return RowInfo(R, local)
 
+    def temp_dram(self, L, op):
+        if op.op == "Where" and L.info(op.outputs[0]).dt != "f32":
+            n = L.info(op.outputs[0]).n
+            return 3 * rup(n * 4) + rup(n)
+        if op.op == "DequantizeLinear" and op.attrs.get("block_size"):
+            return 2 * rup(L.info(op.outputs[0]).n * 4) + 2 * rup(L.info(op.inputs[0]).n * 4)
+        return 0
+
     def emit(self, L, op):
         out = L.root(op.outputs[0])
         if out.n == 0:
             return
+        if op.op == "DequantizeLinear" and op.attrs.get("block_size"):
+            return self._emit_blocked_dq(L, op)
+        if op.op == "Where" and out.dt != "f32":
+            return self._emit_where_gather(L, op)
         plan = self._row_modes(L, op) if op.outputs[0].shape else None
         if plan is not None:
             self._emit_rows(L, op, *plan)
         else:
             self._emit_canonical(L, op)
 
+    def _emit_where_gather(self, L, op):
+        """Where on integer / bool data, exact for every value: y then x broadcast into one DRAM
+        table [2n], row index i + cond[i] * n computed in fp32 (exact below 2^24), one dma.gather."""
+        c, x, y = op.inputs
+        out = L.root(op.outputs[0])
+        n, dt, es = out.n, out.dt, SIZE[out.dt]
+        if 2 * n >= 1 << 24:
+            reject(op, "integer Where over 2^23 elements or more")
+        O = tuple(op.outputs[0].shape)
+        tmp = L.temp_dram[L.em.op_index]
+        table = tmp
+        cond = tmp + rup(2 * n * es)
+        for k, v in enumerate((y, x)):
+            info = L.info(v)
+            flat = np.broadcast_to(np.arange(info.n, dtype=np.int64).reshape(v.shape), O).reshape(-1)
+            emit_map(L, table + k * n * es, dt, flat, [(0, info.n, L.dram_of(v).addr)])
+        cinfo = L.info(c)
+        flat = np.broadcast_to(np.arange(cinfo.n, dtype=np.int64).reshape(c.shape), O).reshape(-1)
+        emit_map(L, cond, cinfo.dt, flat, [(0, cinfo.n, L.dram_of(c).addr)])
+        core, sc, em = 0, L.scratch(0), L.em
+        for k0 in range(0, n, 8192):
+            k1 = min(n, k0 + 8192)
+            m = k1 - k0
+            cu = sc.tile(1, m, cinfo.dt)
+            em.ld(core, cu, Region.dram(cond + k0 * SIZE[cinfo.dt], 1, m, cinfo.dt))
+            cf = sc.tile(1, m, "f32")
+            em.cvt(core, cf, cu)
+            em.axpb(core, cf, cf, float(n), 0.0)
+            ar = L.const_vector(core, np.arange(k0, k1, dtype=np.float32))
+            em.vbin(core, "add", cf, cf, ar)
+            iv = sc.tile(1, m, "i32")
+            em.cvt(core, iv, cf)
+            t = sc.tile(m, 1, dt)
+            em.gather(core, t, Region.dram(table, 2 * n, 1, dt), iv.addr)
+            em.st(core, Region.dram(out.dram + k0 * es, m, 1, dt), t)
+            sc.release(cu, cf, ar, iv, t)
+
+    def _emit_blocked_dq(self, L, op):
+        """Blocked DequantizeLinear: scale (and zero point) repeated along `axis` into DRAM
+        scratch by a movement map, then the elementwise kernel on full-shaped operands."""
+        x = op.inputs[0]
+        axis = op.attrs.get("axis", 1) % len(x.shape)
+        bs = op.attrs["block_size"]
+        tmp = L.temp_dram[L.em.op_index]
+        descs = [(L.dram_of(x).addr, L.info(x).dt, tuple(x.shape), None)]
+        for v in op.inputs[1:3]:
+            if v is None:
+                descs.append(None)
+                continue
+            info = L.info(v)
+            n = info.n
+            flat = np.repeat(np.arange(n, dtype=np.int64).reshape(v.shape), bs, axis=axis)
+            flat = flat.take(range(x.shape[axis]), axis=axis).reshape(-1)
+            emit_map(L, tmp, info.dt, flat, [(0, n, L.dram_of(v).addr)])
+            descs.append((tmp, info.dt, tuple(x.shape), None))
+            tmp += rup(flat.size * SIZE[info.dt])
+        while len(descs) < 3:
+            descs.append(None)
+        self._emit_canonical(L, op, descs)
+
     # -- row kernel path: [R, C] = [prod(shape[:-1]), shape[-1]], rows split over the cores -------
     def _emit_rows(self, L, op, R, C, modes):
         vals, _ = ew_operands(op)
         outv = op.outputs[0]
         budget_rows = max(1, (TILE_BUDGET // 2) // rup(C * 4))
-        parts = L.part(R) if L.rowinfo[L.em.op_index] is not None else L.generic_part(R)
-        for core, (p0, p1) in enumerate(parts):
-            if p1 <= p0:
+        for core in range(L.cores):
+            tiles = L.row_tiles(R, core, budget_rows)
+            if not tiles:
                 continue
             vecs = {}
             for j, (v, md) in enumerate(zip(vals, modes)):
                 if v is not None and md in ("row", "scalar"):
                     vecs[j] = L.load_vector(core, v, f32=True)
-            for r0 in range(p0, p1, budget_rows):
-                r1 = min(p1, r0 + budget_rows)
+            for r0, r1 in tiles:
+                L.set_block(R, core, r0)
                 operands, owned = [], []
                 for j, (v, md) in enumerate(zip(vals, modes)):
                     if v is None:
@@ -517,8 +591,13 @@ class Elementwise(Kernel):
             L.scratch(core).release(*vecs.values())
 
     # -- generic path: canonical broadcast dims, outer dims looped ----------------------------------
-    def _emit_canonical(self, L, op):
+    def _emit_canonical(self, L, op, descs=None):
         vals, shapes = ew_operands(op)
+        if descs is None:
+            descs = [None if v is None else (L.dram_of(v).addr, L.info(v).dt, s, _scalar_const(v))
+                     for v, s in zip(vals, shapes)]
+        shapes = [None if d is None else d[2] for d in descs]
+        vals = descs
         outv = op.outputs[0]
         out = L.root(outv)
         O = tuple(outv.shape)
@@ -579,11 +658,11 @@ class Elementwise(Kernel):
                         if v is None:
                             operands.append(None)
                             continue
-                        info = L.info(v)
+                        addr0, vdt, _, cval = v
+                        info = _Desc(vdt)
                         st = strides[j]
-                        base = L.dram_of(v).addr + sum(i * s for i, s in zip(oidx, st[:-2])) * SIZE[info.dt]
+                        base = addr0 + sum(i * s for i, s in zip(oidx, st[:-2])) * SIZE[info.dt]
                         sr, sc = st[-2], st[-1]
-                        cval = _scalar_const(v)
                         if sr and sc:
                             src = Region.dram(base + (r0 * sr + c0 * sc) * SIZE[info.dt], r1 - r0, c1 - c0, info.dt,
                                               pitch=sr * SIZE[info.dt])
@@ -619,6 +698,11 @@ class Elementwise(Kernel):
                         L.em.st(core, dst, res)
                     vm.free()
                     L.scratch(core).release(*owned)
+
+
+class _Desc:
+    def __init__(self, dt):
+        self.dt = dt
 
 
 def _scalar_const(v):
@@ -885,11 +969,8 @@ class SoftmaxKernel(Kernel):
         rank = len(x.shape)
         if axis == rank - 1:
             R, C = xi.R, xi.C
-            parts = L.part(R) if L.rowinfo[L.em.op_index] is not None else L.generic_part(R)
-            step = max(1, TILE_BUDGET // rup(C * 4))
-            for core, (p0, p1) in enumerate(parts):
-                for r0 in range(p0, p1, step):
-                    r1 = min(p1, r0 + step)
+            for core in range(L.cores):
+                for r0, r1 in L.row_tiles(R, core, TILE_BUDGET // rup(C * 4)):
                     X, own_x = L.src_rows(core, x, r0, r1)
                     Y, own_y = L.dst_rows(core, outv, r0, r1)
                     L.em.softmax(core, Y, X, 1.0)

@@ -33,6 +33,8 @@ from .weights import pack_linear, parse_s4_layout
 
 F32_MAX = float(np.finfo(np.float32).max)
 X_BUDGET = 1536 << 10
+PIN_BUDGET = 1536 << 10   # a packed weight up to this size is kept in SRAM across token tiles
+MIN_TILES = 4          # output tiles per weight at least: the VPU epilogue of one overlaps the SPU on the next
 
 
 def _rows(shape) -> int:
@@ -54,75 +56,163 @@ class LinearKernel(Kernel):
             reject(op, str(e))
 
     def row_info(self, L, op):
-        return RowInfo(_rows(op.inputs[0].shape), (0,))
+        R = _rows(op.inputs[0].shape)
+        return RowInfo(R, (0,)) if L.rows_mode(R) else None
 
     def emit(self, L, op):
+        """Rows mode (at least one sentence per core): each core its token rows, every weight tile.
+        Features mode (fewer sentences than cores, e.g. batch 1): each core every token row and its
+        share of the weight's output tiles (tensor parallel: each weight byte is loaded once), X
+        from DRAM, Y column slices to DRAM."""
         x, w = op.inputs[0], op.inputs[1]
         b = op.inputs[2] if len(op.inputs) > 2 else None
         out = op.outputs[0]
         oinfo = L.root(out)
         if oinfo.n == 0:
             return
-        packed = L.packed_linear(op)
         R, K = _rows(x.shape), x.shape[-1]
+        rows_mode = L.rows_mode(R)
+        packed = L.packed_linear(op, MIN_TILES if rows_mode else L.cores)
         act = op.attrs.get("activation", "none")
         em = L.em
         to_dram = oinfo.dram is not None and (oinfo.needs_dram or not oinfo.resident)
-        for core, (p0, p1) in enumerate(L.part(R)):
-            if p1 <= p0:
+        if rows_mode:
+            work = [((p0, p1), packed.tiles) for p0, p1 in L.part(R)]
+        else:
+            groups = _split_tiles(packed.tiles, L.cores)
+            work = [((0, R), g) for g in groups]
+        for core, ((p0, p1), tiles) in enumerate(work):
+            if p1 <= p0 or not tiles:
                 continue
             sc = L.scratch(core)
             bias = None
             if b is not None:
                 bias = L.const_vector(core, b.data) if b.is_constant else L.load_vector(core, b)
-            resident_x = L.resident_rows(x, core, p0, p1) is not None
-            tt = p1 - p0 if resident_x else max(1, min(p1 - p0, X_BUDGET // rup(K * 4)))
-            for t0 in range(p0, p1, tt):
-                t1 = min(p1, t0 + tt)
+            if rows_mode:
+                tts = []
+                pin = self._pinned(L, op, packed)
+                for b0, b1 in L.blocks(R, core):
+                    for s0, s1 in (L.sub_blocks(b0, b1) if pin else [(b0, b1)]):
+                        res = L.resident_rows(x, core, s0, s1) is not None
+                        step = (s1 - s0) if res else max(1, X_BUDGET // rup(K * 4))
+                        tts += [(t, min(s1, t + step)) for t in range(s0, s1, step)]
+            else:
+                step = max(1, X_BUDGET // rup(K * 4))
+                tts = [(t, min(p1, t + step)) for t in range(p0, p1, step)]
+            resident_x = all(L.resident_rows(x, core, t0, t1) is not None for t0, t1 in tts)
+            pinned = len(tts) > 1 and self._pinned(L, op, packed)
+            if len(tts) > 1 and not pinned and resident_x:
+                # weights too big to keep: weight tile outer, every token tile inner
+                Xs = [L.src_rows(core, x, t0, t1)[0] for t0, t1 in tts]
+                for X in Xs:
+                    em.timing_cvt(core, X, "i8")
+                for tile in tiles:
+                    L.set_block(R, core, tts[0][0])
+                    bufs = self._load(L, core, packed, tile, K)
+                    for (t0, t1), X in zip(tts, Xs):
+                        L.set_block(R, core, t0)
+                        self._tile(L, core, op, packed, tile, bufs, X, t0, t1, K, bias, act, to_dram)
+                    sc.release(*bufs.values())
+                continue
+            held: dict = {}
+            for t0, t1 in tts:
+                L.set_block(R, core, t0)
                 X, own_x = L.src_rows(core, x, t0, t1)
                 em.timing_cvt(core, X, "i8")
-                yres = L.resident_rows(out, core, t0, t1)
-                for tile in packed.tiles:
-                    o0, o1 = tile.o0, tile.o1
-                    Y = yres.sub(0, t1 - t0, o0, o1 - o0) if yres is not None else sc.tile(t1 - t0, o1 - o0, "f32")
-                    self._spu(L, core, packed, tile, X, Y, K)
-                    em.timing_cvt(core, Y, "bf16")
-                    if bias is not None:
-                        em.vbin(core, "add", Y, Y, bias.sub(0, 1, o0, o1 - o0), bcast="row")
-                    if act != "none":
-                        em.vun(core, "gelu_tanh" if act == "gelu_tanh" else "gelu", Y, Y)
-                    if to_dram:
-                        em.st(core, L.dram_of(out).sub(t0, t1 - t0, o0, o1 - o0), Y)
-                    if yres is None:
-                        sc.release(Y)
+                for tile in tiles:
+                    bufs = held.get(id(tile)) or self._load(L, core, packed, tile, K)
+                    self._tile(L, core, op, packed, tile, bufs, X, t0, t1, K, bias, act, to_dram)
+                    if pinned:
+                        held[id(tile)] = bufs
+                    else:
+                        sc.release(*bufs.values())
                 if own_x:
                     sc.release(X)
+            for bufs in held.values():
+                sc.release(*bufs.values())
 
     @staticmethod
-    def _spu(L, core, packed, tile, X, Y, K):
+    def _pinned(L, op, packed=None) -> bool:
+        """Whether the whole packed weight stays in SRAM across the token tiles (then the op works
+        block after block; else weight tile outer, blocks interleaved)."""
+        packed = packed or L.packed_linear(op, MIN_TILES)
+        K = op.inputs[0].shape[-1]
+        return sum(_tile_sram_bytes(packed, t, K) for t in packed.tiles) <= PIN_BUDGET
+
+    def interleaved(self, L, op):
+        R = _rows(op.inputs[0].shape)
+        if not L.rows_mode(R):
+            return False
+        nb = max(len(L.blocks(R, c)) for c in range(L.cores))
+        return nb > 1 and not self._pinned(L, op)
+
+    def _tile(self, L, core, op, packed, tile, bufs, X, t0, t1, K, bias, act, to_dram):
+        em, sc = L.em, L.scratch(core)
+        out = op.outputs[0]
+        o0, o1 = tile.o0, tile.o1
+        yres = L.resident_rows(out, core, t0, t1)
+        Y = yres.sub(0, t1 - t0, o0, o1 - o0) if yres is not None else sc.tile(t1 - t0, o1 - o0, "f32")
+        self._compute(L, core, packed, tile, bufs, X, Y, K)
+        em.timing_cvt(core, Y, "bf16")
+        if bias is not None:
+            em.vbin(core, "add", Y, Y, bias.sub(0, 1, o0, o1 - o0), bcast="row")
+        if act != "none":
+            em.vun(core, "gelu_tanh" if act == "gelu_tanh" else "gelu", Y, Y)
+        if to_dram:
+            em.st(core, L.dram_of(out).sub(t0, t1 - t0, o0, o1 - o0), Y)
+        if yres is None:
+            sc.release(Y)
+
+    @staticmethod
+    def _load(L, core, packed, tile, K) -> dict:
+        """The tile's weight arrays DMA'd into scratch (empty for an all-zero BSR tile)."""
         em, sc = L.em, L.scratch(core)
         o = tile.o1 - tile.o0
         if packed.fmt == "dense":
             addr, nbytes, dt = tile.arrays["w"]
             Wt = sc.tile(o, K, "f32")
             em.ld(core, Wt, Region.dram(addr, o, K, "f32"), weight=True)
-            em.mm(core, Y, X, Wt, tb=True)
-            sc.release(Wt)
-            return
-        if packed.fmt == "bsr" and tile.nnzb == 0:
-            em.fill(core, Y, 0.0)
-            return
+            return {"w": Wt}
         bufs = {}
         for name, (addr, nbytes, dt) in tile.arrays.items():
             t = sc.tile(1, nbytes // {"f32": 4, "i32": 4, "u16": 2}.get(dt, 1), dt)
             em.ld_bytes(core, t.addr, addr, nbytes, dt, weight=True)
             bufs[name] = t
-        if packed.fmt == "nm":
+        return bufs
+
+    @staticmethod
+    def _compute(L, core, packed, tile, bufs, X, Y, K):
+        em = L.em
+        if packed.fmt == "dense":
+            em.mm(core, Y, X, bufs["w"], tb=True)
+        elif packed.fmt == "bsr" and tile.nnzb == 0:
+            em.fill(core, Y, 0.0)
+        elif packed.fmt == "nm":
             em.nm(core, Y, X, bufs["val"].addr, bufs["idx"].addr, K, packed.n, packed.m)
         else:
             em.bsr(core, Y, X, bufs["val"].addr, bufs["col"].addr, bufs["ptr"].addr, K, packed.r, packed.c,
                    tile.nnzb, packed.cdt)
-        sc.release(*bufs.values())
+
+
+def _tile_sram_bytes(packed, tile, K) -> int:
+    if packed.fmt == "dense":
+        return (tile.o1 - tile.o0) * rup(K * 4)
+    return tile.nbytes
+
+
+def _split_tiles(tiles, cores: int) -> list[list]:
+    """Contiguous groups of output tiles with about equal work (stored values) per core."""
+    work = [max(1, t.nbytes) for t in tiles]
+    total = sum(work)
+    groups, cur, acc = [], [], 0
+    for t, wk in zip(tiles, work):
+        cur.append(t)
+        acc += wk
+        if acc >= total * (len(groups) + 1) / cores and len(groups) < cores - 1:
+            groups.append(cur)
+            cur = []
+    groups.append(cur)
+    return groups + [[] for _ in range(cores - len(groups))]
 
 
 class MultiHeadAttentionKernel(Kernel):
@@ -174,6 +264,7 @@ class MultiHeadAttentionKernel(Kernel):
                 q0, q1 = max(p0, b * S) - b * S, min(p1, (b + 1) * S) - b * S
                 nq = q1 - q0
                 t0 = b * S + q0
+                L.set_block(B * S, core, t0)
                 if aligned:
                     self._sentence_aligned(L, core, op, b, q0, q1, t0, S, H, D, HD, scale, bias, bshape, guard, to_dram)
                 else:
@@ -363,17 +454,16 @@ def emit_layernorm_rows(L, op, x, gamma, beta, eps, skip=None, bias=None, out=No
     out = out or op.outputs[0]
     R, C = _rows(x.shape), x.shape[-1]
     em = L.em
-    parts = L.part(R) if L.rowinfo[L.em.op_index] is not None else L.generic_part(R)
-    step = max(1, (X_BUDGET // 2) // rup(C * 4))
-    for core, (p0, p1) in enumerate(parts):
-        if p1 <= p0:
+    for core in range(L.cores):
+        tiles = L.row_tiles(R, core, (X_BUDGET // 2) // rup(C * 4))
+        if not tiles:
             continue
         sc = L.scratch(core)
         g = _vec(L, core, gamma, C)
         bt = _vec(L, core, beta, C)
         bv = _vec(L, core, bias, C) if bias is not None else None
-        for r0 in range(p0, p1, step):
-            r1 = min(p1, r0 + step)
+        for r0, r1 in tiles:
+            L.set_block(R, core, r0)
             X, own_x = L.src_rows(core, x, r0, r1)
             Y, own_y = L.dst_rows(core, out, r0, r1)
             src = X
@@ -446,25 +536,62 @@ class EmbeddingKernel(Kernel):
         eps = float(op.attrs["epsilon"])
         wtab = L.dram_of(word)
         ptab = L.dram_of(pos)
-        for core, (p0, p1) in enumerate(L.part(R)):
-            if p1 <= p0:
+        for core in range(L.cores):
+            tiles = L.row_tiles(R, core, (X_BUDGET // 2) // rup(H * 4))
+            if not tiles:
                 continue
             sc = L.scratch(core)
             g = _vec(L, core, gamma, H)
             bt = _vec(L, core, beta, H)
-            T = p1 - p0
-            X, own = L.dst_rows(core, out, p0, p1)
-            idv = _ids(L, core, ids, p0, T)
-            em.gather(core, X, Region.dram(wtab.addr, word.shape[0], H, "f32"), idv.addr)
-            P = sc.tile(T, H, "f32")
+            window = _const_window(L, core, pos_ids, pos, ids.shape, tiles)
+            for p0, p1 in tiles:
+                L.set_block(R, core, p0)
+                self._rows(L, core, op, p0, p1, g, bt, wtab, ptab, types, eps, window)
+
+    def _rows(self, L, core, op, p0, p1, g, bt, wtab, ptab, types, eps, window=None):
+        ids, word, pos_ids, pos = op.inputs[:4]
+        out = op.outputs[0]
+        H = word.shape[1]
+        em, sc = L.em, L.scratch(core)
+        T = p1 - p0
+        X, own = L.dst_rows(core, out, p0, p1)
+        idv = _ids(L, core, ids, p0, T)
+        em.gather(core, X, Region.dram(wtab.addr, word.shape[0], H, "f32"), idv.addr)
+        P = sc.tile(T, H, "f32")
+        if window is not None:      # the position rows of this tile: a slice of the rows loaded once
+            tab, lo, flat = window
+            em.vbin(core, "add", X, X, tab.sub(int(flat[p0]) - lo, T))
+        else:
             _lookup(L, core, P, pos_ids, pos, ptab, ids.shape, p0, T)
             em.vbin(core, "add", X, X, P)
-            if types is not None:
-                _lookup(L, core, P, types[0], types[1], L.dram_of(types[1]), ids.shape, p0, T)
-                em.vbin(core, "add", X, X, P)
-            em.layernorm(core, X, X, g, bt, eps)
-            L.commit_rows(core, out, X, p0, p1, own)
-            sc.release(P, idv)
+        if types is not None:
+            _lookup(L, core, P, types[0], types[1], L.dram_of(types[1]), ids.shape, p0, T)
+            em.vbin(core, "add", X, X, P)
+        em.layernorm(core, X, X, g, bt, eps)
+        L.commit_rows(core, out, X, p0, p1, own)
+        sc.release(P, idv)
+
+
+def _const_window(L, core, idx, table, ids_shape, tiles):
+    """For constant position ids that are consecutive within every tile (e.g. arange(S) for each
+    sentence): the table rows all tiles use, loaded once -> (tile, first row, flat ids), else None."""
+    if not idx.is_constant:
+        return None
+    rows, H = table.shape
+    flat = np.broadcast_to(np.asarray(idx.data), ids_shape).reshape(-1).astype(np.int64)
+    flat = np.where(flat < 0, flat + rows, flat)
+    lo, hi = None, None
+    for p0, p1 in tiles:
+        f = flat[p0:p1]
+        if f.size == 0 or (f.size > 1 and not (np.diff(f) == 1).all()) or f.min() < 0 or f.max() >= rows:
+            return None
+        lo = int(f[0]) if lo is None else min(lo, int(f[0]))
+        hi = int(f[-1]) + 1 if hi is None else max(hi, int(f[-1]) + 1)
+    if hi - lo > 1024:
+        return None
+    tab = L.scratch(core).tile(hi - lo, H, "f32")
+    L.em.ld(core, tab, Region.dram(L.dram_of(table).addr + lo * H * 4, hi - lo, H, "f32"))
+    return tab, lo, flat
 
 
 def _ids(L, core, ids, p0, T):

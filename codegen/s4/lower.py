@@ -44,7 +44,10 @@ VBASE = 1 << 40          # DRAM addresses of non-constant data are emitted relat
 S4DT = {"f32": "f32", "f16": "f32", "f64": "f32", "i64": "i32", "i32": "i32", "i16": "i32", "i8": "i8",
         "u8": "u8", "u16": "u16", "bool": "u8"}
 ALIAS_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+SUB_BLOCKS = 2           # work units per residency block (sentence)
+SKEW = 1.5               # scheduling rank of (op, block) = op + SKEW * block
 MIN_SCRATCH = 3 << 20    # SRAM bytes per core kept for tiles whatever the residency plan wants
+WEIGHT_TILE_BYTES = 768 << 10   # packed weight bytes per output tile (MIN_SCRATCH holds several)
 _SYM_BAD = re.compile(r"[^A-Za-z0-9_.:/\-\[\]]")
 
 
@@ -178,6 +181,7 @@ class Lowering:
         self.temp_dram: dict[int, int] = {}      # op index -> VBASE-relative scratch DRAM
         self.temp_req: dict[int, int] = {}
         self.sentence = 1
+        self.sub = int(self.opts.get("sub_blocks", SUB_BLOCKS))
         self.stats: dict = {}
         self._packed: dict = {}
 
@@ -242,17 +246,65 @@ class Lowering:
     def scratch(self, core: int) -> Scratch:
         return self.em.scratch[core]
 
+    def blocks(self, R: int, core: int) -> list[tuple[int, int]]:
+        """The row blocks of core's share of an [R, C] token matrix: one per sentence when the
+        core holds whole sentences (kernels work block by block, and residency is planned per
+        block, so a block's buffer is free for the next op as soon as that block is done), else
+        the core's whole share."""
+        p0, p1 = self.part(R)[core]
+        if p1 <= p0:
+            return []
+        s = self.sentence
+        if s > 1 and R % s == 0 and p0 % s == 0 and (p1 - p0) % s == 0 and p1 - p0 > s:
+            return [(r, r + s) for r in range(p0, p1, s)]
+        return [(p0, p1)]
+
+    def row_tiles(self, R: int, core: int, max_rows: int) -> list[tuple[int, int]]:
+        """Core's rows of the current op, cut at block boundaries and into at most `max_rows`
+        rows (row kernels: the residency blocks; other ops: the generic split)."""
+        if self.rowinfo[self.em.op_index] is not None:
+            ranges = []
+            for b0, b1 in self.blocks(R, core):
+                ranges += self.sub_blocks(b0, b1)
+        else:
+            p0, p1 = self.generic_part(R)[core]
+            ranges = [(p0, p1)] if p1 > p0 else []
+        out = []
+        step = max(1, max_rows)
+        for b0, b1 in ranges:
+            out += [(r, min(b1, r + step)) for r in range(b0, b1, step)]
+        return out
+
+    def sub_blocks(self, b0: int, b1: int) -> list[tuple[int, int]]:
+        """A block cut into SUB parts (multiples of 8 rows): the units of work kernels emit, so
+        several independent chains per core keep the SPU and VPU busy at the same time."""
+        n = b1 - b0
+        k = max(1, min(self.sub, n // 8))
+        step = -(-n // k)
+        step = -(-step // 8) * 8
+        return [(r, min(b1, r + step)) for r in range(b0, b1, step)]
+
+    def set_block(self, R: int, core: int, r0: int) -> None:
+        """Tag the instructions emitted next with the (sub-)block holding row r0 (scheduling rank)."""
+        for b, (b0, b1) in enumerate(self.blocks(R, core)):
+            if b0 <= r0 < b1:
+                subs = self.sub_blocks(b0, b1)
+                j = next((i for i, (s0, s1) in enumerate(subs) if s0 <= r0 < s1), 0)
+                self.em.block = b * self.sub + j
+                return
+        self.em.block = 0
+
     def resident_rows(self, v: Value, core: int, r0: int, r1: int) -> Region | None:
         info = self.root(v)
         me = self.info(v)
-        if not info.resident or me.C != info.C:
+        if not info.resident or me.C != info.C or r1 <= r0:
             return None
-        p0, p1 = self.part(info.R)[core]
-        if not (p0 <= r0 and r1 <= p1) or r1 <= r0:
-            return None
-        base = self.sram_base + info.sram_off
-        pitch = rup(info.C * 4)
-        return Region("sram", base + (r0 - p0) * pitch, r1 - r0, info.C, pitch, "f32", core)
+        for b, (b0, b1) in enumerate(self.blocks(info.R, core)):
+            if b0 <= r0 and r1 <= b1:
+                base = self.sram_base + info.sram_off[b]
+                pitch = rup(info.C * 4)
+                return Region("sram", base + (r0 - b0) * pitch, r1 - r0, info.C, pitch, "f32", core)
+        return None
 
     def src_rows(self, core: int, v: Value, r0: int, r1: int, f32: bool = True) -> tuple[Region, bool]:
         """Rows [r0, r1) of v's [R, C] view in core's SRAM: the resident rows, or a scratch tile
@@ -321,25 +373,37 @@ class Lowering:
         addr = self.const.add(arr2)
         return Region.dram(addr, arr2.shape[0], arr2.shape[1], dt)
 
-    def packed_linear(self, op):
+    def rows_mode(self, R: int) -> bool:
+        """Whether a Linear over R token rows splits its rows across the cores (at least one
+        sentence per core) rather than its output features (tensor parallel)."""
+        if self.cores == 1:
+            return True
+        unit = self.sentence if self.sentence > 1 and R % self.sentence == 0 else 1
+        return R // unit >= self.cores
+
+    def packed_linear(self, op, min_tiles: int = 1):
         """The weight of a Linear (or a MatMul by a constant) packed in its layout, cut into output
         tiles sized for this core's scratch area (once per weight and layout)."""
         from .weights import pack_linear
         w = op.inputs[1]
         layout = op.attrs.get("layout", "dense") if op.op == "Linear" else "dense"
-        key = (id(w), layout, op.op)
+        key = (id(w), layout, op.op, min_tiles)
         if key not in self._packed:
             W = np.asarray(w.data, dtype=np.float32)
             if op.op != "Linear":
                 W = np.ascontiguousarray(W.T)
-            free = self.m.sram_bytes - self.scratch_lo
-            budget = max(64 << 10, min(1 << 20, free // 6))
-            self._packed[key] = pack_linear(W, layout, self.const, budget, key=(id(w), op.op))
+            budget = WEIGHT_TILE_BYTES
+            self._packed[key] = pack_linear(W, layout, self.const, budget, key=(id(w), op.op),
+                                            max_rows=-(-W.shape[0] // min_tiles))
         return self._packed[key]
 
     # -- planning ------------------------------------------------------------------------------------
     def _select_kernels(self) -> None:
         from .kernels import KERNELS
+        for op in self.g.ops:
+            if op.op == "MultiHeadAttention":
+                self.sentence = op.inputs[0].shape[1]
+                break
         for i, op in enumerate(self.g.ops):
             kernel = KERNELS.get(op.op)
             if kernel is None:
@@ -351,10 +415,6 @@ class Lowering:
             need = kernel.temp_dram(self, op)
             if need:
                 self.temp_req[i] = need
-        for op in self.g.ops:
-            if op.op == "MultiHeadAttention":
-                self.sentence = op.inputs[0].shape[1]
-                break
 
     def _plan_aliases(self) -> None:
         for i, op in enumerate(self.g.ops):
@@ -393,25 +453,54 @@ class Lowering:
                 info.needs_dram = dram or not local_ok
                 if local_ok and self.opts.get("residency", True):
                     cands.append(info)
-        # liveness plan of the candidates (bytes per core: the widest core's rows)
+        # liveness plan of the candidates, per row block (the widest core's block sizes), over
+        # steps = (op, block): a block-sequential op handles block b at step op*NB + b; an op that
+        # interleaves its blocks (a Linear whose weight tiles stream past every block) spans all
+        nb_max = max([len(self.blocks(info.R, c)) for info in cands for c in range(self.cores)] + [1])
+        inter = [self.kern[i].interleaved(self, op) for i, op in enumerate(g.ops)]
+        users_of = {id(info): [u for u, _ in users.get(id(info), [])] for info in cands}
+
+        def span(op_index, b, nb, first):
+            if inter[op_index] or nb == 1:
+                return op_index * nb_max + (0 if first else nb_max - 1)
+            return op_index * nb_max + b
+
+        # each block index is its own lane: a block's buffers only ever reuse dead buffers of the
+        # same block, so an op on block 0 never waits for the previous op still reading block 1
         budget = self.m.sram_bytes - MIN_SCRATCH
         while True:
-            ivs = []
+            lanes: dict[int, list] = {}
+            sizes: dict[int, int] = {}
             for info in cands:
-                rows = max(r1 - r0 for r0, r1 in self.part(info.R))
-                ivs.append(Interval(id(info), rows * rup(info.C * 4), info.producer, max(info.last_use, info.producer)))
-            plan = plan_arena(ivs, self.m.align)
-            if plan.peak <= budget or not cands:
+                blocks = [self.blocks(info.R, c) for c in range(self.cores)]
+                nb = max(len(b) for b in blocks)
+                for b in range(nb):
+                    rows = max((bl[b][1] - bl[b][0]) for bl in blocks if len(bl) > b)
+                    start = span(info.producer, b, nb, True)
+                    end = max([span(u, b, nb, False) for u in users_of[id(info)]] + [start])
+                    if self.sub > 1 and self.opts.get("lane_slack", False):
+                        end += nb_max           # the next op's sub-blocks overlap this op's last ones
+                    size = rows * rup(info.C * 4)
+                    lanes.setdefault(b, []).append(Interval((id(info), b), size, start, end))
+                    sizes[id(info)] = sizes.get(id(info), 0) + size
+            offsets, peak = {}, 0
+            for b in sorted(lanes):
+                plan = plan_arena(lanes[b], self.m.align)
+                for key, off in plan.offsets.items():
+                    offsets[key] = peak + off
+                peak += plan.peak
+            if peak <= budget or not cands:
                 break
-            # demote the largest value live where the plan peaks
-            worst = max(cands, key=lambda x: (ivs[cands.index(x)].size, -x.producer))
+            # demote the largest value
+            worst = max(cands, key=lambda x: (sizes[id(x)], -x.producer))
             cands.remove(worst)
             worst.needs_dram = True
         for info in cands:
             info.resident = True
-            info.sram_off = plan.offsets[id(info)]
+            nb = max(len(self.blocks(info.R, c)) for c in range(self.cores))
+            info.sram_off = [offsets[(id(info), b)] for b in range(nb)]
         self.sram_base = 0
-        self.resident_peak = plan.peak if cands else 0
+        self.resident_peak = peak if cands else 0
         self.stats["sram_resident_values"] = len(cands)
         self.stats["sram_resident_peak"] = self.resident_peak
 
@@ -526,7 +615,9 @@ class Lowering:
         nodes = [(core, relocate(ins, data_base)) for core, ins in self.em.nodes]
         dram_size = rup(data_base + self.data_bytes + m.align, m.align)
         preds = dependencies(nodes, m, self.cores, const_end, dram_size)
-        streams, est = schedule(nodes, preds, m, self.cores)
+        rank = [o + SKEW * b for o, b in zip(self.em.op_of, self.em.block_of)]
+        self.sched_debug = {"preds": preds, "nodes": nodes} if self.opts.get("debug_schedule") else None
+        streams, est = schedule(nodes, preds, m, self.cores, rank=rank, debug=self.sched_debug)
         symbols = []
         names: set[str] = set()
         io = {"inputs": [], "outputs": []}

@@ -31,7 +31,7 @@ _U = {u: i for i, u in enumerate(UNITS)}
 _LOCAL_PAIRS = [(a, b) for a in range(3) for b in range(3) if a != b]
 
 
-def schedule(nodes, preds, machine, cores: int, window: int = 256):
+def schedule(nodes, preds, machine, cores: int, window: int = 256, rank=None, debug: dict | None = None):
     n = len(nodes)
     m = machine
     queue = [0] * n
@@ -48,6 +48,21 @@ def schedule(nodes, preds, machine, cores: int, window: int = 256):
     local = m["sync.signal_cycles"] + m["sync.local_latency"] + m["sync.wait_cycles"]
     glob = m["sync.signal_cycles"] + m["sync.global_latency"] + m["sync.wait_cycles"]
 
+    # priority: the longest path (cycles) from a node to the end of the program ("bottom level"):
+    # among ready instructions a unit runs the one the most work still waits on
+    blevel = [0] * n
+    for i in range(n - 1, -1, -1):
+        best = 0
+        qi = queue[i]
+        for s_ in succs[i]:
+            lat = 0 if queue[s_] == qi else (local if queue[s_] // 3 == qi // 3 else glob)
+            if blevel[s_] + lat > best:
+                best = blevel[s_] + lat
+        blevel[i] = cost[i] + best
+    # among ready instructions a unit takes the one with the lowest rank (op index skewed by the
+    # row block it works on, so block 0 of the next op goes before block 1 of this one: a software
+    # pipeline over the sentences), then the longest path to the end
+    prio = [((rank[i] if rank is not None else 0.0), -blevel[i]) for i in range(n)]
     nq = cores * 3
     pos_in_q = [0] * n
     count_q = [0] * nq
@@ -62,7 +77,7 @@ def schedule(nodes, preds, machine, cores: int, window: int = 256):
     ready_at = [0] * n
     finish = [0] * n
     start = [0] * n
-    avail: list[list] = [[] for _ in range(nq)]      # (seq, node): ready by the unit's free time
+    avail: list[list] = [[] for _ in range(nq)]      # (-bottom level, seq, node): ready by the unit's free time
     pending: list[list] = [[] for _ in range(nq)]    # (ready time, seq, node): inside the window
     parked: list[list] = [[] for _ in range(nq)]     # (position, ready time, node): past the window
     t_free = [0] * nq
@@ -85,7 +100,7 @@ def schedule(nodes, preds, machine, cores: int, window: int = 256):
             tf = t_free[q]
             while pe and pe[0][0] <= tf:
                 _, seq, node = heapq.heappop(pe)
-                heapq.heappush(av, (seq, node))
+                heapq.heappush(av, (prio[node], seq, node))
             if av:
                 t = tf
             elif pe:
@@ -95,10 +110,28 @@ def schedule(nodes, preds, machine, cores: int, window: int = 256):
             if best_q < 0 or t < best_t:
                 best_q, best_t = q, t
         q = best_q
-        if avail[q]:
-            _, node = heapq.heappop(avail[q])
+        av, pe = avail[q], pending[q]
+        if av:
+            cand = av[0]
+            node = cand[-1]
+            # an instruction of an earlier (op, block) that becomes ready while this one would
+            # still be in its first half goes first: the unit idles for it rather than start a
+            # long transfer of later work (e.g. a LayerNorm's gamma behind prefetched weights)
+            horizon = t_free[q] + cost[node] // 2
+            urgent = None
+            for item in pe[:64]:
+                nd = item[2]
+                if item[0] < horizon and prio[nd][0] <= cand[0][0] - 0.5 and (
+                        urgent is None or prio[nd] < prio[urgent[2]]):
+                    urgent = item
+            if urgent is not None:
+                pe.remove(urgent)
+                heapq.heapify(pe)
+                node = urgent[2]
+            else:
+                heapq.heappop(av)
         else:
-            _, _, node = heapq.heappop(pending[q])
+            _, _, node = heapq.heappop(pe)
         t0 = max(t_free[q], ready_at[node])
         start[node] = t0
         finish[node] = t0 + cost[node]
@@ -121,6 +154,8 @@ def schedule(nodes, preds, machine, cores: int, window: int = 256):
             if remaining[s] == 0:
                 make_ready(s)
     est = max(finish) if n else 0
+    if debug is not None:
+        debug.update(start=start, finish=finish, queue=queue, cost=cost, succs=succs)
     return _with_syncs(nodes, preds, succs, queue, result_order, start, cores), est
 
 

@@ -196,8 +196,13 @@ def compute(vm: VM, op, operands: list, out_irdt: str) -> Region:
     a = operands[0]
     b = operands[1] if len(operands) > 1 else None
     em, core = vm.em, vm.core
-    if name in ("Add", "Sub", "Mul", "Div"):
+    if name in ("Add", "Sub", "Mul"):
         return vm.bin(name.lower(), a, b)
+    if name == "Div":
+        q = vm.bin("div", a, b)
+        if out_irdt not in ("f32", "f16", "f64"):           # ONNX integer Div truncates toward zero
+            return trunc(vm, (q, "full"))
+        return q
     if name in ("Max", "Min", "Sum"):
         prim = {"Max": "max", "Min": "min", "Sum": "add"}[name]
         if len(operands) == 1:
@@ -294,7 +299,11 @@ def cast(vm: VM, op, a, out_irdt: str) -> Region:
         return vm.ne0(a)
     if out_irdt in floats or src in ("bool",) or src not in floats:
         return vm.un("copy", a)
-    # float -> integer: truncate toward zero (the store's cvt then saturates)
+    return trunc(vm, a)
+
+
+def trunc(vm: VM, a) -> Region:
+    """Round toward zero (float -> integer casts, integer Div); the store's cvt then saturates."""
     x = vm.full(a)
     neg = vm.axpb((x, "full"), -1.0)
     fl = vm.floor((x, "full"))

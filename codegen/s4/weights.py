@@ -60,12 +60,13 @@ class ConstSegment:
             self._cache[key] = addr
         return addr
 
-    def data(self) -> bytes:
-        buf = np.zeros(rup(self.size), dtype=np.uint8)
+    def data(self) -> bytearray:
+        buf = bytearray(rup(self.size))
+        view = memoryview(buf)
         for addr, array in self.items:
             if array.nbytes:
-                buf[addr:addr + array.nbytes] = array.reshape(-1).view(np.uint8)
-        return buf.tobytes()
+                view[addr:addr + array.nbytes] = array.reshape(-1).view(np.uint8).data
+        return buf
 
 
 @dataclass
@@ -147,10 +148,12 @@ def _tile_bounds(out: int, rows: int, unit: int) -> list[tuple[int, int]]:
     return [(o0, min(out, o0 + rows)) for o0 in range(0, out, rows)]
 
 
-def tile_rows(bytes_per_row: float, out: int, budget: int, unit: int) -> int:
+def tile_rows(bytes_per_row: float, out: int, budget: int, unit: int, max_rows: int | None = None) -> int:
     """Output rows per tile: as many as fit `budget` bytes, a multiple of `unit` (16 keeps SRAM
     column offsets of the output aligned), the tiles of about equal size."""
     rows = int(budget // max(bytes_per_row, 1))
+    if max_rows is not None:
+        rows = min(rows, -(-max_rows // unit) * unit)
     rows = max(unit, rows // unit * unit)
     if rows >= out:
         return out
@@ -159,13 +162,15 @@ def tile_rows(bytes_per_row: float, out: int, budget: int, unit: int) -> int:
     return max(unit, -(-even // unit) * unit)
 
 
-def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, key=None) -> PackedLinear:
-    """Pack W[out, in] (fp32) in `layout`, cut into output tiles of about `budget` bytes."""
+def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, key=None,
+                max_rows: int | None = None) -> PackedLinear:
+    """Pack W[out, in] (fp32) in `layout`, cut into output tiles of about `budget` bytes (and at
+    most about `max_rows` rows, so a weight can be shared out between cores)."""
     w = np.ascontiguousarray(w, dtype=np.float32)
     o, k = w.shape
     kind = parse_s4_layout(layout)
     if kind[0] == "dense":
-        rows = tile_rows(k * 4, o, budget, 16)
+        rows = tile_rows(k * 4, o, budget, 16, max_rows)
         base = const.add(w, key=(key, "dense"))
         tiles = [WeightTile(a, b, {"w": (base + a * k * 4, (b - a) * k * 4, "f32")}) for a, b in _tile_bounds(o, rows, rows)]
         return PackedLinear("dense", o, k, layout, tiles, stored_bytes=w.nbytes)
@@ -176,7 +181,7 @@ def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, ke
         except SparseFormatError as e:
             raise TargetError(f"layout {layout}: {e}") from None
         slots = vals.shape[1]
-        rows = tile_rows(slots * 5, o, budget, 16)
+        rows = tile_rows(slots * 5, o, budget, 16, max_rows)
         va, ia = const.add(vals), const.add(idx)
         tiles = [WeightTile(a, b, {"val": (va + a * slots * 4, (b - a) * slots * 4, "f32"),
                                    "idx": (ia + a * slots, (b - a) * slots, "u8")})
@@ -196,7 +201,7 @@ def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, ke
     nbr = len(indptr) - 1
     per_row = (indptr[-1] * (r * c * 4 + csize)) / max(o, 1) + 4
     unit = int(np.lcm(16, r))
-    rows = tile_rows(per_row * 1.0, o, budget, unit)
+    rows = tile_rows(per_row * 1.0, o, budget, unit, max_rows)
     ca = const.add(np.asarray(indices))
     va = const.add(np.asarray(values, np.float32))
     tiles = []

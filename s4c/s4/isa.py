@@ -266,7 +266,7 @@ OPS: tuple[OpSpec, ...] = (
     _un(0x43, "gelu", ops_vpu.gelu, "0.5*x*(1 + erf(x/sqrt(2)))"),
     _un(0x44, "gelu_tanh", ops_vpu.gelu_tanh, "0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3)))"),
     _un(0x45, "tanh", np.tanh, "tanh(x)"),
-    _un(0x46, "relu", lambda x: np.where(x > 0, x, 0.0 * x), "max(x, 0)"),
+    _un(0x46, "relu", lambda x: np.where(x > 0, x, 0.0 * np.clip(x, -1.0, 0.0)), "max(x, 0)"),
     _un(0x47, "sqrt", np.sqrt, "sqrt(x)"),
     _un(0x48, "rsqrt", lambda x: 1.0 / np.sqrt(x), "1/sqrt(x)"),
     _un(0x49, "recip", lambda x: 1.0 / x, "1/x"),
