@@ -544,7 +544,7 @@ def engine_cell(res: dict, engine: str) -> str:
         return "-"
     if r.get("median_ms") is None:
         return "unavailable"
-    cell = _ms(r["median_ms"])
+    cell = f"{_ms(r['median_ms'])} / {_ms(r.get('min_ms'))}"
     if r.get("max_abs_diff") is not None and r["max_abs_diff"] > MISMATCH_TOL:
         cell += " (WRONG)"
     return cell
@@ -610,6 +610,21 @@ def machine_info() -> dict:
     return info
 
 
+def source_state() -> str:
+    """The commit the s4c under test was built from, and which of its source files were modified."""
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "s4c", "passes", "codegen"],
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    changed = sorted(line[3:] for line in dirty if line.strip())
+    if not head:
+        return "unknown"
+    return f"{head}" + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def machine_summary(m: dict) -> str:
     avx512 = ", ".join(m["avx512"]) if m.get("avx512") else "no"
     cores = f"{m.get('cpus')} CPUs ({m.get('cores_per_socket')} cores/socket, {m.get('threads_per_core')} thread/core)"
@@ -621,46 +636,63 @@ def machine_summary(m: dict) -> str:
 
 
 def plot(results: dict, path: str) -> None:
-    """Latency (median ms) vs weight sparsity, one colour per engine; unstructured models joined by
-    a line, structured patterns as labelled markers."""
+    """Latency vs weight sparsity, one colour per engine: median with the interquartile range as an
+    error bar; unstructured models joined by a line, structured patterns as their own markers
+    (nudged sideways so points at the same sparsity stay apart). x is the weight density
+    (1 - sparsity) on a log scale, labelled as sparsity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     colours = {"ort": "tab:blue", "ds": "tab:orange", "s4c": "tab:green"}
     markers = {"unstructured": "o", "block4x1": "s", "block16x1": "D", "nm2:8": "^", "nm1:16": "v"}
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for engine in ENGINES:
-        line_x, line_y = [], []
+    nudge = {"block4x1": 0.955, "block16x1": 0.91}
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    densities: dict[float, bool] = {}  # density -> has an unstructured model
+    for k, engine in enumerate(ENGINES):
+        line = []
         for name, res in results["models"].items():
             r = res.get(engine) or {}
             if r.get("median_ms") is None:
                 continue
             pattern = res["pattern"]
+            density = max(1.0 - res["sparsity"], 1e-3)
+            key = round(density, 6)
+            densities[key] = densities.get(key, False) or pattern == "unstructured"
+            x = density * nudge.get(pattern, 1.0) * (1.0 + 0.012 * (k - 1))
+            q1, q3 = np.percentile(r["times_ms"], [25, 75]) if r.get("times_ms") else (r["median_ms"],) * 2
+            ax.errorbar([x], [r["median_ms"]], yerr=[[r["median_ms"] - q1], [q3 - r["median_ms"]]],
+                        color=colours[engine], marker=markers.get(pattern, "x"), markersize=6, capsize=2,
+                        linestyle="", zorder=3)
             if pattern == "unstructured":
-                line_x.append(res["sparsity"])
-                line_y.append(r["median_ms"])
-            else:
-                ax.scatter([res["sparsity"]], [r["median_ms"]], color=colours[engine],
-                           marker=markers.get(pattern, "x"), s=45, zorder=3)
-                ax.annotate(pattern, (res["sparsity"], r["median_ms"]), textcoords="offset points", xytext=(5, 3),
-                            fontsize=7, color=colours[engine])
-        if line_x:
-            order = np.argsort(line_x)
-            ax.plot(np.array(line_x)[order], np.array(line_y)[order], marker="o", color=colours[engine],
-                    label=f"{LABELS[engine]} (unstructured)")
-        elif all((res.get(engine) or {}).get("median_ms") is None for res in results["models"].values()):
-            ax.plot([], [], color=colours[engine], label=f"{LABELS[engine]}: unavailable", linestyle=":")
-    from matplotlib.lines import Line2D
-
-    handles, _ = ax.get_legend_handles_labels()
-    seen = {res["pattern"] for res in results["models"].values()} - {"unstructured"}
-    handles += [Line2D([], [], color="grey", marker=markers.get(p, "x"), linestyle="", label=p) for p in sorted(seen)]
-    ax.legend(handles=handles, fontsize=8)
-    ax.set_xlabel("weight sparsity of the Linear layers")
-    ax.set_ylabel(f"latency, median ms (batch {BATCH}, seq {SEQ})")
-    ax.set_title(f"BERT-base fp32 on {results['threads']} threads: {results['machine'].get('model_name')}")
+                line.append((x, r["median_ms"]))
+        if line:
+            line.sort()
+            ax.plot(*zip(*line), color=colours[engine], zorder=2)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ticks: list[float] = []  # label the unstructured sparsities, others only where there is room
+    for d in sorted(densities, key=lambda d: (not densities[d], -d)):
+        if all(abs(np.log10(d) - np.log10(t)) > 0.12 for t in ticks):
+            ticks.append(d)
+    ticks.sort(reverse=True)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{1 - d:.4g}" for d in ticks])
+    ax.minorticks_off()
+    handles = []
+    for engine in ENGINES:
+        got = any((res.get(engine) or {}).get("median_ms") is not None for res in results["models"].values())
+        handles.append(Line2D([], [], color=colours[engine], linestyle="-" if got else ":",
+                              label=LABELS[engine] + ("" if got else ": unavailable")))
+    seen = [p for p in markers if any(res["pattern"] == p for res in results["models"].values())]
+    handles += [Line2D([], [], color="grey", marker=markers[p], linestyle="", label=p) for p in seen]
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    ax.set_xlabel("weight sparsity of the Linear layers (log density scale)")
+    ax.set_ylabel(f"latency ms, median and IQR (batch {BATCH}, seq {SEQ})")
+    ax.set_title(f"BERT-base fp32, {results['threads']} threads, {results['machine'].get('model_name')}"
+                 f" ({results['date']})", fontsize=10)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -677,10 +709,12 @@ def results_section(results: dict, plot_rel: str | None) -> str:
              f"median of {results['repeat']} interleaved runs · exporter {results['exporter']} · "
              f"load average before/after {results['loadavg_before']} / {results['loadavg_after']}", "",
              "```", machine_summary(results["machine"]), "```", "",
-             "Engines: " + "; ".join(f"{LABELS[k]}: {v}" for k, v in eng.items()), "",
+             "Engines: " + "; ".join(f"{LABELS[k]}: {v}" for k, v in eng.items())
+             + (f"; s4c source: {results['s4c_source']}" if results.get("s4c_source") else ""), "",
              "Command:", "", "```sh", results["command"], "```", "",
              format_markdown_table(results), "",
-             "`X vs ORT` = ORT ms / X ms (> 1: faster than onnxruntime). `max|d|`: max abs difference of the "
+             "`ms` cells: median / min of the timed runs. `X vs ORT` = ORT median / X median "
+             "(> 1: faster than onnxruntime). `max|d|`: max abs difference of the "
              "outputs (last_hidden_state, pooler_output) from onnxruntime's. `s4c compile s`: import + passes + "
              "C code generation, without the C compiler; `cc s`: the C compiler. `other load`: share of the "
              "machine's CPUs that other processes used while that model was timed (this is a shared machine; "
@@ -714,7 +748,8 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=20, help="timed runs per engine (>= 10)")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=5,
+                   help="untimed runs per engine first (DeepSparse's first ~4 runs after compiling are slow)")
     p.add_argument("--gap", type=float, default=0.1, metavar="S",
                    help="idle S seconds before each call (default 0.1: onnxruntime's pool threads spin ~40 ms "
                         "after a run, which would steal a core from the next engine)")
@@ -820,7 +855,7 @@ def main(argv=None) -> int:
     results = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "command": command.strip(),
                "threads": args.threads, "repeat": args.repeat, "warmup": args.warmup, "gap": args.gap,
                "retries": args.retries, "quiet_wait": args.quiet_wait,
-               "exporter": args.exporter, "machine": machine,
+               "exporter": args.exporter, "machine": machine, "s4c_source": source_state(),
                "loadavg_before": " ".join(f"{x:.1f}" for x in os.getloadavg()), "models": {}}
     engines, described = make_engines(args, workdir)
     results["engines"] = described
