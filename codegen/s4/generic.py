@@ -551,6 +551,7 @@ class Elementwise(Kernel):
         outv = op.outputs[0]
         budget_rows = max(1, (TILE_BUDGET // 2) // rup(C * 4))
         for core in range(L.cores):
+            L.em.block = 0
             tiles = L.row_tiles(R, core, budget_rows)
             if not tiles:
                 continue
@@ -970,6 +971,7 @@ class SoftmaxKernel(Kernel):
         if axis == rank - 1:
             R, C = xi.R, xi.C
             for core in range(L.cores):
+                L.em.block = 0
                 for r0, r1 in L.row_tiles(R, core, TILE_BUDGET // rup(C * 4)):
                     X, own_x = L.src_rows(core, x, r0, r1)
                     Y, own_y = L.dst_rows(core, outv, r0, r1)

@@ -33,8 +33,8 @@ from .weights import pack_linear, parse_s4_layout
 
 F32_MAX = float(np.finfo(np.float32).max)
 X_BUDGET = 1536 << 10
-PIN_BUDGET = 1536 << 10   # a packed weight up to this size is kept in SRAM across token tiles
-MIN_TILES = 4          # output tiles per weight at least: the VPU epilogue of one overlaps the SPU on the next
+PIN_BUDGET = 800 << 10   # a packed weight up to this size is kept in SRAM across token tiles
+MIN_TILES = 2          # output tiles per weight at least: the VPU epilogue of one overlaps the SPU on the next
 
 
 def _rows(shape) -> int:
@@ -82,6 +82,7 @@ class LinearKernel(Kernel):
             groups = _split_tiles(packed.tiles, L.cores)
             work = [((0, R), g) for g in groups]
         for core, ((p0, p1), tiles) in enumerate(work):
+            L.em.block = 0
             if p1 <= p0 or not tiles:
                 continue
             sc = L.scratch(core)
@@ -165,7 +166,12 @@ class LinearKernel(Kernel):
 
     @staticmethod
     def _load(L, core, packed, tile, K) -> dict:
-        """The tile's weight arrays DMA'd into scratch (empty for an all-zero BSR tile)."""
+        """The tile's weight arrays DMA'd into scratch (empty for an all-zero BSR tile). Weight loads
+        """
+        return LinearKernel._load_arrays(L, core, packed, tile, K)
+
+    @staticmethod
+    def _load_arrays(L, core, packed, tile, K) -> dict:
         em, sc = L.em, L.scratch(core)
         o = tile.o1 - tile.o0
         if packed.fmt == "dense":
@@ -257,6 +263,7 @@ class MultiHeadAttentionKernel(Kernel):
             bs = tuple(bias.shape)
             bshape = (1,) * (4 - len(bs)) + bs
         for core, (p0, p1) in enumerate(parts):
+            L.em.block = 0
             if p1 <= p0:
                 continue
             sc = L.scratch(core)
@@ -455,6 +462,7 @@ def emit_layernorm_rows(L, op, x, gamma, beta, eps, skip=None, bias=None, out=No
     R, C = _rows(x.shape), x.shape[-1]
     em = L.em
     for core in range(L.cores):
+        L.em.block = 0
         tiles = L.row_tiles(R, core, (X_BUDGET // 2) // rup(C * 4))
         if not tiles:
             continue
@@ -537,6 +545,7 @@ class EmbeddingKernel(Kernel):
         wtab = L.dram_of(word)
         ptab = L.dram_of(pos)
         for core in range(L.cores):
+            L.em.block = 0
             tiles = L.row_tiles(R, core, (X_BUDGET // 2) // rup(H * 4))
             if not tiles:
                 continue

@@ -45,7 +45,7 @@ S4DT = {"f32": "f32", "f16": "f32", "f64": "f32", "i64": "i32", "i32": "i32", "i
         "u8": "u8", "u16": "u16", "bool": "u8"}
 ALIAS_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 SUB_BLOCKS = 2           # work units per residency block (sentence)
-SKEW = 1.5               # scheduling rank of (op, block) = op + SKEW * block
+SKEW = 1.25               # scheduling rank of (op, block) = op + SKEW * block
 MIN_SCRATCH = 3 << 20    # SRAM bytes per core kept for tiles whatever the residency plan wants
 WEIGHT_TILE_BYTES = 768 << 10   # packed weight bytes per output tile (MIN_SCRATCH holds several)
 _SYM_BAD = re.compile(r"[^A-Za-z0-9_.:/\-\[\]]")

@@ -62,7 +62,7 @@ def schedule(nodes, preds, machine, cores: int, window: int = 256, rank=None, de
     # among ready instructions a unit takes the one with the lowest rank (op index skewed by the
     # row block it works on, so block 0 of the next op goes before block 1 of this one: a software
     # pipeline over the sentences), then the longest path to the end
-    prio = [((rank[i] if rank is not None else 0.0), -blevel[i]) for i in range(n)]
+    prio = [((rank[i] if rank is not None else 0.0), i) for i in range(n)]
     nq = cores * 3
     pos_in_q = [0] * n
     count_q = [0] * nq
