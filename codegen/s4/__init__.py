@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import weakref
 
 import numpy as np
@@ -60,8 +61,9 @@ def build(graph, outdir: str, options: dict | None = None) -> dict:
     lowered = lower(graph, options)
     t1 = time.perf_counter()
     blob = lowered.program.to_bytes()
-    with open(os.path.join(outdir, FILES["s4"]), "wb") as f:
-        f.write(blob)
+    errors: list = []
+    writer = threading.Thread(target=_write, args=(os.path.join(outdir, FILES["s4"]), blob, errors))
+    writer.start()                  # the file write overlaps the assembly text and the report
     from s4c.s4 import disassemble
     include = len(lowered.program.const) <= ASM_DATA_LIMIT
     prog = lowered.program
@@ -75,13 +77,24 @@ def build(graph, outdir: str, options: dict | None = None) -> dict:
                 f"does not re-assemble\n") + text
     with open(os.path.join(outdir, FILES["s4_asm"]), "w") as f:
         f.write(text)
-    t2 = time.perf_counter()
     from .report import make_report
     report, md = make_report(lowered, graph)
+    writer.join()
+    if errors:
+        raise S4CError(f"cannot write {FILES['s4']}: {errors[0]}")
+    t2 = time.perf_counter()
     report["compile_s"] = {"lower": round(t1 - t0, 3), "write": round(t2 - t1, 3)}
     with open(os.path.join(outdir, FILES["s4_io"]), "w") as f:
         json.dump({"version": 1, "io": lowered.io}, f, indent=1)
     return {"files": dict(FILES), "report": report, "report_md": md}
+
+
+def _write(path: str, data: bytes, errors: list) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:      # reported by the caller after join()
+        errors.append(e)
 
 
 class S4Runner:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import heapq
 
 from s4c.s4 import isa, make
+from s4c.s4.isa import SIGNAL, WAIT, Instr
+from s4c.s4.ops_sync import GLOBAL_BIT as GLOBAL
 
 UNITS = ("dma", "spu", "vpu")
 _U = {u: i for i, u in enumerate(UNITS)}
@@ -165,56 +167,68 @@ def _sem_local(src_unit: int, dst_unit: int) -> str:
 
 def _with_syncs(nodes, preds, succs, queue, result_order, start, cores):
     nq = cores * 3
-    # signal counts: after producer A, one signal per distinct consumer queue
-    sig_count: dict[tuple[int, int], int] = {}
-    sem_counter: dict[str, int] = {}
-    signals_after: dict[int, list[str]] = {}
+    pos = {}
+    for q in range(nq):
+        for k, a in enumerate(result_order[q]):
+            pos[a] = k
 
-    def sem_name(src_q: int, dst_q: int) -> str:
+    def sem_of(src_q: int, dst_q: int) -> tuple:
         sc, su = divmod(src_q, 3)
         dc, du = divmod(dst_q, 3)
         if sc == dc:
-            return f"{sc}:{_sem_local(su, du)}"
+            return ("l", sc, _LOCAL_PAIRS.index((su, du)))
         assert su == 0 and du == 0, "cross-core dependencies go through DRAM, DMA to DMA"
-        return f"g{sc * cores + dc}"
+        return ("g", sc * cores + dc)
 
+    # a consumer waits only for the last (in its queue's order) of its producers on each other
+    # queue; only those producers signal (a later signal covers every earlier instruction)
+    needs: dict[int, dict[int, int]] = {}            # consumer -> {source queue: producer}
+    signalled: set[tuple[int, int]] = set()           # (producer, consumer queue)
+    for b in range(len(nodes)):
+        qb = queue[b]
+        last: dict[int, int] = {}
+        for a in preds[b]:
+            qa = queue[a]
+            if qa != qb and (qa not in last or pos[a] > pos[last[qa]]):
+                last[qa] = a
+        if last:
+            needs[b] = last
+            for qa, a in last.items():
+                signalled.add((a, qb))
+    count: dict[tuple, int] = {}
+    sig_count: dict[tuple[int, int], int] = {}
+    signals_after: dict[int, list[tuple]] = {}
     for q in range(nq):
         for a in result_order[q]:
-            targets = sorted({queue[s] for s in succs[a] if queue[s] != q})
-            names = []
+            targets = sorted(tq for tq in {queue[s_] for s_ in succs[a]} if tq != q and (a, tq) in signalled)
             for tq in targets:
-                name = sem_name(q, tq)
-                sem_counter[name] = sem_counter.get(name, 0) + 1
-                sig_count[(a, tq)] = sem_counter[name]
-                names.append(name)
-            if names:
-                signals_after[a] = names
+                sem = sem_of(q, tq)
+                count[sem] = count.get(sem, 0) + 1
+                sig_count[(a, tq)] = count[sem]
+                signals_after.setdefault(a, []).append(sem)
+
+    def encode_sem(sem: tuple) -> int:
+        return sem[2] if sem[0] == "l" else (GLOBAL | sem[1])
 
     streams: list[list[tuple[int, int, object]]] = [[] for _ in range(cores)]   # (time, seq, Instr)
     seq = 0
     for q in range(nq):
         core, unit = divmod(q, 3)
-        uname = UNITS[unit]
-        waited: dict[str, int] = {}
+        waited: dict[tuple, int] = {}
         for b in result_order[q]:
-            need: dict[str, int] = {}
-            for a in preds[b]:
-                qa = queue[a]
-                if qa == q:
-                    continue
-                name = sem_name(qa, q)
-                need[name] = max(need.get(name, 0), sig_count[(a, q)])
             t = start[b]
-            for name, value in sorted(need.items()):
-                if waited.get(name, 0) >= value:
+            for qa, a in sorted(needs.get(b, {}).items()):
+                sem = sem_of(qa, q)
+                value = sig_count[(a, q)]
+                if waited.get(sem, 0) >= value:
                     continue
-                waited[name] = value
-                streams[core].append((t, seq, make("sync.wait", unit=uname, sem=name.split(":")[-1], value=value)))
+                waited[sem] = value
+                streams[core].append((t, seq, Instr(WAIT, (unit, encode_sem(sem), value))))
                 seq += 1
             streams[core].append((t, seq, nodes[b][1]))
             seq += 1
-            for name in signals_after.get(b, ()):
-                streams[core].append((t, seq, make("sync.signal", unit=uname, sem=name.split(":")[-1])))
+            for sem in signals_after.get(b, ()):
+                streams[core].append((t, seq, Instr(SIGNAL, (unit, encode_sem(sem)))))
                 seq += 1
     out = []
     for core in range(cores):

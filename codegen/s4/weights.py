@@ -60,13 +60,19 @@ class ConstSegment:
             self._cache[key] = addr
         return addr
 
-    def data(self) -> bytearray:
-        buf = bytearray(rup(self.size))
-        view = memoryview(buf)
+    def data(self) -> bytes:
+        """The segment's bytes (one copy of the arrays, zero padding between them)."""
+        chunks, pos = [], 0
         for addr, array in self.items:
+            if addr > pos:
+                chunks.append(bytes(addr - pos))
             if array.nbytes:
-                view[addr:addr + array.nbytes] = array.reshape(-1).view(np.uint8).data
-        return buf
+                chunks.append(array.reshape(-1).view(np.uint8).data)
+            pos = addr + array.nbytes
+        end = rup(self.size)
+        if end > pos:
+            chunks.append(bytes(end - pos))
+        return b"".join(chunks)
 
 
 @dataclass
