@@ -92,6 +92,36 @@ class Region:
         return self.pitch if self.rows > 1 else rup(self.row_bytes)
 
 
+_SPECS: dict = {}
+
+
+def fast_make(mnemonic: str, dbg, fields: dict):
+    """isa.make without its per-operand checks (the program is validated as a whole before it is
+    written: Program.to_bytes); operands named as make() takes them."""
+    from s4c.s4 import dtypes as D
+    from s4c.s4.isa import BY_MNEMONIC, NO_DEBUG, Instr
+    from s4c.s4.ops_vpu import BCAST_NAMES
+    spec = _SPECS.get(mnemonic)
+    if spec is None:
+        spec = _SPECS[mnemonic] = BY_MNEMONIC[mnemonic]
+    args = []
+    for f in spec.fields:
+        v = fields[f.name] if f.name in fields else f.default
+        kind = f.kind
+        if kind == "dtype":
+            v = D.CODES[v] if isinstance(v, str) else v
+        elif kind == "tdtype":
+            v = (0 if v == "same" else D.CODES[v]) if isinstance(v, str) else v
+        elif kind == "bcast":
+            v = BCAST_NAMES.index(v) if isinstance(v, str) else v
+        elif kind == "f32":
+            v = float(np.float32(v))
+        elif kind == "bool":
+            v = int(v)
+        args.append(v)
+    return Instr(spec.code, tuple(args), NO_DEBUG if dbg is None else dbg)
+
+
 class ScratchFull(TargetError):
     pass
 
@@ -198,7 +228,7 @@ class Emitter:
         self.block = 0
 
     def _put(self, core: int, mnemonic: str, **fields) -> None:
-        self.nodes.append((core, make(mnemonic, dbg=self.dbg, **fields)))
+        self.nodes.append((core, fast_make(mnemonic, self.dbg, fields)))
         self.op_of.append(self.op_index)
         self.block_of.append(self.block)
 

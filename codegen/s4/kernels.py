@@ -291,10 +291,7 @@ class MultiHeadAttentionKernel(Kernel):
             Q = sc.tile(nq, HD, "f32")
             em.ld(core, Q, L.dram_of(qkv).sub(t0, nq, 0, HD))
             owned.append(Q)
-        Qs = sc.tile(nq, HD, "f32")
-        owned.append(Qs)
-        em.axpb(core, Qs, Q, scale, 0.0)
-        em.timing_cvt(core, Qs, "i8")
+        em.timing_cvt(core, Q, "i8")
         res_kv = L.resident_rows(qkv, core, b * S, b * S + S)
         if res_kv is not None and (HD * 4) % 64 == 0:
             Kt = res_kv.sub(0, S, HD, HD)
@@ -316,8 +313,8 @@ class MultiHeadAttentionKernel(Kernel):
                     sc.release(btile[0])
                 btile = load_bias(L, core, bias, bshape, b, h, q0, q1, S)
             St = sc.tile(nq, S, "f32")
-            em.mm(core, St, Qs.sub(0, nq, h * D, D), Kt.sub(0, S, h * D, D), tb=True)
-            em.timing_cvt(core, St, "bf16")
+            em.mm(core, St, Q.sub(0, nq, h * D, D), Kt.sub(0, S, h * D, D), tb=True)
+            scale_scores(L, core, St, scale)
             softmax_rows(L, core, St, btile, guard)
             em.timing_cvt(core, St, "i8")
             Oh = O.sub(0, nq, h * D, D)
@@ -351,9 +348,9 @@ class MultiHeadAttentionKernel(Kernel):
             em.ld(core, Q, src.sub(t0, nq, h * D, D))
             em.ld(core, Kt, src.sub(b * S, S, HD + h * D, D))
             em.ld(core, Vt, src.sub(b * S, S, 2 * HD + h * D, D))
-            em.axpb(core, Q, Q, scale, 0.0)
             St = sc.tile(nq, S, "f32")
             em.mm(core, St, Q, Kt, tb=True)
+            scale_scores(L, core, St, scale)
             softmax_rows(L, core, St, btile, guard)
             Oh = sc.tile(nq, D, "f32")
             em.mm(core, Oh, St, Vt, tb=False)
@@ -361,6 +358,15 @@ class MultiHeadAttentionKernel(Kernel):
             sc.release(Q, Kt, Vt, St, Oh)
         if btile is not None:
             sc.release(btile[0])
+
+
+def scale_scores(L, core, St, scale: float) -> None:
+    """St *= scale (rounded to fp32 as the reference's matmul(q, k^T) * scale). With MixInt8bf16
+    timing this is the scores' dequantise pass (vpu.cvt with a scale) doing the scaling as well."""
+    if L.em.mixed:
+        L.em.cvt(core, St, St, scale, tdt="bf16")
+    elif scale != 1.0:
+        L.em.axpb(core, St, St, scale, 0.0)
 
 
 def load_bias(L, core, bias, bshape, b, h, q0, q1, S):
