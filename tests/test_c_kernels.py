@@ -215,6 +215,71 @@ def test_linear_csr_i32_wide(lib):
     assert_close(Y, W.astype(np.float64) @ X)
 
 
+@pytest.fixture(scope="module")
+def lib_avx2():
+    """-march=native without the 16-float (AVX-512) CSR path: the 8-float path
+    the kernels take on AVX2-only machines (same as `lib` where there is no
+    AVX-512)."""
+    return kb.load(extra_flags=("-DS4C_NO_AVX512", *kb.STRICT_WARNINGS))
+
+
+# token counts that take every step of the CSR row loop: 16-float passes of
+# 8 / 4 / 2 vectors (AVX-512), 8-float passes of 4 / 2 / 1 vectors, scalar tail
+CSR_TOKENS = [1, 15, 16, 31, 32, 48, 63, 64, 100, 127, 128, 129, 144, 200, 255, 256, 263]
+
+
+@pytest.mark.parametrize("T", CSR_TOKENS)
+@pytest.mark.parametrize("variant", ["native", "avx2"])
+def test_linear_csr_token_steps(lib, lib_avx2, variant, T):
+    L = lib if variant == "native" else lib_avx2
+    L.s4c_set_num_threads(2)
+    rng = np.random.default_rng(T)
+    out, inn = 45, 300
+    W = sparse_w(rng, out, inn, 0.15)
+    W[3] = 0
+    X = rand(rng, inn, T)
+    bias, res = _epi(rng, out, T, True, True)
+    ip, ix, v = pack_csr(W, np.uint16)
+    Y = np.full((out, T), np.nan, np.float32)
+    assert L.s4c_linear_csr_u16(out, inn, T, ptr(ip), ptr(ix), ptr(v), ptr(X), ptr(bias), ACT_GELU_ERF,
+                                ptr(res), ptr(Y)) == 0
+    assert_close(Y, linear_ref(W, X, bias, ACT_GELU_ERF, res))
+
+
+@pytest.mark.parametrize("kind", ["csr", "bsr4x1", "nm2:4"])
+def test_linear_dynamic_chunks_uneven_rows(lib, kind):
+    """Rows of very different weight, cut into dynamic chunks over 2 threads: every
+    row written exactly once (Y starts as NaN), same result as 1 thread."""
+    rng = np.random.default_rng(5)
+    out, inn, T = 1000, 96, 40
+    W = sparse_w(rng, out, inn, 0.1)
+    W[:300] = rand(rng, 300, inn)  # dense head, sparse tail
+    W[500:520] = 0
+    X = rand(rng, inn, T)
+    bias = rand(rng, out)
+    outs = []
+    for th in (1, 2):
+        lib.s4c_set_num_threads(th)
+        Y = np.full((out, T), np.nan, np.float32)
+        if kind == "csr":
+            ip, ix, v = pack_csr(W, np.uint8)
+            rc = lib.s4c_linear_csr_u8(out, inn, T, ptr(ip), ptr(ix), ptr(v), ptr(X), ptr(bias), 0, None, ptr(Y))
+            ref = linear_ref(W, X, bias, 0, None)
+        elif kind == "bsr4x1":
+            ip, ix, v = pack_bsr(W, 4, 1, np.uint8)
+            rc = lib.s4c_linear_bsr_u8(out, inn, T, 4, 1, ptr(ip), ptr(ix), ptr(v), ptr(X), ptr(bias), 0, None,
+                                       ptr(Y))
+            ref = linear_ref(W, X, bias, 0, None)
+        else:
+            Wnm, vals, offs = prune_nm(W, 2, 4)
+            rc = lib.s4c_linear_nm(out, inn, T, 2, 4, ptr(vals), ptr(offs), ptr(X), ptr(bias), 0, None, ptr(Y))
+            ref = linear_ref(Wnm, X, bias, 0, None)
+        assert rc == 0
+        assert_close(Y, ref)
+        outs.append(Y)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 BLOCKS = [(1, 4), (4, 1), (8, 1), (16, 1), (32, 1), (1, 8), (4, 4), (8, 8), (2, 3), (3, 1), (12, 2)]
 
 
@@ -531,6 +596,8 @@ STRICT_CONFIGS = {
     "openmp-native": ["-O2", "-march=native", "-fopenmp"],
     "serial-sse2": ["-O3"],
     "plain-c99": ["-O2", "-DS4C_PLAIN_C", "-fopenmp"],
+    "avx512-off": ["-O2", "-march=native", "-DS4C_NO_AVX512", "-fopenmp"],
+    "avx512": ["-O2", "-mavx512f", "-mfma", "-fopenmp"],
 }
 
 

@@ -212,7 +212,7 @@ int s4c_linear_dense(int out, int in, int T, const float *W, const float *X,
 #pragma omp parallel num_threads(s4c__threads_for((double)out * in * T, 262144.0))
     {
         int p = omp_get_thread_num(), np = omp_get_num_threads();
-        /* split in units of MR rows */
+        /* split in units of MR rows (static: every call of s4c__gemm packs its X panels) */
         int units = (out + MR - 1) / MR, b, e;
         s4c__split_even(units, np, p, &b, &e);
         b *= MR;

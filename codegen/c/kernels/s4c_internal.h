@@ -56,6 +56,24 @@ S4C_INLINE s4c_vf s4c_vset1(float s) {
     return v;
 }
 #endif
+/* 16-float vectors for the kernels that gain from AVX-512 (CSR): only when the
+ * compiler targets AVX-512F and vector extensions are on; -DS4C_NO_AVX512
+ * turns them off. */
+#if defined(__AVX512F__) && !defined(S4C_NO_AVX512)
+#define S4C_WIDE 1
+#define S4C_WW 16
+typedef float s4c_wf __attribute__((vector_size(64)));
+S4C_INLINE s4c_wf s4c_wset1(float s) {
+    s4c_wf v = {s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+    return v;
+}
+S4C_INLINE s4c_wf s4c_wload(const float *p) {
+    s4c_wf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+S4C_INLINE void s4c_wstore(float *p, s4c_wf v) { memcpy(p, &v, sizeof v); }
+#endif
 S4C_INLINE s4c_vf s4c_vload(const float *p) {
     s4c_vf v;
     memcpy(&v, p, sizeof v);
@@ -135,6 +153,22 @@ S4C_INLINE void s4c__split_even(int n, int nparts, int p, int *b, int *e) {
  * of nearly equal weight ptr[e] - ptr[b] + rows * row_cost. */
 void s4c__split_weighted(const int32_t *ptr, int n, int64_t row_cost, int nparts, int p,
                          int *b, int *e);
+
+/* Dynamic work chunks.  The linear kernels cut their rows into about
+ * S4C_CHUNKS_PER_THREAD chunks per thread (of equal weight, each at least
+ * `min_rows` rows) handed out first come, first served (OpenMP dynamic
+ * schedule): on a shared machine a thread that lost its core to another
+ * process no longer holds every other thread up at the end of the call.  Each
+ * chunk owns its output rows, so the result does not depend on the schedule. */
+#ifndef S4C_CHUNKS_PER_THREAD
+#define S4C_CHUNKS_PER_THREAD 8
+#endif
+S4C_INLINE int s4c__nchunks(int n, int nthreads, int min_rows) {
+    int c = nthreads > 1 ? nthreads * S4C_CHUNKS_PER_THREAD : 1;
+    int lim = n / (min_rows > 0 ? min_rows : 1);
+    if (c > lim) c = lim;
+    return c < 1 ? 1 : c;
+}
 
 /* Tokens per block for the sparse kernels: the X[in][block] slice they stream
  * should stay in L2 (S4C_XBLOCK_BYTES, default 2 MiB).  A multiple of

@@ -239,11 +239,13 @@ static int BSR_SFX(bsr_run)(int out, int in, int T, int R, int C, const int32_t 
 #ifdef _OPENMP
     {
         double work = ((double)(indptr[nbr] - indptr[0]) * R * C + out) * (double)T;
-#pragma omp parallel num_threads(s4c__threads_for(work, 65536.0))
-        {
+        const int nt = s4c__threads_for(work, 65536.0);
+        const int nc = s4c__nchunks(nbr, nt, R >= 8 ? 1 : 8 / R);
+        int c;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (c = 0; c < nc; c++) {
             int b, e;
-            s4c__split_weighted(indptr, nbr, 1, omp_get_num_threads(), omp_get_thread_num(), &b,
-                                &e);
+            s4c__split_weighted(indptr, nbr, 1, nc, c, &b, &e);
             BSR_SFX(bsr_part)(b, e, out, in, T, R, C, indptr, idx, val, X, bias, act, res, Y);
         }
     }

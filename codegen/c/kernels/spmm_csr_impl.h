@@ -30,6 +30,39 @@ S4C_INLINE void CSR_SFX(csr_chunk)(const int NV, int32_t j0, int32_t j1,
     if (NV > 7) s4c_vstore(y + 7 * S4C_VW, a7);
 }
 
+#ifdef S4C_WIDE
+/* NV (<= 8) 16-float vectors of one output row: 8 x 16 = 128 tokens, so a row
+ * of T = 128 takes one pass over its (value, column) pairs, each X row read as
+ * 8 contiguous cache lines (AVX-512 has 32 vector registers). */
+S4C_INLINE void CSR_SFX(csr_wchunk)(const int NV, int32_t nnz,
+                                    const CSR_ITYPE *S4C_RESTRICT idx,
+                                    const float *S4C_RESTRICT val, const float *X, size_t T,
+                                    float b, float *y) {
+    s4c_wf a0 = s4c_wset1(b), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    int32_t j;
+    for (j = 0; j < nnz; j++) {
+        const float *x = X + (size_t)idx[j] * T;
+        s4c_wf v = s4c_wset1(val[j]);
+        a0 += v * s4c_wload(x);
+        if (NV > 1) a1 += v * s4c_wload(x + S4C_WW);
+        if (NV > 2) a2 += v * s4c_wload(x + 2 * S4C_WW);
+        if (NV > 3) a3 += v * s4c_wload(x + 3 * S4C_WW);
+        if (NV > 4) a4 += v * s4c_wload(x + 4 * S4C_WW);
+        if (NV > 5) a5 += v * s4c_wload(x + 5 * S4C_WW);
+        if (NV > 6) a6 += v * s4c_wload(x + 6 * S4C_WW);
+        if (NV > 7) a7 += v * s4c_wload(x + 7 * S4C_WW);
+    }
+    s4c_wstore(y, a0);
+    if (NV > 1) s4c_wstore(y + S4C_WW, a1);
+    if (NV > 2) s4c_wstore(y + 2 * S4C_WW, a2);
+    if (NV > 3) s4c_wstore(y + 3 * S4C_WW, a3);
+    if (NV > 4) s4c_wstore(y + 4 * S4C_WW, a4);
+    if (NV > 5) s4c_wstore(y + 5 * S4C_WW, a5);
+    if (NV > 6) s4c_wstore(y + 6 * S4C_WW, a6);
+    if (NV > 7) s4c_wstore(y + 7 * S4C_WW, a7);
+}
+#endif
+
 /* One vector of tokens with two interleaved accumulators (hides FMA latency). */
 S4C_INLINE void CSR_SFX(csr_chunk1)(int32_t j0, int32_t j1, const CSR_ITYPE *S4C_RESTRICT idx,
                                     const float *S4C_RESTRICT val, const float *X, size_t T,
@@ -63,6 +96,18 @@ static void CSR_SFX(csr_tail)(int n, int32_t j0, int32_t j1, const CSR_ITYPE *id
 static S4C_NOINLINE void CSR_SFX(csr_row)(int32_t nnz, const CSR_ITYPE *idx, const float *val,
                                           const float *X, size_t T, int tn, float b, float *y) {
     int t = 0;
+#ifdef S4C_WIDE
+    for (; t + 8 * S4C_WW <= tn; t += 8 * S4C_WW)
+        CSR_SFX(csr_wchunk)(8, nnz, idx, val, X + t, T, b, y + t);
+    if (t + 4 * S4C_WW <= tn) {
+        CSR_SFX(csr_wchunk)(4, nnz, idx, val, X + t, T, b, y + t);
+        t += 4 * S4C_WW;
+    }
+    if (t + 2 * S4C_WW <= tn) {
+        CSR_SFX(csr_wchunk)(2, nnz, idx, val, X + t, T, b, y + t);
+        t += 2 * S4C_WW;
+    }
+#endif
     for (; t + S4C_CSR_NV * S4C_VW <= tn; t += S4C_CSR_NV * S4C_VW)
         CSR_SFX(csr_chunk)(S4C_CSR_NV, 0, nnz, idx, val, X + t, T, b, y + t);
     if (S4C_CSR_NV > 4 && t + 4 * S4C_VW <= tn) {
@@ -106,11 +151,13 @@ static int CSR_SFX(csr_run)(int out, int in, int T, const int32_t *indptr,
 #ifdef _OPENMP
     {
         double work = ((double)(indptr[out] - indptr[0]) + out) * (double)T;
-#pragma omp parallel num_threads(s4c__threads_for(work, 65536.0))
-        {
+        const int nt = s4c__threads_for(work, 65536.0);
+        const int nc = s4c__nchunks(out, nt, 8);
+        int c;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (c = 0; c < nc; c++) {
             int b, e;
-            s4c__split_weighted(indptr, out, 8, omp_get_num_threads(), omp_get_thread_num(), &b,
-                                &e);
+            s4c__split_weighted(indptr, out, 8, nc, c, &b, &e);
             CSR_SFX(csr_part)(b, e, in, T, indptr, idx, val, X, bias, act, res, Y);
         }
     }

@@ -125,10 +125,13 @@ int s4c_linear_nm(int out, int in, int T, int n, int m, const float *values,
 #ifdef _OPENMP
     {
         double work = (double)out * ((double)in * n / m + 1) * T;
-#pragma omp parallel num_threads(s4c__threads_for(work, 65536.0))
-        {
+        const int nt = s4c__threads_for(work, 65536.0);
+        const int nc = s4c__nchunks(out, nt, 8);
+        int c;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (c = 0; c < nc; c++) {
             int b, e;
-            s4c__split_even(out, omp_get_num_threads(), omp_get_thread_num(), &b, &e);
+            s4c__split_even(out, nc, c, &b, &e);
             nm_part(fn, b, e, in, T, n, m, values, indices, X, bias, act, residual, Y);
         }
     }
