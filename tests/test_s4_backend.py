@@ -30,7 +30,7 @@ from s4c.driver import compile as s4c_compile
 from s4c.driver import runner_for
 from s4c.errors import TargetError
 
-import s4c.codegen.s4 as s4backend  # registers the "s4" executor
+import s4c.codegen.s4 as s4backend
 
 FIXTURES = {m["name"]: m for m in fixtures()}
 TOL = 1e-3

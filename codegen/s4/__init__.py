@@ -5,8 +5,9 @@
     runner = load(outdir, {"trace": True})
     outputs = runner.run({"input_ids": ids, ...})      # the reference interpreter (s4c.s4.run)
 
-Also registers the "s4" executor with s4c.backend, so the ONNX backend adaptor (and ONNX's own
-node tests) can run graphs through the S4 path: `S4CBackend.prepare(model, backend="s4")`.
+`execute(graph, inputs)` is what the ONNX backend adaptor (s4c.backend, through the driver) runs for
+`backend="s4"`, so ONNX's own node tests run through the S4 path too:
+`S4CBackend.prepare(model, backend="s4")`.
 
 How a graph is lowered (lower.py, kernels.py, generic.py, vmath.py, weights.py, deps.py,
 schedule.py):
@@ -182,7 +183,7 @@ def load(outdir: str, options: dict | None = None) -> S4Runner:
     return S4Runner(program, meta["io"], trace=options.get("trace"))
 
 
-# -- the ONNX backend adaptor's "s4" executor ---------------------------------------------------------
+# -- the ONNX backend adaptor's "s4" executor (found by s4c.backend through the driver) --------------
 _COMPILED: dict[int, tuple] = {}
 
 
@@ -199,15 +200,5 @@ def execute(graph, inputs: dict) -> dict:
     from s4c.evaluate import check_inputs
     return entry[1].run(check_inputs(graph, inputs))
 
-
-def _register_executor() -> None:
-    try:
-        from s4c.backend import register_executor
-    except ImportError:  # pragma: no cover
-        return
-    register_executor("s4", execute, replace=True)
-
-
-_register_executor()
 
 __all__ = ["build", "load", "execute", "S4Runner", "lower", "Lowered", "FILES"]

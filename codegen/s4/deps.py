@@ -23,9 +23,9 @@ _UNIT = {"dma": 0, "spu": 1, "vpu": 2}
 def _distinct(arr: np.ndarray) -> list[int]:
     if arr.size == 0:
         return []
+    if arr.size < 256:
+        return [x for x in set(arr.tolist()) if x >= 0]
     first = arr[0]
-    if arr.size < 64:
-        return [int(x) for x in set(arr.tolist()) if x >= 0]
     if (arr == first).all():
         return [int(first)] if first >= 0 else []
     # regions are written in runs: distinct values = distinct run heads
@@ -38,8 +38,16 @@ class _Mem:
         self.first = first
         self.w = np.full(n_blocks, -1, dtype=np.int64)
         self.r = np.full((slots, n_blocks), -1, dtype=np.int64)
+        self.cache: dict = {}
 
     def blocks(self, acc, align):
+        key = (acc.base, acc.rows, acc.row_bytes, acc.pitch)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = self._blocks(acc, align)
+        return hit
+
+    def _blocks(self, acc, align):
         b = region_blocks(acc, align)
         if isinstance(b, slice):
             return slice(max(b.start - self.first, 0), max(b.stop - self.first, 0))
@@ -71,9 +79,7 @@ def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> 
                 deps.update(_distinct(mem.w[blocks]))
                 mem.r[slot, blocks] = i
             else:
-                deps.update(_distinct(mem.w[blocks]))
-                for s in range(mem.r.shape[0]):
-                    deps.update(_distinct(mem.r[s, blocks]))
+                deps.update(_distinct(np.concatenate((mem.w[blocks], mem.r[:, blocks].reshape(-1)))))
                 mem.w[blocks] = i
                 mem.r[:, blocks] = -1
         deps.discard(i)
