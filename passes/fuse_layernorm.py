@@ -257,7 +257,7 @@ class LayerNormShift(_LayerNormAffine):
 
 
 class OnnxLayerNormalization(Pattern):
-    """ONNX LayerNormalization (opset 17) whose Mean / InvStdDev results nothing reads.
+    r"""ONNX LayerNormalization (opset 17) whose Mean / InvStdDev results nothing reads.
 
         x    scale   bias?
          \     |     /

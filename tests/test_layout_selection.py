@@ -144,7 +144,7 @@ GOLDEN = [
     ("select_sparse_layout/pos_model_c", "select-sparse-layout", {"target": "c"}, BLOCKY, _blocky64,
      '''graph @main(%x: f32[1,128,64]) {
   %w = const f32[64,64] <density=0.250 hash="6022af71">
-  %y = Linear(%x, %w) {layout = "bsr16x1", layout_costs = ["dense=1.698e-05", "csr=9.269e-06", "bsr4x1=6.915e-06", "bsr8x1=6.833e-06", "bsr16x1=6.792e-06", "bsr32x1=1.089e-05", "bsr1x4=2.714e-05", "bsr1x8=2.681e-05", "bsr4x4=1.920e-05", "bsr8x8=1.908e-05", "nm2:4=1.216e-05", "nm1:4=7.407e-06", "nm2:8=7.407e-06"]} : f32[1,128,64] loc("/l0/query/MatMul")
+  %y = Linear(%x, %w) {layout = "bsr16x1", layout_costs = ["dense=1.511e-05", "csr=9.269e-06", "bsr4x1=6.362e-06", "bsr8x1=6.280e-06", "bsr16x1=6.239e-06", "bsr32x1=9.781e-06", "bsr1x4=2.714e-05", "bsr1x8=2.681e-05", "bsr4x4=1.699e-05", "bsr8x8=1.687e-05", "nm2:4=1.489e-05", "nm1:4=8.772e-06", "nm2:8=8.772e-06"]} : f32[1,128,64] loc("/l0/query/MatMul")
   return %y
 }
 '''),
@@ -152,7 +152,7 @@ GOLDEN = [
     ("select_sparse_layout/pos_override", "select-sparse-layout", {"target": "c", "overrides": "*/query/*=nm1:4"},
      BLOCKY, _blocky64, '''graph @main(%x: f32[1,128,64]) {
   %w = const f32[64,64] <density=0.250 hash="6022af71">
-  %y = Linear(%x, %w) {layout = "nm1:4", layout_costs = ["dense=1.698e-05", "csr=9.269e-06", "bsr4x1=6.915e-06", "bsr8x1=6.833e-06", "bsr16x1=6.792e-06", "bsr32x1=1.089e-05", "bsr1x4=2.714e-05", "bsr1x8=2.681e-05", "bsr4x4=1.920e-05", "bsr8x8=1.908e-05", "nm2:4=1.216e-05", "nm1:4=7.407e-06", "nm2:8=7.407e-06"]} : f32[1,128,64] loc("/l0/query/MatMul")
+  %y = Linear(%x, %w) {layout = "nm1:4", layout_costs = ["dense=1.511e-05", "csr=9.269e-06", "bsr4x1=6.362e-06", "bsr8x1=6.280e-06", "bsr16x1=6.239e-06", "bsr32x1=9.781e-06", "bsr1x4=2.714e-05", "bsr1x8=2.681e-05", "bsr4x4=1.699e-05", "bsr8x8=1.687e-05", "nm2:4=1.489e-05", "nm1:4=8.772e-06", "nm2:8=8.772e-06"]} : f32[1,128,64] loc("/l0/query/MatMul")
   return %y
 }
 '''),

@@ -11,18 +11,26 @@ Model of one Linear y[T, out] = x[T, in] @ W^T with W stored in layout L:
     row_ns  ns per output row per token (row set-up, bias, epilogue, store)
     call_s  fixed cost of one kernel call
 
-Built-in defaults (no calibration file), from the kernels' structure (codegen/c/kernels/README.md):
+Built-in defaults (no calibration file).  What matters for the choice is their ratios, which
+follow benchmarks/bench_kernels.py (1 thread, T = 128, BERT-base shapes, gcc 12 -O3
+-march=native, Zen 4 with AVX-512; codegen/c/kernels/README.md): dense 48-54 MAC/ns, BSR r x 1
+44-48 (in = 3072: 36-41), 4x4 / 8x8 38-43, CSR and BSR 1 x c 25-26 (in = 3072: 21), N:M 24-26 at
+1:8..1:32 (2:4 on large shapes ~15).  The absolute values are scaled down by ~0.78 (a loaded,
+shared machine; the calibration file replaces them with this machine's):
 
-    dense                       35 MAC/ns   register-tiled GEMM (6 rows x 16 tokens)
-    BSR r x c, r%4 == 0, c <= 8 32 MAC/ns   4-row register tile: each X vector feeds 4 FMAs
+    dense                       40 MAC/ns   register-tiled GEMM (6 rows x 16 tokens)
+    BSR r x c, r%4 == 0, c <= 8 37 MAC/ns   4-row register tile: each X vector feeds 4 FMAs
     CSR, BSR 1 x c              22 MAC/ns   one row at a time: one FMA per X vector loaded
-    N:M                         32 MAC/ns   fixed-length rows, 1-byte offsets, no row pointers
+                                            (bound by L2 -> L1 traffic on X)
+    N:M                         24 MAC/ns   fixed-length rows, 1-byte offsets, no row pointers
     minus 0.005 ns per stored index per token (CSR: one per value, BSR: one per block, N:M: one
-    per slot), so:  CSR ~19.8, N:M ~27.6, bsr4x1 ~30.8, bsr16x1 ~31.7, bsr1x4 ~21.4 MAC/ns;
+    per slot), so:  CSR ~19.8, N:M ~21.4, bsr4x1 ~35.4, bsr16x1 ~36.7, bsr1x4 ~21.4 MAC/ns;
     row_ns 0.08 for the sparse kernels, 0 for dense (measured: 0.07-0.1); call_s 2 us.
 
 These make dense the choice for dense and lightly (<= 30%) unstructured-sparse weights: CSR only
-beats dense below ~57% density and r x 1 blocks of such weights are ~all kept.
+beats dense below ~49% density and r x 1 blocks of such weights are ~all kept; 4x1-block-pruned
+weights choose an r x 1 BSR, 90% unstructured ones CSR (4 x 1 blocks of those keep ~34% of the
+slots).
 
 Calibration (s4c/calibrate.py) measures `rate` and `row_ns` for each layout and `call_s`; the
 file lives at $S4C_CACHE/c-costs.json (default ~/.cache/s4c/c-costs.json). Layouts it lacks keep
@@ -46,10 +54,10 @@ CALIBRATION_VERSION = 1
 CALIBRATION_FILE = "c-costs.json"
 
 # -- built-in defaults (see the module docstring) ------------------------------------------------
-DENSE_RATE = 35.0   # MAC/ns/core
-TILE_RATE = 32.0    # BSR with a 4-row register tile
+DENSE_RATE = 40.0   # MAC/ns/core
+TILE_RATE = 37.0    # BSR with a 4-row register tile
 ROW_RATE = 22.0     # row-at-a-time kernels (CSR, BSR 1 x c)
-NM_RATE = 32.0      # N:M
+NM_RATE = 24.0      # N:M
 INDEX_NS = 0.005    # ns per stored index per token
 SPARSE_ROW_NS = 0.08  # ns per output row per token, sparse kernels
 CALL_S = 2e-6       # seconds per kernel call
