@@ -432,20 +432,26 @@ def max_abs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)))) for k in keys)
 
 
-def _turns(live: list[Engine], results: dict, rounds: int, gap: float, log, record: bool) -> None:
-    for _ in range(rounds):
+def _turns(live: list[Engine], results: dict, runs: int, gap: float, log, record: bool, burst: int = 1) -> None:
+    """`runs` calls per engine, taking turns: each turn is `burst` consecutive calls of one engine
+    (burst 1: A B C A B C ...), after `gap` idle seconds."""
+    done = 0
+    while done < runs:
+        n = min(burst, runs - done)
         for engine in list(live):
             if gap:
                 time.sleep(gap)
-            try:
-                elapsed = engine.run()
-            except EngineUnavailable as e:
-                results[engine.name].error = str(e)
-                log(f"  {engine.name}: failed: {e}")
-                live.remove(engine)
-                continue
-            if record:
-                results[engine.name].times_ms.append(elapsed * 1e3)
+            for _ in range(n):
+                try:
+                    elapsed = engine.run()
+                except EngineUnavailable as e:
+                    results[engine.name].error = str(e)
+                    log(f"  {engine.name}: failed: {e}")
+                    live.remove(engine)
+                    break
+                if record:
+                    results[engine.name].times_ms.append(elapsed * 1e3)
+        done += n
 
 
 def wait_for_quiet(max_wait: float, window: float = 2.0, log=print) -> float | None:
@@ -468,7 +474,7 @@ def wait_for_quiet(max_wait: float, window: float = 2.0, log=print) -> float | N
 
 
 def bench_model(model_path: str, feeds: dict, engines: list[Engine], threads: int, warmup: int, repeat: int,
-                gap: float = 0.0, log=print, retries: int = 0, quiet_wait: float = 0.0
+                gap: float = 0.0, log=print, retries: int = 0, quiet_wait: float = 0.0, burst: int = 1
                 ) -> tuple[dict[str, EngineResult], float | None]:
     """Load every engine, warm each up, then time them in turns; compare outputs with engines[0]'s.
 
@@ -493,8 +499,8 @@ def bench_model(model_path: str, feeds: dict, engines: list[Engine], threads: in
             for engine in live:
                 results[engine.name].times_ms = []
             with OtherLoad(live) as load:
-                _turns(live, results, warmup, gap, log, record=False)
-                _turns(live, results, repeat, gap, log, record=True)
+                _turns(live, results, warmup, gap, log, record=False, burst=burst)
+                _turns(live, results, repeat, gap, log, record=True, burst=burst)
             share = load.share
             if best is None or (share is not None and best[0] is not None and share < best[0]):
                 best = (share, {e.name: results[e.name].times_ms for e in live})
@@ -576,6 +582,7 @@ def format_table(results: dict) -> str:
 
 def format_markdown_table(results: dict) -> str:
     header, rows = table_rows(results)
+    header, rows = [h.replace("|", "\\|") for h in header], [[c.replace("|", "\\|") for c in r] for r in rows]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
@@ -688,7 +695,7 @@ def plot(results: dict, path: str) -> None:
                               label=LABELS[engine] + ("" if got else ": unavailable")))
     seen = [p for p in markers if any(res["pattern"] == p for res in results["models"].values())]
     handles += [Line2D([], [], color="grey", marker=markers[p], linestyle="", label=p) for p in seen]
-    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
     ax.set_xlabel("weight sparsity of the Linear layers (log density scale)")
     ax.set_ylabel(f"latency ms, median and IQR (batch {BATCH}, seq {SEQ})")
     ax.set_title(f"BERT-base fp32, {results['threads']} threads, {results['machine'].get('model_name')}"
@@ -706,7 +713,9 @@ def results_section(results: dict, plot_rel: str | None) -> str:
     eng = results["engines"]
     lines = [RESULTS_BEGIN, "",
              f"Run {results['date']} · {results['threads']} threads · warm-up {results['warmup']} · "
-             f"median of {results['repeat']} interleaved runs · exporter {results['exporter']} · "
+             f"median of {results['repeat']} interleaved runs"
+             + (f" (turns of {results['burst']} back-to-back calls)" if results.get("burst", 1) > 1 else "")
+             + f" · {results.get('gap', 0):g} s idle before each turn · exporter {results['exporter']} · "
              f"load average before/after {results['loadavg_before']} / {results['loadavg_after']}", "",
              "```", machine_summary(results["machine"]), "```", "",
              "Engines: " + "; ".join(f"{LABELS[k]}: {v}" for k, v in eng.items())
@@ -753,6 +762,10 @@ def parse_args(argv=None):
     p.add_argument("--gap", type=float, default=0.1, metavar="S",
                    help="idle S seconds before each call (default 0.1: onnxruntime's pool threads spin ~40 ms "
                         "after a run, which would steal a core from the next engine)")
+    p.add_argument("--burst", type=int, default=1, metavar="K",
+                   help="each turn is K back-to-back calls of one engine (default 1: A B C A B C ...; "
+                        "DeepSparse is slower on the first call after an idle spell)")
+    p.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     p.add_argument("--retries", type=int, default=0, metavar="K",
                    help=f"redo a model's timing up to K times while other processes use > {NOISY_LOAD:.0%} "
                         "of the CPUs (keeps the quietest attempt)")
@@ -781,8 +794,8 @@ def parse_args(argv=None):
         p.error(f"--engines: choose from {', '.join(ENGINES)}")
     if args.threads < 1:
         p.error("--threads must be >= 1")
-    if args.repeat < 1 or args.warmup < 0:
-        p.error("--repeat must be >= 1 and --warmup >= 0")
+    if args.repeat < 1 or args.warmup < 0 or args.burst < 1:
+        p.error("--repeat and --burst must be >= 1 and --warmup >= 0")
     args.model_list = models
     args.engine_list = ["ort"] + [e for e in engines if e != "ort"]
     return args
@@ -818,6 +831,9 @@ def make_engines(args, workdir: str, log=print) -> tuple[list[Engine], dict[str,
 def report(results: dict, args) -> None:
     print()
     print(format_table(results))
+    if args.markdown:
+        print()
+        print(format_markdown_table(results))
     if args.json and not args.from_json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
@@ -854,7 +870,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/bench_cpu.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     results = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "command": command.strip(),
                "threads": args.threads, "repeat": args.repeat, "warmup": args.warmup, "gap": args.gap,
-               "retries": args.retries, "quiet_wait": args.quiet_wait,
+               "retries": args.retries, "quiet_wait": args.quiet_wait, "burst": args.burst,
                "exporter": args.exporter, "machine": machine, "s4c_source": source_state(),
                "loadavg_before": " ".join(f"{x:.1f}" for x in os.getloadavg()), "models": {}}
     engines, described = make_engines(args, workdir)
@@ -869,7 +885,7 @@ def main(argv=None) -> int:
             print(f"\n{name}: {path}" + (f" (made in {made:.0f}s)" if made > 1 else ""), flush=True)
             feeds = make_feeds(_input_names(path), batch=BATCH, seq=SEQ, vocab=VOCAB, seed=0)
             res, other = bench_model(path, feeds, engines, args.threads, args.warmup, args.repeat, args.gap,
-                                     retries=args.retries, quiet_wait=args.quiet_wait)
+                                     retries=args.retries, quiet_wait=args.quiet_wait, burst=args.burst)
             pattern, _ = MODELS[name]
             entry = {"path": path, "pattern": pattern, "sparsity": nominal_sparsity(name), "other_load": other}
             for ename in args.engine_list:
