@@ -114,6 +114,10 @@ def cmd_run(args) -> None:
             run(inputs)
             times.append((time.perf_counter() - start) * 1e3)
         print(f"latency_ms median={np.median(times):.3f} min={min(times):.3f} max={max(times):.3f}")
+    # Backends whose runner models time (S4: the cycle model) say so after the run.
+    summary = getattr(getattr(run, "__self__", None), "run_summary", None)
+    if summary is not None and summary() is not None:
+        print(summary())
     for name, value in outputs.items():
         print(f"{name}: {value.dtype}{list(value.shape)} mean={float(np.mean(value)):.6g} "
               f"std={float(np.std(value)):.6g}")

@@ -213,6 +213,10 @@ def test_cli_compile_and_run(cli_build):
     assert (base / "out" / "model.s4").exists() and (base / "out" / "model.s4.asm").exists()
     r = _cli("run", str(base / "out"), "--backend", "s4", "--inputs", str(base / "in.npz"), "-o", str(base / "o.npz"))
     assert r.returncode == 0, r.stderr
+    # the modelled time of the run is the compile report's (same program, same cycle model)
+    import json
+    cycles = json.loads((base / "out" / "report.json").read_text())["s4"]["cycles"]
+    assert f"s4: modelled {cycles} cycles" in r.stdout and "on 2 core(s)" in r.stdout
     with np.load(base / "o.npz") as got:
         ref = ort_outputs(model["path"], feeds)
         assert max(max_abs_diff({k: got[k] for k in ref}, ref).values()) <= TOL

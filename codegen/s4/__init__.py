@@ -140,6 +140,15 @@ class S4Runner:
         return result
 
 
+    def run_summary(self) -> str | None:
+        """One line on the last run's modelled time (the cycle model of the machine it was built for)."""
+        r = self.last_report
+        if r is None:
+            return None
+        return (f"s4: modelled {r.total_cycles} cycles = {r.latency_s * 1e3:.3f} ms at {r.clock_hz / 1e9:g} GHz "
+                f"on {len(self.program.cores)} core(s), {r.instructions} instructions ({r.machine})")
+
+
 def _np_dtype(irdt: str):
     from s4c.ir import numpy_dtype
     return numpy_dtype(irdt)
