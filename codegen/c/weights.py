@@ -56,7 +56,7 @@ class WeightStore:
         for offset, array in self.entries:
             if offset > pos:
                 yield pos, bytes(offset - pos)
-            data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).tobytes() if array.size else b""
+            data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)) if array.size else b""
             yield offset, data
             pos = offset + len(data)
         if self.nbytes > pos:
