@@ -2,8 +2,11 @@
 
 The weight may be a constant, a Transpose of one, or the result of a DequantizeWeight (an int8
 weight, from fold-weight-dequant), or a Transpose of that. A constant [in, out] MatMul weight
-becomes a transposed VIEW of the same array (no copy: BERT-base weights are 440 MB); an int8
-weight becomes a DequantizeWeight of the transposed int8 array with its axis swapped.
+becomes a C-ordered [out, in] copy, made once here: sparsity analysis, every target's layout
+selection and every backend's packing walk its rows, which is several times slower on a
+transposed view (the [in, out] original is dropped, so peak memory grows by one weight at a
+time). An int8 weight becomes a DequantizeWeight of the transposed int8 array with its axis
+swapped.
 
 Not matched: batched MatMuls of two activations (attention's QK^T and AV), weights that are not
 2-D, Gemm with transA, Gemm whose C is not a per-output-column bias, Gemm with alpha != 1 on a
@@ -69,12 +72,12 @@ def make_weight(rw: Rewriter, source, hint: str, new_ops: list[Op]) -> Value:
     if kind == "value":
         return what
     if kind == "const":
-        return rw.constant(hint, what)
+        return rw.constant(hint, np.ascontiguousarray(what))
     dq: Op = what
     attrs = dict(dq.attrs)
     axis = rw.attrs(dq).get("axis", 1)
     attrs["axis"] = 1 - (axis % 2)
-    q = rw.constant(dq.inputs[0].name + ".T", rw.const(dq.inputs[0]).T)
+    q = rw.constant(dq.inputs[0].name + ".T", np.ascontiguousarray(rw.const(dq.inputs[0]).T))
     op = rw.op(DEQUANT, [q] + list(dq.inputs[1:]), attrs, hint=dq.outputs[0].name + ".T")
     new_ops.append(op)
     return op.outputs[0]
