@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -57,27 +58,16 @@ ASM_DATA_LIMIT = 16 << 20        # constant segments above this are left out of 
 
 def build(graph, outdir: str, options: dict | None = None) -> dict:
     options = dict(options or {})
-    import time
     t0 = time.perf_counter()
     lowered = lower(graph, options)
     t1 = time.perf_counter()
-    blob = lowered.program.to_bytes()
+    program = lowered.program
+    chunks = program.to_chunks()        # validates the program: the assembly text below need not
     errors: list = []
-    writer = threading.Thread(target=_write, args=(os.path.join(outdir, FILES["s4"]), blob, errors))
-    writer.start()                  # the file write overlaps the assembly text and the report
-    from s4c.s4 import disassemble
-    include = len(lowered.program.const) <= ASM_DATA_LIMIT
-    prog = lowered.program
-    prog.validate = lambda *a, **k: None        # just validated by to_bytes
-    try:
-        text = disassemble(prog, data=include)
-    finally:
-        del prog.validate
-    if not include:
-        text = (f"; the constant segment ({len(lowered.program.const)} bytes) is in model.s4 only: this text "
-                f"does not re-assemble\n") + text
+    writer = threading.Thread(target=_write, args=(os.path.join(outdir, FILES["s4"]), chunks, errors))
+    writer.start()                      # the file write (GIL released) overlaps the text and the report
     with open(os.path.join(outdir, FILES["s4_asm"]), "w") as f:
-        f.write(text)
+        f.write(_assembly(program))
     from .report import make_report
     report, md = make_report(lowered, graph)
     writer.join()
@@ -90,10 +80,21 @@ def build(graph, outdir: str, options: dict | None = None) -> dict:
     return {"files": dict(FILES), "report": report, "report_md": md}
 
 
-def _write(path: str, data: bytes, errors: list) -> None:
+def _assembly(program) -> str:
+    """model.s4.asm: the disassembly of a validated program, its data only if small."""
+    from s4c.s4 import disassemble
+    include = len(program.const) <= ASM_DATA_LIMIT
+    text = disassemble(program, data=include, validate=False)
+    if not include:
+        text = (f"; the constant segment ({len(program.const)} bytes) is in model.s4 only: this text "
+                f"does not re-assemble\n") + text
+    return text
+
+
+def _write(path: str, chunks: list, errors: list) -> None:
     try:
         with open(path, "wb") as f:
-            f.write(data)
+            f.writelines(chunks)        # big chunks go straight to the file, uncopied
     except OSError as e:      # reported by the caller after join()
         errors.append(e)
 

@@ -257,9 +257,11 @@ class _Assembler:
 
 
 # -- disassembly ------------------------------------------------------------------------------
-def disassemble(program: Program, data: bool = True) -> str:
-    """Canonical assembly text. data=False leaves out the .data lines (not re-assemblable then)."""
-    program.validate()
+def disassemble(program: Program, data: bool = True, validate: bool = True) -> str:
+    """Canonical assembly text. data=False leaves out the .data lines (not re-assemblable then);
+    validate=False skips validating a program the caller has just validated (a big one takes a while)."""
+    if validate:
+        program.validate()
     m = program.machine
     out = [f"; s4 assembly, s4 ISA v{isa.ISA_VERSION[0]}.{isa.ISA_VERSION[1]}", f".machine {m.name}"]
     base = load_machine(m.name) if m.name in builtin_targets() else None

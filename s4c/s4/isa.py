@@ -7,7 +7,7 @@ the cycle model (cycles.py) and the opcode reference in docs/isa.md are all driv
     ins = make("vpu.add", dst=0x0, a=0x1000, b=0x2000, rows=128, cols=768,
                pd=3072, pa=3072, pb=3072, dt="f32", dbg=7)   # defaults filled, values checked
     ins.mnemonic, ins.spec, ins["rows"], ins.fields()
-    encode(ins) -> bytes;  decode(buf, pos) -> (Instr, next_pos)
+    encode(ins) -> bytes;  encode_stream(instrs) -> bytes;  decode(buf, pos) -> (Instr, next_pos)
     reference_markdown() -> the generated opcode reference section of docs/isa.md
 
 Binary encoding of one instruction: opcode u8, debug id u32 (0xFFFFFFFF = none), then the fields
@@ -406,6 +406,12 @@ def make(mnemonic: str, dbg: int | None = None, **fields) -> Instr:
 def encode(ins: Instr) -> bytes:
     spec = BY_CODE[ins.op]
     return HEADER.pack(ins.op, ins.dbg) + spec.struct.pack(*ins.args)
+
+
+def encode_stream(stream) -> bytes:
+    """encode() of each instruction of a stream, concatenated (the loop inlined: ~20k instructions)."""
+    pack_header = HEADER.pack
+    return b"".join([pack_header(ins.op, ins.dbg) + BY_CODE[ins.op].struct.pack(*ins.args) for ins in stream])
 
 
 def decode(buf, pos: int, where: str = "") -> tuple[Instr, int]:

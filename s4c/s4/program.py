@@ -5,6 +5,7 @@
                 debug={0: DebugEntry("ir_op", "onnx_node")})
     p.validate()              # every static rule; S4ProgramError naming core / index / opcode
     b = p.to_bytes()          # validates, then serialises
+    f.writelines(p.to_chunks())   # the same bytes, the constant segment not copied
     p2 = Program.from_bytes(b)    # checks magic, version, checksums, structure, then validate()
     p.symbol("x"), p.inputs(), p.outputs()
 
@@ -192,6 +193,12 @@ class Program:
 
     # -- binary container -------------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        return b"".join(self.to_chunks())
+
+    def to_chunks(self) -> list:
+        """Validate, then serialise as a list of buffers in file order (to_bytes joins them).
+        The constant segment (~300 MB for BERT-base) is one of them, uncopied: write the list
+        with `f.writelines(chunks)` rather than joining it."""
         self.validate()
         m = self.machine
         mach = [_str16(m.name), _U32.pack(len(m.params))]
@@ -199,7 +206,7 @@ class Program:
             mach += [_str16(key), _F64.pack(float(m.params[key]))]
         code = []
         for stream in self.cores:
-            blob = b"".join(isa.encode(ins) for ins in stream)
+            blob = isa.encode_stream(stream)
             code += [_CODE_HEAD.pack(len(stream), len(blob)), blob]
         syms = [_U32.pack(len(self.symbols))]
         for s in self.symbols:
@@ -210,7 +217,7 @@ class Program:
         for key in sorted(self.debug):
             entry = self.debug[key]
             dbg += [_U32.pack(key), _str16(entry.ir_op), _str16(entry.onnx_node)]
-        bodies = [b"".join(mach), b"".join(code), bytes(self.const), b"".join(syms), b"".join(dbg)]
+        bodies = [b"".join(mach), b"".join(code), memoryview(self.const), b"".join(syms), b"".join(dbg)]
         offset = HEADER_SIZE + _SECT.size * len(bodies)
         table = []
         for kind, body in zip(SECTIONS, bodies):
@@ -220,7 +227,7 @@ class Program:
         head = _HDR.pack(MAGIC, VERSION[0], VERSION[1], HEADER_SIZE, 0, offset, self.dram_size,
                          len(self.cores), len(bodies), bytes(16))
         crc = zlib.crc32(head + table_bytes)
-        return head + _HDR_CRC.pack(crc) + table_bytes + b"".join(bodies)
+        return [head + _HDR_CRC.pack(crc) + table_bytes] + bodies
 
     @classmethod
     def from_bytes(cls, data) -> "Program":
