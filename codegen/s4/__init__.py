@@ -62,17 +62,24 @@ def build(graph, outdir: str, options: dict | None = None) -> dict:
     lowered = lower(graph, options)
     t1 = time.perf_counter()
     program = lowered.program
-    chunks = program.to_chunks()        # validates the program: the assembly text below need not
     errors: list = []
-    writer = threading.Thread(target=_write, args=(os.path.join(outdir, FILES["s4"]), chunks, errors))
-    writer.start()                      # the file write (GIL released) overlaps the text and the report
-    with open(os.path.join(outdir, FILES["s4_asm"]), "w") as f:
-        f.write(_assembly(program))
-    from .report import make_report
-    report, md = make_report(lowered, graph)
-    writer.join()
+    writer = threading.Thread(target=_write, args=(program, os.path.join(outdir, FILES["s4"]), errors))
+    # model.s4 (~300 MB: its checksum and write release the GIL) is written while this thread
+    # validates the program, disassembles it and runs the report; a failed validation still
+    # raises (an invalid model.s4 is left only in the driver's temporary folder)
+    writer.start()
+    try:
+        program.validate()
+        with open(os.path.join(outdir, FILES["s4_asm"]), "w") as f:
+            f.write(_assembly(program))
+        from .report import make_report
+        report, md = make_report(lowered, graph)
+    finally:
+        writer.join()
     if errors:
-        raise S4CError(f"cannot write {FILES['s4']}: {errors[0]}")
+        if isinstance(errors[0], OSError):
+            raise S4CError(f"cannot write {FILES['s4']}: {errors[0]}")
+        raise errors[0]
     t2 = time.perf_counter()
     report["compile_s"] = {"lower": round(t1 - t0, 3), "write": round(t2 - t1, 3)}
     with open(os.path.join(outdir, FILES["s4_io"]), "w") as f:
@@ -91,11 +98,12 @@ def _assembly(program) -> str:
     return text
 
 
-def _write(path: str, chunks: list, errors: list) -> None:
+def _write(program, path: str, errors: list) -> None:
     try:
+        chunks = program.to_chunks(validate=False)      # build() validates it
         with open(path, "wb") as f:
             f.writelines(chunks)        # big chunks go straight to the file, uncopied
-    except OSError as e:      # reported by the caller after join()
+    except Exception as e:      # raised by the caller after join()
         errors.append(e)
 
 

@@ -20,17 +20,18 @@ from s4c.s4.program import region_blocks
 _UNIT = {"dma": 0, "spu": 1, "vpu": 2}
 
 
-def _distinct(arr: np.ndarray) -> list[int]:
-    if arr.size == 0:
-        return []
+def _ids(arr: np.ndarray) -> set[int]:
+    """The node ids (>= 0; -1 = none) in `arr`, 1-D or one row per unit slot. Regions are written
+    in runs, so only each row's first value and the values that differ from their left neighbour
+    need to go through Python."""
     if arr.size < 256:
-        return [x for x in set(arr.tolist()) if x >= 0]
-    first = arr[0]
-    if (arr == first).all():
-        return [int(first)] if first >= 0 else []
-    # regions are written in runs: distinct values = distinct run heads
-    heads = arr[np.flatnonzero(np.diff(arr, prepend=first - 1))]
-    return [int(x) for x in set(heads.tolist()) if x >= 0]
+        ids = set(arr.ravel().tolist())
+    else:
+        rest = arr[..., 1:]
+        ids = set(rest[rest != arr[..., :-1]].tolist())
+        ids.update(arr[..., 0].ravel().tolist())
+    ids.discard(-1)
+    return ids
 
 
 class _Mem:
@@ -76,10 +77,11 @@ def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> 
                 mem, slot = srams[core], _UNIT[unit]
             blocks = mem.blocks(acc, align)
             if acc.mode == "r":
-                deps.update(_distinct(mem.w[blocks]))
+                deps |= _ids(mem.w[blocks])
                 mem.r[slot, blocks] = i
             else:
-                deps.update(_distinct(np.concatenate((mem.w[blocks], mem.r[:, blocks].reshape(-1)))))
+                deps |= _ids(mem.w[blocks])
+                deps |= _ids(mem.r[:, blocks])
                 mem.w[blocks] = i
                 mem.r[:, blocks] = -1
         deps.discard(i)

@@ -81,11 +81,14 @@ class OpSpec:
     inplace: frozenset = frozenset()     # (written, read) operand pairs that may alias exactly
     names: tuple = field(init=False)
     struct: struct.Struct = field(init=False)
+    int_bounds: tuple = field(init=False)     # per field (lo, hi) of an integer kind, None for f32
 
     def __post_init__(self):
         object.__setattr__(self, "names", tuple(f.name for f in self.fields))
         fmt = "<" + "".join(KINDS[f.kind].fmt for f in self.fields)
         object.__setattr__(self, "struct", struct.Struct(fmt))
+        bounds = tuple(None if f.kind == "f32" else (KINDS[f.kind].lo, KINDS[f.kind].hi) for f in self.fields)
+        object.__setattr__(self, "int_bounds", bounds)
 
     @property
     def size(self) -> int:
