@@ -79,7 +79,7 @@ def _fail(msg: str):
 class Program:
     machine: Machine
     cores: list
-    const: bytes = b""
+    const: bytes = b""             # or bytearray / a flat read-only memoryview of bytes
     dram_size: int = 0
     symbols: list = field(default_factory=list)
     debug: dict = field(default_factory=dict)
@@ -111,7 +111,7 @@ class Program:
         m = machine or self.machine
         if not isinstance(m, Machine):
             _fail("program has no machine description")
-        if not isinstance(self.const, (bytes, bytearray)):
+        if not _is_bytes(self.const):
             _fail("const segment must be bytes")
         if not isinstance(self.cores, list) or not 1 <= len(self.cores) <= m.n_cores:
             _fail(f"program needs 1..{m.n_cores} core streams")
@@ -242,6 +242,13 @@ class Program:
         except (ValueError, TypeError, OverflowError, struct.error, UnicodeDecodeError,
                 KeyError, IndexError, MemoryError, RecursionError) as exc:   # belt and braces
             raise S4ProgramError(f"malformed program: {type(exc).__name__}: {exc}") from None
+
+
+def _is_bytes(data) -> bool:
+    """bytes, bytearray, or a flat memoryview of bytes (a constant segment built in a numpy buffer)."""
+    if isinstance(data, memoryview):
+        return data.format == "B" and data.ndim == 1 and data.c_contiguous
+    return isinstance(data, (bytes, bytearray))
 
 
 def _str16(text: str) -> bytes:
