@@ -11,7 +11,7 @@ import pytest
 
 from s4c.errors import S4ProgramError
 from s4c.s4 import Program, assemble, disassemble, load_machine, make, run, simulate
-from s4c.s4.program import HEADER_SIZE
+from s4c.s4.program import HEADER_SIZE, ConstPieces
 
 M = load_machine()
 
@@ -143,6 +143,39 @@ def test_constant_segment_is_read_only():
     head = HEAD.replace(".dram_size 0x10000", ".dram_size 0x10000\n.const_size 64\n.sym const w 0x0 f32[16]")
     with pytest.raises(S4ProgramError, match="read-only"):
         assemble(prog("dma.st dst=w src=xs rows=1 bytes=64 dpitch=0 spitch=0 dt=f32\nend", head))
+
+
+def test_constant_segment_in_pieces_is_the_same_program():
+    """The lowering's const is a ConstPieces (its arrays, never joined): the container bytes, the
+    assembly and the run are those of the same segment given as bytes."""
+    w = np.arange(16, dtype=np.float32)
+    head = HEAD.replace(".dram_size 0x10000", ".dram_size 0x10000\n.const_size 128\n.sym const w 0x40 f32[16]")
+    text = prog("""
+        dma.ld dst=xs src=w rows=1 bytes=64 dpitch=64 spitch=64 dt=f32
+        sync.signal unit=dma sem=l0
+        sync.wait unit=vpu sem=l0 value=1
+        vpu.axpb dst=ys src=xs rows=1 cols=16 pd=64 ps=64 alpha=2.0 beta=1.0 dt=f32
+        sync.signal unit=vpu sem=l1
+        sync.wait unit=dma sem=l1 value=1
+        dma.st dst=y src=ys rows=1 bytes=64 dpitch=64 spitch=64 dt=f32
+        end
+    """, head)
+    base = assemble(text)
+    joined = Program(M, base.cores, bytes(64) + w.tobytes(), base.dram_size, base.symbols, base.debug)
+    pieces = Program(M, base.cores, ConstPieces([(64, w.view(np.uint8))], 128), base.dram_size, base.symbols,
+                     base.debug)
+    assert pieces.to_bytes() == joined.to_bytes()
+    assert b"".join(pieces.to_chunks()) == joined.to_bytes()
+    assert Program.from_bytes(pieces.to_bytes()) == pieces == joined
+    assert disassemble(pieces) == disassemble(joined)
+    out, _ = run(pieces, {"x": X})
+    np.testing.assert_array_equal(out["y"][0], 2 * w + 1)
+    with pytest.raises(S4ProgramError, match="increasing order"):
+        Program(M, base.cores, ConstPieces([(64, w.view(np.uint8)), (96, w.view(np.uint8))], 256),
+                base.dram_size, base.symbols, base.debug).validate()
+    with pytest.raises(S4ProgramError, match="past the segment"):
+        Program(M, base.cores, ConstPieces([(64, w.view(np.uint8))], 100), base.dram_size, base.symbols,
+                base.debug).validate()
 
 
 def test_missing_end():

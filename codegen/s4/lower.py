@@ -609,8 +609,8 @@ class Lowering:
 
     def _assemble(self, debug) -> Lowered:
         m = self.m
-        const_bytes = self.const.data()
-        const_end = rup(len(const_bytes), m.align)
+        const = self.const.pieces()
+        const_end = rup(len(const), m.align)
         data_base = const_end
         nodes = [(core, relocate(ins, data_base)) for core, ins in self.em.nodes]
         dram_size = rup(data_base + self.data_bytes + m.align, m.align)
@@ -636,12 +636,12 @@ class Lowering:
                 symbols.append(Symbol(sym, "output", entry["addr"] - VBASE + data_base, info.dt, info.shape))
             io["outputs"].append({"name": entry["value"].name, "symbol": sym, "irdt": info.irdt, "dt": info.dt,
                                   "shape": list(info.shape)})
-        program = Program(m, streams, const_bytes, dram_size, symbols, debug)
+        program = Program(m, streams, const, dram_size, symbols, debug)
         self.stats.update({
             "instructions": sum(len(s) for s in streams),
             "kernel_instructions": len(nodes),
             "schedule_estimate_cycles": est,
-            "const_bytes": len(const_bytes),
+            "const_bytes": len(const),
             "dram_size": dram_size,
             "sram_scratch_high": max((s.high for s in self.em.scratch), default=0),
         })

@@ -270,7 +270,7 @@ def disassemble(program: Program, data: bool = True, validate: bool = True) -> s
             out.append(f".param {key} {m.params[key]!r}")
     out.append(f".dram_size 0x{program.dram_size:x}")
     out.append(f".const_size {len(program.const)}")
-    const = program.const
+    const = program.const_bytes() if data else program.const
     if data:
         zero = bytes(_DATA_CHUNK)
         for off in range(0, len(const), _DATA_CHUNK):

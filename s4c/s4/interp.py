@@ -105,7 +105,8 @@ class _Machine:
                                  f"limited to {max_dram} (run(..., max_dram_bytes=...))")
         self.program = program
         self.dram = np.zeros(program.dram_size, dtype=np.uint8)
-        self.dram[:len(program.const)] = np.frombuffer(program.const, dtype=np.uint8)
+        for offset, piece in program.const_pieces():
+            self.dram[offset:offset + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
         n_cores = len(program.cores)
         self.srams = [np.zeros(m.sram_bytes, dtype=np.uint8) for _ in range(n_cores)]
         self.ctx = _Ctx(self.dram, self.srams)
