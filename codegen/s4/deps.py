@@ -52,6 +52,8 @@ class _Mem:
         b = region_blocks(acc, align)
         if isinstance(b, slice):
             return slice(max(b.start - self.first, 0), max(b.stop - self.first, 0))
+        if self.first == 0:
+            return b
         b = b - self.first
         return b[b >= 0]
 

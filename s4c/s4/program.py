@@ -387,6 +387,13 @@ def region_blocks(acc: Access, align: int):
     first = acc.base // align
     if acc.rows == 1 or acc.pitch == acc.row_bytes:
         return slice(first, (acc.end - 1) // align + 1)
+    if acc.base % align == 0 and acc.pitch % align == 0:
+        # aligned rows (every SRAM region) all span the same number of blocks
+        per_row, step = -(-acc.row_bytes // align), acc.pitch // align
+        if per_row >= step:
+            return slice(first, first + (acc.rows - 1) * step + per_row)
+        rows = first + np.arange(acc.rows, dtype=np.int64) * step
+        return (rows[:, None] + np.arange(per_row, dtype=np.int64)).reshape(-1)
     starts = acc.base + np.arange(acc.rows, dtype=np.int64) * acc.pitch
     lo = starts // align
     hi = (starts + acc.row_bytes - 1) // align + 1
