@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 
 from s4c.s4 import isa, make
@@ -165,20 +166,24 @@ def _sem_local(src_unit: int, dst_unit: int) -> str:
     return f"l{_LOCAL_PAIRS.index((src_unit, dst_unit))}"
 
 
+@functools.lru_cache(maxsize=None)
+def _semaphore(src_q: int, dst_q: int, cores: int) -> tuple:
+    """The semaphore from queue src_q to queue dst_q (core * 3 + unit): a local one per unit pair,
+    a global one per core pair (cached: asked for every dependency across queues)."""
+    sc, su = divmod(src_q, 3)
+    dc, du = divmod(dst_q, 3)
+    if sc == dc:
+        return ("l", sc, _LOCAL_PAIRS.index((su, du)))
+    assert su == 0 and du == 0, "cross-core dependencies go through DRAM, DMA to DMA"
+    return ("g", sc * cores + dc)
+
+
 def _with_syncs(nodes, preds, succs, queue, result_order, start, cores):
     nq = cores * 3
-    pos = {}
+    pos = [0] * len(nodes)
     for q in range(nq):
         for k, a in enumerate(result_order[q]):
             pos[a] = k
-
-    def sem_of(src_q: int, dst_q: int) -> tuple:
-        sc, su = divmod(src_q, 3)
-        dc, du = divmod(dst_q, 3)
-        if sc == dc:
-            return ("l", sc, _LOCAL_PAIRS.index((su, du)))
-        assert su == 0 and du == 0, "cross-core dependencies go through DRAM, DMA to DMA"
-        return ("g", sc * cores + dc)
 
     # a consumer waits only for the last (in its queue's order) of its producers on each other
     # queue; only those producers signal (a later signal covers every earlier instruction)
@@ -202,7 +207,7 @@ def _with_syncs(nodes, preds, succs, queue, result_order, start, cores):
         for a in result_order[q]:
             targets = sorted(tq for tq in {queue[s_] for s_ in succs[a]} if tq != q and (a, tq) in signalled)
             for tq in targets:
-                sem = sem_of(q, tq)
+                sem = _semaphore(q, tq, cores)
                 count[sem] = count.get(sem, 0) + 1
                 sig_count[(a, tq)] = count[sem]
                 signals_after.setdefault(a, []).append(sem)
@@ -218,7 +223,7 @@ def _with_syncs(nodes, preds, succs, queue, result_order, start, cores):
         for b in result_order[q]:
             t = start[b]
             for qa, a in sorted(needs.get(b, {}).items()):
-                sem = sem_of(qa, q)
+                sem = _semaphore(qa, q, cores)
                 value = sig_count[(a, q)]
                 if waited.get(sem, 0) >= value:
                     continue

@@ -17,6 +17,7 @@ the interpreter can run each instruction's semantics in a sync-consistent order 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -106,7 +107,8 @@ def schedule(program, machine=None, on_event: Callable | None = None) -> CycleRe
         per_unit = {u: [] for u in isa.UNITS}
         for index, ins in enumerate(stream):
             if ins.op != isa.END:
-                per_unit[ins.unit()].append((index, ins))
+                key = sem_key(core, ins.args[1]) if isa.BY_CODE[ins.op].unit == "sync" else None
+                per_unit[ins.unit()].append((index, ins, key))
         for unit in isa.UNITS:
             queues.append((core, unit, per_unit[unit]))
             names.append(f"c{core}.{unit}")
@@ -120,31 +122,33 @@ def schedule(program, machine=None, on_event: Callable | None = None) -> CycleRe
     report = CycleReport(m.name, m.clock_hz, core_cycles=[0] * len(program.cores))
     local_lat, global_lat = m["sync.local_latency"], m["sync.global_latency"]
     debug = program.debug
+
+    def head_start(k: int):
+        """When queue k's next instruction can start: inf when the queue is done, or when it
+        waits for a semaphore count not reached yet."""
+        queue = queues[k][2]
+        if pos[k] >= len(queue):
+            return math.inf
+        _, ins, key = queue[pos[k]]
+        if ins.op == isa.WAIT and ins.args[2]:
+            value = ins.args[2]
+            if counts.get(key, 0) < value:
+                return math.inf
+            return max(t_free[k], reach[key][value - 1])
+        return t_free[k]
+
+    # a queue's start changes only when it runs an instruction, or it waits and a semaphore moves
+    ready = [head_start(k) for k in range(n)]
     while True:
-        best, best_start = -1, 0
-        for k in range(n):
-            queue = queues[k][2]
-            if pos[k] >= len(queue):
-                continue
-            ins = queue[pos[k]][1]
-            start = t_free[k]
-            if ins.op == isa.WAIT:
-                value = ins.args[2]
-                if value:
-                    key = sem_key(queues[k][0], ins.args[1])
-                    if counts.get(key, 0) < value:
-                        continue
-                    start = max(start, reach[key][value - 1])
-            if best < 0 or start < best_start:
-                best, best_start = k, start
-        if best < 0:
+        best_start = min(ready)
+        if best_start == math.inf:
             break
+        best = ready.index(best_start)          # ties: the lowest core, then unit
         core, unit, queue = queues[best]
-        index, ins = queue[pos[best]]
+        index, ins, key = queue[pos[best]]
         spec = isa.BY_CODE[ins.op]
         a = ins.fields()
         cost = spec.cost(a, m)
-        key = sem_key(core, ins.args[1]) if spec.unit == "sync" else None
         if on_event is not None:
             on_event(Event(core, unit, index, ins, a, best_start, cost, key))
         end = best_start + cost.cycles
@@ -153,21 +157,24 @@ def schedule(program, machine=None, on_event: Callable | None = None) -> CycleRe
             times = reach.setdefault(key, [])
             visible = end + (global_lat if key[0] == "g" else local_lat)
             times.append(max(visible, times[-1]) if times else visible)
+            for k in range(n):
+                if ready[k] == math.inf:
+                    ready[k] = head_start(k)
         stall[best] += best_start - t_free[best]
         t_free[best] = end
         busy[best] += cost.cycles
         pos[best] += 1
+        ready[best] = head_start(best)
         report.instructions += 1
-        report.by_opcode.setdefault(spec.mnemonic, OpStat()).add(cost)
         entry = debug.get(ins.dbg)
-        report.by_node.setdefault(entry.onnx_node if entry else NO_NODE, OpStat()).add(cost)
-        report.by_ir_op.setdefault(entry.ir_op if entry else NO_NODE, OpStat()).add(cost)
+        _stat(report.by_opcode, spec.mnemonic).add(cost)
+        _stat(report.by_node, entry.onnx_node if entry else NO_NODE).add(cost)
+        _stat(report.by_ir_op, entry.ir_op if entry else NO_NODE).add(cost)
     blocked = []
     for k in range(n):
         core, unit, queue = queues[k]
         if pos[k] < len(queue):
-            index, ins = queue[pos[k]]
-            key = sem_key(core, ins.args[1])
+            index, ins, key = queue[pos[k]]
             label = f"{key[0]}{key[-1]}"
             blocked.append(f"core {core} {unit} #{index} sync.wait {label}>={ins.args[2]} "
                            f"(count {counts.get(key, 0)})")
@@ -180,6 +187,13 @@ def schedule(program, machine=None, on_event: Callable | None = None) -> CycleRe
         report.unit_stall[names[k]] = stall[k]
         report.core_cycles[core] = max(report.core_cycles[core], t_free[k])
     return report
+
+
+def _stat(stats: dict, key) -> OpStat:
+    st = stats.get(key)
+    if st is None:
+        st = stats[key] = OpStat()
+    return st
 
 
 def simulate(program, machine=None) -> CycleReport:
