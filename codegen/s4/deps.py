@@ -37,8 +37,9 @@ def _ids(arr: np.ndarray) -> set[int]:
 class _Mem:
     def __init__(self, n_blocks: int, slots: int, first: int = 0):
         self.first = first
-        self.w = np.full(n_blocks, -1, dtype=np.int64)
-        self.r = np.full((slots, n_blocks), -1, dtype=np.int64)
+        # row 0: each block's last writer; rows 1..: its last reader per unit slot (-1: none)
+        self.wr = np.full((1 + slots, n_blocks), -1, dtype=np.int64)
+        self.w, self.r = self.wr[0], self.wr[1:]
         self.cache: dict = {}
 
     def blocks(self, acc, align):
@@ -70,7 +71,7 @@ def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> 
         deps: set[int] = set()
         accesses = spec.access(ins.fields())
         # reads first (a region may be read and written in place: the write wins)
-        for acc in sorted(accesses, key=lambda a: a.mode != "r"):
+        for acc in [a for a in accesses if a.mode == "r"] + [a for a in accesses if a.mode != "r"]:
             if acc.space == "dram":
                 if acc.mode == "r" and acc.base + (acc.rows - 1) * acc.pitch + acc.row_bytes <= const_end:
                     continue
@@ -82,8 +83,7 @@ def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> 
                 deps |= _ids(mem.w[blocks])
                 mem.r[slot, blocks] = i
             else:
-                deps |= _ids(mem.w[blocks])
-                deps |= _ids(mem.r[:, blocks])
+                deps |= _ids(mem.wr[:, blocks])
                 mem.w[blocks] = i
                 mem.r[:, blocks] = -1
         deps.discard(i)

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from s4c.errors import TargetError
+from s4c.s4 import dtypes as D
 from s4c.s4 import make
+from s4c.s4.isa import BY_MNEMONIC, NO_DEBUG, Instr
+from s4c.s4.ops_vpu import BCAST_NAMES
 
 SIZE = {"f32": 4, "bf16": 2, "i8": 1, "i32": 4, "u8": 1, "u16": 2}
 ALIGN = 64
@@ -98,9 +101,6 @@ _SPECS: dict = {}
 def fast_make(mnemonic: str, dbg, fields: dict):
     """isa.make without its per-operand checks (the program is validated as a whole before it is
     written: Program.to_bytes); operands named as make() takes them."""
-    from s4c.s4 import dtypes as D
-    from s4c.s4.isa import BY_MNEMONIC, NO_DEBUG, Instr
-    from s4c.s4.ops_vpu import BCAST_NAMES
     spec = _SPECS.get(mnemonic)
     if spec is None:
         spec = _SPECS[mnemonic] = BY_MNEMONIC[mnemonic]
