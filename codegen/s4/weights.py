@@ -67,7 +67,8 @@ class ConstSegment:
         return rup(self.size)
 
     def pieces(self) -> ConstPieces:
-        """The segment as a Program's const: the arrays themselves, not copied into one buffer."""
+        """The segment as a Program's const: the arrays themselves, not copied into one buffer
+        (so they must stay unchanged: the IR's constants are never written in place)."""
         return ConstPieces([(addr, array.reshape(-1).view(np.uint8)) for addr, array in self.items if array.nbytes],
                            self.nbytes)
 
