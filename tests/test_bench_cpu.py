@@ -72,6 +72,10 @@ def test_split_compile_timings():
     assert bench_cpu.split_compile_timings(t) == (7.0, None)
     assert bench_cpu.split_compile_timings(t, {"cc": "cc", "build_seconds": 4.0, "generate_seconds": 1.0}) == (4.0, 3.0)
     assert bench_cpu.split_compile_timings({**t, "build-c-cc": 2.5}) == (4.5, 2.5)
+    # the background IR write overlaps the build; a measured wall time wins over the sum
+    assert bench_cpu.split_compile_timings({**t, "write-ir": 3.0}) == (7.0, None)
+    assert bench_cpu.split_compile_timings({**t, "write-ir": 3.0}, {"cc": "cc", "build_seconds": 4.0,
+                                                                    "generate_seconds": 1.0}, wall=6.0) == (3.0, 3.0)
 
 
 def test_interleaved_run_table_and_results_md(tmp_path):
