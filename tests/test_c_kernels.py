@@ -312,7 +312,7 @@ NM = [(2, 4), (1, 4), (2, 8), (1, 8), (1, 16), (1, 32), (3, 5)]
 
 
 @pytest.mark.parametrize("nm", NM, ids=lambda p: f"{p[0]}:{p[1]}")
-@pytest.mark.parametrize("shape", [(40, 96, 37), (33, 70, 20), (17, 2048, 70), (8, 31, 3)])
+@pytest.mark.parametrize("shape", [(40, 96, 37), (33, 70, 20), (17, 2048, 70), (8, 31, 3), (9, 70, 150)])
 def test_linear_nm(lib, threads, nm, shape):
     n, m = nm
     out, inn, T = shape

@@ -45,6 +45,45 @@ S4C_INLINE void nm_chunk(const int N, const int M, const int NV, int in, int G,
     if (NV > 3) s4c_vstore(y + 3 * S4C_VW, a3);
 }
 
+#ifdef S4C_WIDE
+/* NV (<= 8) 16-float vectors of one output row, as CSR's csr_wchunk: a row of
+ * T = 128 takes one pass over its groups, each X row read as 8 contiguous
+ * cache lines, so the row's values and offsets are loaded once, not 4 times. */
+S4C_INLINE void nm_wchunk(const int N, const int M, const int NV, int in, int G,
+                          const float *S4C_RESTRICT val, const uint8_t *S4C_RESTRICT off,
+                          const float *X, size_t T, float b, float *y) {
+    s4c_wf a0 = s4c_wset1(b), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const int g1 = in / M;
+    const size_t gstride = (size_t)M * T;
+    const float *xg = X;
+    int g, e;
+    for (g = 0; g < G; g++, xg += gstride, val += N, off += N) {
+        for (e = 0; e < N; e++) {
+            const float *x = xg + (size_t)off[e] * T;
+            s4c_wf v;
+            if (g == g1 && g1 * M + off[e] >= in) continue; /* padding of the short last group */
+            v = s4c_wset1(val[e]);
+            a0 += v * s4c_wload(x);
+            if (NV > 1) a1 += v * s4c_wload(x + S4C_WW);
+            if (NV > 2) a2 += v * s4c_wload(x + 2 * S4C_WW);
+            if (NV > 3) a3 += v * s4c_wload(x + 3 * S4C_WW);
+            if (NV > 4) a4 += v * s4c_wload(x + 4 * S4C_WW);
+            if (NV > 5) a5 += v * s4c_wload(x + 5 * S4C_WW);
+            if (NV > 6) a6 += v * s4c_wload(x + 6 * S4C_WW);
+            if (NV > 7) a7 += v * s4c_wload(x + 7 * S4C_WW);
+        }
+    }
+    s4c_wstore(y, a0);
+    if (NV > 1) s4c_wstore(y + S4C_WW, a1);
+    if (NV > 2) s4c_wstore(y + 2 * S4C_WW, a2);
+    if (NV > 3) s4c_wstore(y + 3 * S4C_WW, a3);
+    if (NV > 4) s4c_wstore(y + 4 * S4C_WW, a4);
+    if (NV > 5) s4c_wstore(y + 5 * S4C_WW, a5);
+    if (NV > 6) s4c_wstore(y + 6 * S4C_WW, a6);
+    if (NV > 7) s4c_wstore(y + 7 * S4C_WW, a7);
+}
+#endif
+
 static void nm_tail(int N, int M, int n, int in, int G, const float *val, const uint8_t *off,
                     const float *X, size_t T, float b, float *y) {
     float acc[S4C_VW];
@@ -64,6 +103,17 @@ S4C_INLINE void nm_row(const int N, const int M, int in, const float *val, const
                        const float *X, size_t T, int tn, float b, float *y) {
     const int G = (in + M - 1) / M;
     int t = 0;
+#ifdef S4C_WIDE
+    for (; t + 8 * S4C_WW <= tn; t += 8 * S4C_WW) nm_wchunk(N, M, 8, in, G, val, off, X + t, T, b, y + t);
+    if (t + 4 * S4C_WW <= tn) {
+        nm_wchunk(N, M, 4, in, G, val, off, X + t, T, b, y + t);
+        t += 4 * S4C_WW;
+    }
+    if (t + 2 * S4C_WW <= tn) {
+        nm_wchunk(N, M, 2, in, G, val, off, X + t, T, b, y + t);
+        t += 2 * S4C_WW;
+    }
+#endif
     for (; t + 4 * S4C_VW <= tn; t += 4 * S4C_VW)
         nm_chunk(N, M, 4, in, G, val, off, X + t, T, b, y + t);
     for (; t + S4C_VW <= tn; t += S4C_VW) nm_chunk(N, M, 1, in, G, val, off, X + t, T, b, y + t);
