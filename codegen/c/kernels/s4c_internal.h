@@ -73,6 +73,30 @@ S4C_INLINE s4c_wf s4c_wload(const float *p) {
     return v;
 }
 S4C_INLINE void s4c_wstore(float *p, s4c_wf v) { memcpy(p, &v, sizeof v); }
+/* The row-at-a-time sparse kernels' NV (<= 8, a constant after inlining)
+ * accumulators a0..a7 of one output row: a_k += v * x[k*16 ..], then stored. */
+#define S4C_WACC(NV, a, v, x)                                                   \
+    do {                                                                        \
+        a##0 += (v) * s4c_wload(x);                                             \
+        if ((NV) > 1) a##1 += (v) * s4c_wload((x) + S4C_WW);                    \
+        if ((NV) > 2) a##2 += (v) * s4c_wload((x) + 2 * S4C_WW);                \
+        if ((NV) > 3) a##3 += (v) * s4c_wload((x) + 3 * S4C_WW);                \
+        if ((NV) > 4) a##4 += (v) * s4c_wload((x) + 4 * S4C_WW);                \
+        if ((NV) > 5) a##5 += (v) * s4c_wload((x) + 5 * S4C_WW);                \
+        if ((NV) > 6) a##6 += (v) * s4c_wload((x) + 6 * S4C_WW);                \
+        if ((NV) > 7) a##7 += (v) * s4c_wload((x) + 7 * S4C_WW);                \
+    } while (0)
+#define S4C_WSTORE(NV, a, y)                                                    \
+    do {                                                                        \
+        s4c_wstore((y), a##0);                                                  \
+        if ((NV) > 1) s4c_wstore((y) + S4C_WW, a##1);                           \
+        if ((NV) > 2) s4c_wstore((y) + 2 * S4C_WW, a##2);                       \
+        if ((NV) > 3) s4c_wstore((y) + 3 * S4C_WW, a##3);                       \
+        if ((NV) > 4) s4c_wstore((y) + 4 * S4C_WW, a##4);                       \
+        if ((NV) > 5) s4c_wstore((y) + 5 * S4C_WW, a##5);                       \
+        if ((NV) > 6) s4c_wstore((y) + 6 * S4C_WW, a##6);                       \
+        if ((NV) > 7) s4c_wstore((y) + 7 * S4C_WW, a##7);                       \
+    } while (0)
 #endif
 S4C_INLINE s4c_vf s4c_vload(const float *p) {
     s4c_vf v;

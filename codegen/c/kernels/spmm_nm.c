@@ -63,24 +63,10 @@ S4C_INLINE void nm_wchunk(const int N, const int M, const int NV, int in, int G,
             s4c_wf v;
             if (g == g1 && g1 * M + off[e] >= in) continue; /* padding of the short last group */
             v = s4c_wset1(val[e]);
-            a0 += v * s4c_wload(x);
-            if (NV > 1) a1 += v * s4c_wload(x + S4C_WW);
-            if (NV > 2) a2 += v * s4c_wload(x + 2 * S4C_WW);
-            if (NV > 3) a3 += v * s4c_wload(x + 3 * S4C_WW);
-            if (NV > 4) a4 += v * s4c_wload(x + 4 * S4C_WW);
-            if (NV > 5) a5 += v * s4c_wload(x + 5 * S4C_WW);
-            if (NV > 6) a6 += v * s4c_wload(x + 6 * S4C_WW);
-            if (NV > 7) a7 += v * s4c_wload(x + 7 * S4C_WW);
+            S4C_WACC(NV, a, v, x);
         }
     }
-    s4c_wstore(y, a0);
-    if (NV > 1) s4c_wstore(y + S4C_WW, a1);
-    if (NV > 2) s4c_wstore(y + 2 * S4C_WW, a2);
-    if (NV > 3) s4c_wstore(y + 3 * S4C_WW, a3);
-    if (NV > 4) s4c_wstore(y + 4 * S4C_WW, a4);
-    if (NV > 5) s4c_wstore(y + 5 * S4C_WW, a5);
-    if (NV > 6) s4c_wstore(y + 6 * S4C_WW, a6);
-    if (NV > 7) s4c_wstore(y + 7 * S4C_WW, a7);
+    S4C_WSTORE(NV, a, y);
 }
 #endif
 
