@@ -9,8 +9,17 @@
 `backend="s4"`, so ONNX's own node tests run through the S4 path too:
 `S4CBackend.prepare(model, backend="s4")`.
 
-How a graph is lowered (lower.py, kernels.py, generic.py, vmath.py, weights.py, deps.py,
-schedule.py):
+Modules: lower.py (planning, memory placement, kernel emission, assembly), emit.py (the emitter,
+SRAM scratch, regions), deps.py and schedule.py (dependencies, the list scheduler), weights.py (the
+constant segment, Linear weight packing), report.py (the cycle report), kernels.py (the fused row
+kernels: Linear, MultiHeadAttention, SkipLayerNorm, LayerNorm, Embedding; the op -> kernel registry)
+and the generic kernels (any shape, operands in DRAM): base.py (the Kernel interface, `reject`, the
+tile budget), movement.py (Transpose / Slice / Concat / ... as index maps -> DMA), gather.py
+(run-time-index Gather / GatherND), elementwise.py (elementwise ops, also as row kernels; their VPU
+sequences in vmath.py), reductions.py (Reduce*, Softmax, LayerNormalization), matmul.py (MatMul /
+Gemm of run-time operands).
+
+How a graph is lowered:
 
 - **Kernels**: every op left after the default pipeline has one; an op (or an op/dtype
   combination) the S4 path cannot run is a TargetError naming the op and its ONNX node.

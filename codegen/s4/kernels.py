@@ -27,7 +27,10 @@ import numpy as np
 from s4c.errors import TargetError
 
 from .emit import Region, rup
-from .generic import (MOVE_DATA, Elementwise, GatherNDRuntime, GatherRuntime, Kernel, MoveKernel, reject)
+from .base import Kernel, reject
+from .elementwise import Elementwise
+from .gather import GatherNDRuntime, GatherRuntime
+from .movement import MOVE_DATA, MoveKernel
 from .lower import RowInfo
 from .weights import pack_linear, parse_s4_layout
 
@@ -528,7 +531,7 @@ class LayerNormKernel(Kernel):
         if axis == len(x.shape) - 1 and len(op.outputs) == 1:
             return emit_layernorm_rows(L, op, x, gamma, beta, eps)
         # generic: [prod(shape[:axis]), prod(shape[axis:])] in DRAM
-        from .generic import layernorm_generic
+        from .reductions import layernorm_generic
         layernorm_generic(L, op, axis, eps)
 
 
@@ -654,7 +657,8 @@ KERNELS: dict = {}
 
 
 def _register():
-    from . import generic as G
+    from .matmul import GemmKernel
+    from .reductions import ReduceKernel, SoftmaxKernel
     move = MoveKernel()
     ew = Elementwise()
     for name in MOVE_DATA:
@@ -673,11 +677,11 @@ def _register():
     KERNELS["Gather"] = GatherDispatch(move, GatherRuntime())
     KERNELS["GatherND"] = GatherDispatch(move, GatherNDRuntime())
     KERNELS["MatMul"] = MatMulDispatch()
-    KERNELS["Gemm"] = G.GemmKernel()
-    KERNELS["Softmax"] = G.SoftmaxKernel()
+    KERNELS["Gemm"] = GemmKernel()
+    KERNELS["Softmax"] = SoftmaxKernel()
     KERNELS["LogSoftmax"] = ew
     for name in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"):
-        KERNELS[name] = G.ReduceKernel()
+        KERNELS[name] = ReduceKernel()
 
 
 class GatherDispatch(Kernel):
@@ -699,7 +703,7 @@ class MatMulDispatch(Kernel):
         a, w = op.inputs
         if w.is_constant and len(w.shape) == 2 and len(a.shape) >= 2 and a.dtype == "f32":
             return MatMulConstWrapped()
-        from .generic import MatMulGeneric
+        from .matmul import MatMulGeneric
         return MatMulGeneric()
 
     def check(self, L, op):
@@ -725,7 +729,7 @@ class MatMulConstWrapped(LinearKernel):
 
 
 def MatMulGeneric():
-    from .generic import MatMulGeneric as M
+    from .matmul import MatMulGeneric as M
     return M()
 
 

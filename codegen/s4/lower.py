@@ -5,7 +5,8 @@
 
 1. **Prepare** a copy of the graph: ops whose operands are all constants are evaluated (weight
    dequantisation, folded shape arithmetic); int8 weights (DequantizeWeight) end up fp32.
-2. **Kernels.** Every op gets a kernel (kernels.py, generic.py) or a TargetError naming op and node.
+2. **Kernels.** Every op gets a kernel (kernels.py; the generic ones in movement.py, gather.py,
+   elementwise.py, reductions.py, matmul.py) or a TargetError naming op and node.
    Row kernels (Linear, SkipLayerNorm, LayerNorm, MultiHeadAttention, Embedding, elementwise ops
    on token matrices) work on the rows of a [R, C] view of their tensors, split across the cores
    (`row_partition`); generic kernels read and write DRAM.
@@ -161,7 +162,7 @@ def irops_dtype(name: str):
 
 class Lowering:
     def __init__(self, graph: Graph, options: dict | None = None):
-        from . import generic, kernels  # noqa: F401  (registries)
+        from . import kernels  # noqa: F401  (registries)
         self.opts = dict(options or {})
         self.m = load_machine(self.opts.get("machine") or "s4v1")
         cores = self.opts.get("cores") or 4
@@ -598,7 +599,7 @@ class Lowering:
             if entry["copy_from"] is not None:
                 debug[copy_id] = DebugEntry(f"{copy_id}:output-copy:{entry['value'].name}"[:200], "")
                 self.em.begin_op(copy_id, copy_id)
-                from .generic import copy_dram
+                from .movement import copy_dram
                 copy_dram(self, self.dram_of(entry["copy_from"]), Region.dram(entry["addr"], self.info(entry["value"]).R,
                                                                                self.info(entry["value"]).C,
                                                                                self.info(entry["value"]).dt))
