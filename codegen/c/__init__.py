@@ -9,7 +9,8 @@ weights.bin, a Makefile and a .npy harness (main.c), plus libmodel.so built for 
 How it works (details in the module docstrings):
   program.py  tensors / buffers / steps, layouts (token-major vs feature-major) and conversions,
               the arena plan (codegen/memory_plan.py);
-  emit.py     the per-op emission table (kernel calls and generated strided loops);
+  emit.py     the per-op emission table (kernel calls and generated strided loops): the driver,
+              with the emitters in emit_*.py by op family (emit.py's docstring lists them);
   render.py   the jinja2 templates (templates/*.j2) and the kernel sources to copy;
   weights.py  weights.bin; toolchain.py compiles; runtime.py loads with ctypes.
 int8 weights (a DequantizeWeight feeding a Linear weight) are stored int8 + f32 scale in

@@ -16,8 +16,8 @@ the bytes in the same order (T or F is 1) the view is an alias, not a copy. Step
 are all weights (or computed from weights) run once at init (`phase="init"`); their results live in
 the init-time memory, so e.g. an int8 weight is dequantised once, not per run.
 
-The per-op emitters (emit.py) call back into this module; `finish()` binds graph outputs to the
-caller's buffers (a producer writes straight into them when it can), then plans the arena.
+The per-op emitters (emit.py, emit_*.py) call back into this module; `finish()` binds graph outputs
+to the caller's buffers (a producer writes straight into them when it can), then plans the arena.
 """
 
 from __future__ import annotations
