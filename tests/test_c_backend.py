@@ -207,31 +207,18 @@ def c_executors():
     EXECUTORS.update(saved_executors)
 
 
-def _run_node_case(name: str, backend: str) -> None:
-    case = node_tests.CASES[name]
-    rep = S4CBackend.prepare(case.model, backend=backend)
-    for inputs, expected in case.data_sets:
-        got = rep.run([node_tests._array(x) for x in inputs])
-        assert len(got) == len(expected)
-        for out_name, actual, want in zip(rep.output_names, got, expected):
-            want = node_tests._array(want)
-            assert actual.dtype == want.dtype, f"output {out_name!r}: dtype {actual.dtype}, expected {want.dtype}"
-            assert actual.shape == want.shape, f"output {out_name!r}: shape {actual.shape}, expected {want.shape}"
-            np.testing.assert_allclose(actual, want, rtol=case.rtol, atol=case.atol, err_msg=f"output {out_name!r}")
-
-
 @pytest.mark.parametrize("name", NODE_CASES)
 def test_node_case_through_c(c_executors, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        _run_node_case(name, "c")
+        node_tests.run_case(name, "c")
 
 
 @pytest.mark.parametrize("name", PIPELINE_CASES)
 def test_node_case_through_default_pipeline_and_c(c_executors, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        _run_node_case(name, "c-default")
+        node_tests.run_case(name, "c-default")
 
 
 # -- generated code quality -------------------------------------------------------------------------

@@ -73,9 +73,12 @@ def _array(value) -> np.ndarray:
     return onnx.numpy_helper.to_array(value) if isinstance(value, TensorProto) else np.asarray(value)
 
 
-def _run_case(name: str) -> None:
+def run_case(name: str, backend: str | None = None) -> None:
+    """Run node case `name` through `backend` (None: the adaptor's default, the reference
+    evaluator) and check every output's dtype, shape and values against the case's expectation.
+    The C and S4 backend tests run the same cases through this."""
     case = CASES[name]
-    rep = S4CBackend.prepare(case.model)
+    rep = S4CBackend.prepare(case.model) if backend is None else S4CBackend.prepare(case.model, backend=backend)
     for inputs, expected in case.data_sets:
         got = rep.run([_array(x) for x in inputs])
         assert len(got) == len(expected), f"{len(got)} outputs, expected {len(expected)}"
@@ -90,7 +93,7 @@ def _run_case(name: str) -> None:
 def test_node_case(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # e.g. log(0), nan compares in the cases
-        _run_case(name)
+        run_case(name)
 
 
 def test_excluded_cases_still_fail():
@@ -100,7 +103,7 @@ def test_excluded_cases_still_fail():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                _run_case(name)
+                run_case(name)
             except Exception:  # noqa: BLE001 - any failure keeps the exclusion valid
                 continue
         passing.append(name)

@@ -157,24 +157,11 @@ def _node_cases():
 NODE_TESTS, NODE_CASES = _node_cases()
 
 
-def _run_case_s4(name: str) -> None:
-    case = NODE_TESTS.CASES[name]
-    rep = S4CBackend.prepare(case.model, backend="s4")
-    for inputs, expected in case.data_sets:
-        got = rep.run([NODE_TESTS._array(x) for x in inputs])
-        assert len(got) == len(expected)
-        for out_name, actual, want in zip(rep.output_names, got, expected):
-            want = NODE_TESTS._array(want)
-            assert actual.dtype == want.dtype, f"output {out_name!r}: dtype {actual.dtype}, expected {want.dtype}"
-            assert actual.shape == want.shape, f"output {out_name!r}: shape {actual.shape}, expected {want.shape}"
-            np.testing.assert_allclose(actual, want, rtol=case.rtol, atol=case.atol, err_msg=f"output {out_name!r}")
-
-
 @pytest.mark.parametrize("name", [n for n in NODE_CASES if n not in S4_EXCLUDE])
 def test_node_case_on_s4(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        _run_case_s4(name)
+        NODE_TESTS.run_case(name, "s4")
 
 
 def test_s4_exclusions_are_target_errors():
@@ -184,7 +171,7 @@ def test_s4_exclusions_are_target_errors():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with pytest.raises(TargetError) as info:
-                _run_case_s4(name)
+                NODE_TESTS.run_case(name, "s4")
         op = NODE_TESTS.OP_OF[name]
         assert "S4 lowering" in str(info.value) and "\n" not in str(info.value)
         assert op in str(info.value) or "Log" in str(info.value), (name, str(info.value))
