@@ -148,6 +148,40 @@ S4C_INLINE s4c_vf s4c_vmul(s4c_vf a, s4c_vf b) {
 }
 #endif
 
+/* The row-at-a-time sparse kernels' NV (a constant after inlining) S4C_VW-float
+ * accumulators of one output row: a_k = a_k + v * x[k*S4C_VW ..], then stored.
+ * ..4 for kernels with accumulators a0..a3 (NV <= 4), ..8 for a0..a7. */
+#define S4C_VACC4(NV, a, v, x)                                                  \
+    do {                                                                        \
+        a##0 = s4c_vfma(a##0, (v), s4c_vload(x));                               \
+        if ((NV) > 1) a##1 = s4c_vfma(a##1, (v), s4c_vload((x) + S4C_VW));      \
+        if ((NV) > 2) a##2 = s4c_vfma(a##2, (v), s4c_vload((x) + 2 * S4C_VW));  \
+        if ((NV) > 3) a##3 = s4c_vfma(a##3, (v), s4c_vload((x) + 3 * S4C_VW));  \
+    } while (0)
+#define S4C_VACC8(NV, a, v, x)                                                  \
+    do {                                                                        \
+        S4C_VACC4(NV, a, v, x);                                                 \
+        if ((NV) > 4) a##4 = s4c_vfma(a##4, (v), s4c_vload((x) + 4 * S4C_VW));  \
+        if ((NV) > 5) a##5 = s4c_vfma(a##5, (v), s4c_vload((x) + 5 * S4C_VW));  \
+        if ((NV) > 6) a##6 = s4c_vfma(a##6, (v), s4c_vload((x) + 6 * S4C_VW));  \
+        if ((NV) > 7) a##7 = s4c_vfma(a##7, (v), s4c_vload((x) + 7 * S4C_VW));  \
+    } while (0)
+#define S4C_VSTORE4(NV, a, y)                                                   \
+    do {                                                                        \
+        s4c_vstore((y), a##0);                                                  \
+        if ((NV) > 1) s4c_vstore((y) + S4C_VW, a##1);                           \
+        if ((NV) > 2) s4c_vstore((y) + 2 * S4C_VW, a##2);                       \
+        if ((NV) > 3) s4c_vstore((y) + 3 * S4C_VW, a##3);                       \
+    } while (0)
+#define S4C_VSTORE8(NV, a, y)                                                   \
+    do {                                                                        \
+        S4C_VSTORE4(NV, a, y);                                                  \
+        if ((NV) > 4) s4c_vstore((y) + 4 * S4C_VW, a##4);                       \
+        if ((NV) > 5) s4c_vstore((y) + 5 * S4C_VW, a##5);                       \
+        if ((NV) > 6) s4c_vstore((y) + 6 * S4C_VW, a##6);                       \
+        if ((NV) > 7) s4c_vstore((y) + 7 * S4C_VW, a##7);                       \
+    } while (0)
+
 /* ------------------------------------------------------------ threading */
 S4C_INLINE int s4c__max_threads(void) {
 #ifdef _OPENMP

@@ -11,23 +11,9 @@ S4C_INLINE void CSR_SFX(csr_chunk)(const int NV, int32_t j0, int32_t j1,
     for (j = j0; j < j1; j++) {
         const float *x = X + (size_t)idx[j] * T;
         s4c_vf v = s4c_vset1(val[j]);
-        a0 = s4c_vfma(a0, v, s4c_vload(x));
-        if (NV > 1) a1 = s4c_vfma(a1, v, s4c_vload(x + S4C_VW));
-        if (NV > 2) a2 = s4c_vfma(a2, v, s4c_vload(x + 2 * S4C_VW));
-        if (NV > 3) a3 = s4c_vfma(a3, v, s4c_vload(x + 3 * S4C_VW));
-        if (NV > 4) a4 = s4c_vfma(a4, v, s4c_vload(x + 4 * S4C_VW));
-        if (NV > 5) a5 = s4c_vfma(a5, v, s4c_vload(x + 5 * S4C_VW));
-        if (NV > 6) a6 = s4c_vfma(a6, v, s4c_vload(x + 6 * S4C_VW));
-        if (NV > 7) a7 = s4c_vfma(a7, v, s4c_vload(x + 7 * S4C_VW));
+        S4C_VACC8(NV, a, v, x);
     }
-    s4c_vstore(y, a0);
-    if (NV > 1) s4c_vstore(y + S4C_VW, a1);
-    if (NV > 2) s4c_vstore(y + 2 * S4C_VW, a2);
-    if (NV > 3) s4c_vstore(y + 3 * S4C_VW, a3);
-    if (NV > 4) s4c_vstore(y + 4 * S4C_VW, a4);
-    if (NV > 5) s4c_vstore(y + 5 * S4C_VW, a5);
-    if (NV > 6) s4c_vstore(y + 6 * S4C_VW, a6);
-    if (NV > 7) s4c_vstore(y + 7 * S4C_VW, a7);
+    S4C_VSTORE8(NV, a, y);
 }
 
 #ifdef S4C_WIDE

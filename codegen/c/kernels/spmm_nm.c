@@ -21,10 +21,7 @@ S4C_INLINE void nm_chunk(const int N, const int M, const int NV, int in, int G,
         for (e = 0; e < N; e++) {
             const float *x = xg + (size_t)off[e] * T;
             s4c_vf w = s4c_vset1(val[e]);
-            a0 = s4c_vfma(a0, w, s4c_vload(x));
-            if (NV > 1) a1 = s4c_vfma(a1, w, s4c_vload(x + S4C_VW));
-            if (NV > 2) a2 = s4c_vfma(a2, w, s4c_vload(x + 2 * S4C_VW));
-            if (NV > 3) a3 = s4c_vfma(a3, w, s4c_vload(x + 3 * S4C_VW));
+            S4C_VACC4(NV, a, w, x);
         }
     }
     if (g1 < G) {
@@ -33,16 +30,10 @@ S4C_INLINE void nm_chunk(const int N, const int M, const int NV, int in, int G,
             s4c_vf w;
             if (g1 * M + off[e] >= in) continue;
             w = s4c_vset1(val[e]);
-            a0 = s4c_vfma(a0, w, s4c_vload(x));
-            if (NV > 1) a1 = s4c_vfma(a1, w, s4c_vload(x + S4C_VW));
-            if (NV > 2) a2 = s4c_vfma(a2, w, s4c_vload(x + 2 * S4C_VW));
-            if (NV > 3) a3 = s4c_vfma(a3, w, s4c_vload(x + 3 * S4C_VW));
+            S4C_VACC4(NV, a, w, x);
         }
     }
-    s4c_vstore(y, a0);
-    if (NV > 1) s4c_vstore(y + S4C_VW, a1);
-    if (NV > 2) s4c_vstore(y + 2 * S4C_VW, a2);
-    if (NV > 3) s4c_vstore(y + 3 * S4C_VW, a3);
+    S4C_VSTORE4(NV, a, y);
 }
 
 #ifdef S4C_WIDE
