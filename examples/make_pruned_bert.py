@@ -437,23 +437,35 @@ def check_numerics(model, onnx_model, inputs, vocab, tol=FLOAT_TOL, seed=123) ->
     return diff
 
 
-def weight_sparsity(model: onnx.ModelProto) -> dict[str, float]:
-    """Sparsity of every MatMul/Gemm weight initializer (following DequantizeLinear / Cast /
-    Mul / Transpose / Identity back to the stored tensor)."""
+def linear_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every 2-D MatMul/Gemm weight initializer, followed back through DequantizeLinear / Cast /
+    Mul / Transpose / Identity to the stored tensor, in torch [out, in] orientation (the
+    orientation the pruning patterns are defined in). tests/test_fixtures.py reads the committed
+    fixtures with it."""
     inits = {t.name: t for t in model.graph.initializer}
     prod = {o: n for n in model.graph.node for o in n.output}
     out = {}
     for n in model.graph.node:
         if n.op_type not in ("MatMul", "Gemm") or len(n.input) < 2:
             continue
-        name = n.input[1]
+        name, transposed = n.input[1], False
+        if n.op_type == "Gemm":
+            transposed = any(a.name == "transB" and a.i for a in n.attribute)
         while name not in inits and name in prod and prod[name].op_type in (
                 "DequantizeLinear", "Cast", "Mul", "Transpose", "Identity"):
-            name = prod[name].input[0]
+            p = prod[name]
+            if p.op_type == "Transpose":
+                transposed = not transposed
+            name = p.input[0]
         if name in inits and len(inits[name].dims) == 2:
             a = numpy_helper.to_array(inits[name])
-            out[name] = 1.0 - np.count_nonzero(a) / a.size
+            out[name] = a if transposed else a.T  # MatMul B is [in, out]
     return out
+
+
+def weight_sparsity(model: onnx.ModelProto) -> dict[str, float]:
+    """Sparsity of every MatMul/Gemm weight initializer (see linear_weights)."""
+    return {name: 1.0 - np.count_nonzero(a) / a.size for name, a in linear_weights(model).items()}
 
 
 def file_size(path) -> int:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 ort = pytest.importorskip("onnxruntime")
+
+# the generator's own weight walk (make_pruned_bert imports torch only when it builds a model)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from make_pruned_bert import linear_weights  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent / "models"
 MANIFEST = json.loads((MODELS / "manifest.json").read_text())["models"]
@@ -44,30 +48,6 @@ def _load(entry) -> onnx.ModelProto:
 
 def _opset(model) -> int:
     return next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
-
-
-def _weights(model) -> dict[str, np.ndarray]:
-    """Every MatMul/Gemm weight initializer, followed back through DequantizeLinear / Cast /
-    Mul / Transpose / Identity, returned in torch [out, in] orientation."""
-    inits = {t.name: t for t in model.graph.initializer}
-    prod = {o: n for n in model.graph.node for o in n.output}
-    out = {}
-    for n in model.graph.node:
-        if n.op_type not in ("MatMul", "Gemm") or len(n.input) < 2:
-            continue
-        name, transposed = n.input[1], False
-        if n.op_type == "Gemm":
-            transposed = any(a.name == "transB" and a.i for a in n.attribute)
-        while name not in inits and name in prod and prod[name].op_type in (
-                "DequantizeLinear", "Cast", "Mul", "Transpose", "Identity"):
-            p = prod[name]
-            if p.op_type == "Transpose":
-                transposed = not transposed
-            name = p.input[0]
-        if name in inits and len(inits[name].dims) == 2:
-            a = numpy_helper.to_array(inits[name])
-            out[name] = a if transposed else a.T  # MatMul B is [in, out]
-    return out
 
 
 def _feeds(entry, rng):
@@ -157,7 +137,7 @@ def test_runs_in_onnxruntime(entry):
 
 @entries
 def test_weight_sparsity(entry):
-    w = _weights(_load(entry))
+    w = linear_weights(_load(entry))
     L = entry["num_layers"]
     pooler = any(o["name"] == "pooler_output" for o in entry["outputs"])
     assert len(w) == entry["num_pruned_weights"] == 6 * L + int(pooler)
@@ -181,7 +161,7 @@ def test_sparsity_pattern(entry):
     mn = re.fullmatch(r"(?:nm)?(\d+):(\d+)", pat)
     if not (mb or mn):
         return
-    for name, a in _weights(_load(entry)).items():
+    for name, a in linear_weights(_load(entry)).items():
         out_f, in_f = a.shape
         nz = a != 0
         if mb:
