@@ -84,6 +84,8 @@ def cmd_compile(args) -> None:
     built = ", ".join(result.targets) or "ir only"
     times = " ".join(f"{k}={v * 1e3:.0f}ms" for k, v in result.timings.items())
     print(f"compiled {args.model} -> {args.output} ({ops} ops; targets: {built}; {times})")
+    if result.report["fusion"]["warning"]:  # layers that run on generic kernels: say so, once
+        print(f"warning: {result.report['fusion']['warning']}", file=sys.stderr)
 
 
 def _load_inputs(path: str | None, graph) -> dict[str, np.ndarray]:

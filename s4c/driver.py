@@ -26,6 +26,7 @@ import numpy as np
 from s4c.errors import S4CError, TargetError
 from s4c.evaluate import evaluate
 from s4c.frontend import load_onnx
+from s4c.fusion_report import fusion_report, fusion_report_md
 from s4c.ir import Graph
 from s4c.text import INLINE_LIMIT, parse_graph, print_graph
 
@@ -72,6 +73,7 @@ class CompiledModel:
     paths: dict[str, str]
     targets: list[str]
     timings: dict[str, float]
+    report: dict = field(default_factory=dict)  # what report.json holds (fusion per layer, targets')
 
     def run(self, inputs: dict[str, np.ndarray], backend: str = "ref", **options) -> dict[str, np.ndarray]:
         """Run the compiled model: inputs and outputs keyed by the ONNX names."""
@@ -103,6 +105,7 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     start = time.perf_counter()
     graph = run_pipeline(graph, passes, instrumentation)
     timings["passes"] = time.perf_counter() - start
+    fusion = fusion_report(graph)
 
     backends = available_backends()
     if target == "all":
@@ -117,7 +120,7 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     if outdir is None:
         if targets:
             raise TargetError("building a backend needs an output folder")
-        return CompiledModel(graph, None, {}, [], timings)
+        return CompiledModel(graph, None, {}, [], timings, {"fusion": fusion})
 
     outdir = os.fspath(outdir)
     source = model if isinstance(model, (str, os.PathLike)) else "<ModelProto>"
@@ -125,8 +128,8 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
         # The IR text and weights.npz (~440 MB for BERT-base: disk-bound, hashing and file writes
         # release the GIL) are written while the backends build; they only read the graph.
         ir_written = background.submit(_timed, write_ir, graph, tmp)
-        report: dict = {}
-        report_md: list[str] = []
+        report: dict = {"fusion": fusion}
+        report_md: list[str] = [fusion_report_md(fusion)]
         built_files: dict[str, str] = {}
         for name in targets:
             start = time.perf_counter()
@@ -140,8 +143,7 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
                 report_md.append(built["report_md"])
         paths, timings["write-ir"] = ir_written.result()
         paths.update(built_files)
-        if report:
-            paths.update(write_report(tmp, report, report_md))
+        paths.update(write_report(tmp, report, report_md))
         manifest = {
             "version": MANIFEST_VERSION,
             "source": os.fspath(source),
@@ -155,7 +157,7 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
     files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
-    return CompiledModel(graph, outdir, files, targets, timings)
+    return CompiledModel(graph, outdir, files, targets, timings, report)
 
 
 def _timed(fn, *args):

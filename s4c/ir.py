@@ -151,6 +151,9 @@ class Graph:
     inputs: list[Value] = field(default_factory=list)
     outputs: list[Value] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
+    # ONNX node name -> the module scope it came from ("/model/encoder/layer.0/attention/..."), from the
+    # exporter's metadata where it has any; reports group ops by it (s4c/fusion_report.py).
+    source_scopes: dict[str, str] = field(default_factory=dict)
     _name_counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ class Graph:
         inputs = [copy(v) for v in self.inputs]
         ops = [Op(op.op, [copy(v) for v in op.inputs], [copy(v) for v in op.outputs], dict(op.attrs), op.onnx_nodes)
                for op in self.ops]
-        return Graph(self.name, inputs, [copy(v) for v in self.outputs], ops)
+        return Graph(self.name, inputs, [copy(v) for v in self.outputs], ops, self.source_scopes)
 
     # -- edits -----------------------------------------------------------------------------------
     def replace_all_uses(self, old: Value, new: Value) -> None:

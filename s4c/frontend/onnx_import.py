@@ -19,6 +19,7 @@ import networkx as nx
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnx.reference
 
 from s4c import ops
 from s4c.errors import FrontendError
@@ -89,6 +90,8 @@ class Importer:
         self.env: dict[str, Value] = {}
         self.graph = Graph()
         self.opset = 0
+        # op type -> first node name, for nodes s4c cannot import and cannot compute at import time
+        self.unsupported: dict[str, str] = {}
 
     def fail(self, message: str) -> FrontendError:
         return FrontendError(f"{self.label}: {message}")
@@ -104,10 +107,11 @@ class Importer:
             raise self.fail(f"malformed graph ({type(e).__name__}: {e})") from None
         gsg.cleanup(remove_unused_graph_inputs=False)
         self.graph.name = self.proto.graph.name or "main"
-        self._check_supported(gsg.nodes)
+        self.graph.source_scopes = source_scopes(self.proto.graph)
         self._bind_inputs(gsg)
         for node in self._topological_order(gsg):
             self._import_node(node)
+        self._check_supported()
         self._bind_outputs(gsg)
         self.graph.remove_dead_ops()
         try:
@@ -131,14 +135,10 @@ class Importer:
             raise self.fail(f"opset {self.opset} is not supported (s4c imports opsets {MIN_OPSET}-{MAX_OPSET}); "
                             f"re-export with a supported opset or convert with onnx.version_converter")
 
-    def _check_supported(self, nodes) -> None:
-        first: dict[str, str] = {}
-        for i, node in enumerate(nodes):
-            key = node.op if node.domain in ("", "ai.onnx", None) else f"{node.domain}.{node.op}"
-            if key not in SUPPORTED_OPS and key not in first:
-                first[key] = node.name or f"#{i}"
-        if first:
-            listing = ", ".join(f"{op} (first at node {name!r})" for op, name in sorted(first.items()))
+    def _check_supported(self) -> None:
+        """One error listing every op type left unimported: unsupported and not computable now."""
+        if self.unsupported:
+            listing = ", ".join(f"{op} (first at node {name!r})" for op, name in sorted(self.unsupported.items()))
             raise self.fail(f"unsupported op type(s): {listing}")
 
     # -- inputs and outputs ----------------------------------------------------------------------
@@ -243,19 +243,53 @@ class Importer:
 
     def _import_node(self, node) -> None:
         label = f"node {node.name!r} ({node.op})" if node.name else f"a {node.op} node"
+        if any(t.name and self.env.get(t.name, True) is None for t in node.inputs):
+            if _op_key(node) not in SUPPORTED_OPS:  # downstream of an unsupported node, itself unsupported
+                self.unsupported.setdefault(_op_key(node), node.name or label)
+            self._poison(node)
+            return
         operands = [self._operand(t, label) for t in node.inputs]
-        ctx = NodeContext(node=node, label=label, operands=operands, opset=self.opset, emit=self._emit,
-                          fail=self.fail)
-        try:
-            results = IMPORTERS.get(node.op, IMPORTERS["*"])(ctx)
-        except FrontendError:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError) as e:
-            raise self.fail(f"{label}: {e}") from None
-        live_outputs = [t for t in node.outputs]
-        for tensor, value in zip(live_outputs, results):
+        if _op_key(node) not in SUPPORTED_OPS:
+            if not all(v is None or v.is_constant for v in operands):
+                self.unsupported.setdefault(_op_key(node), node.name or label)
+                self._poison(node)
+                return
+            results = self._fold_with_onnx_reference(node, operands, label)
+        else:
+            ctx = NodeContext(node=node, label=label, operands=operands, opset=self.opset, emit=self._emit,
+                              fail=self.fail)
+            try:
+                results = IMPORTERS.get(node.op, IMPORTERS["*"])(ctx)
+            except FrontendError:
+                raise
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                raise self.fail(f"{label}: {e}") from None
+        for tensor, value in zip(node.outputs, results):
             if tensor.name and value is not None:
                 self.env[tensor.name] = value
+
+    def _poison(self, node) -> None:
+        for tensor in node.outputs:
+            if tensor.name:
+                self.env[tensor.name] = None
+
+    def _fold_with_onnx_reference(self, node, operands: list[Value | None], label: str) -> list[Value]:
+        """A node s4c has no IR op for, whose operands are all known now: computed by onnx's own
+        reference implementation (the general folding rule: whatever computes a value that depends
+        only on constants and bound shapes, the value is a constant after import)."""
+        names = [t.name or f"{node.name or node.op}.unused{i}" for i, t in enumerate(node.outputs)]
+        try:
+            arrays = evaluate_onnx_node(node, [None if v is None else v.data for v in operands],
+                                        self.proto.opset_import, names)
+        except Exception as e:
+            raise self.fail(f"{label}: cannot be computed at import time by onnx.reference "
+                            f"({type(e).__name__}: {e})") from None
+        results = []
+        for name, array in zip(names, arrays):
+            array = np.asarray(array)
+            onnx_dtype_to_ir(array.dtype, f"{label} result {name!r}", self.fail)
+            results.append(Value.constant(name, array))
+        return results
 
     def _emit(self, op_name: str, operands: list[Value], attrs: dict, result_names: list[str],
               onnx_node: str) -> list[Value]:
@@ -275,6 +309,37 @@ class Importer:
         self.graph.ops.append(Op(op_name, operands, results, attrs,
                                  onnx_nodes=(onnx_node,) if onnx_node else ()))
         return results
+
+
+def source_scopes(graph: onnx.GraphProto) -> dict[str, str]:
+    """Node name -> module scope. The dynamo exporter names nodes after fx (`node_linear_3`) and
+    keeps the module path in metadata (`pkg.torch.onnx.name_scopes`: ['', 'model', 'model.encoder',
+    'model.encoder.layer.0', ...]), taken here as "/model/encoder/layer/0"; the TorchScript exporter's
+    node names are the path itself ("/model/encoder/layer.0/..."), so it needs no entry."""
+    scopes = {}
+    for node in graph.node:
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                parts = [p.strip(" '\"") for p in prop.value.strip("[]").split(",")]
+                dotted = max(parts, key=len, default="")
+                scopes[node.name] = "/" + dotted.replace(".", "/")
+    return scopes
+
+
+def _op_key(node) -> str:
+    return node.op if node.domain in ("", "ai.onnx", None) else f"{node.domain}.{node.op}"
+
+
+def evaluate_onnx_node(node: gs.Node, arrays: list[np.ndarray | None], opset_import, output_names: list[str]):
+    """Run one graphsurgeon node on concrete operands with onnx.reference; returns its outputs."""
+    from_names = [f"in{i}" if a is not None else "" for i, a in enumerate(arrays)]
+    attrs = {k: (onnx.numpy_helper.from_array(np.asarray(v.values)) if isinstance(v, gs.Constant) else v)
+             for k, v in node.attrs.items()}
+    proto = onnx.helper.make_node(node.op, from_names, [f"out{i}" for i in range(len(output_names))],
+                                  domain=node.domain or "", **attrs)
+    feeds = {n: np.ascontiguousarray(a) for n, a in zip(from_names, arrays) if n}
+    evaluator = onnx.reference.ReferenceEvaluator(proto, opsets={i.domain: i.version for i in opset_import})
+    return evaluator.run(None, feeds)
 
 
 def _dims(shape) -> str:
