@@ -1,5 +1,5 @@
-"""fuse-gelu: the exporters' GELU spellings -> Gelu{approximate}, then Gelu folded into the Linear
-that feeds it as its activation epilogue (Linear{activation=gelu|gelu_tanh}).
+"""fuse-gelu: the exporters' GELU spellings -> Gelu{approximate}, then Gelu (or Relu) folded into the
+Linear that feeds it as its activation epilogue (Linear{activation=gelu|gelu_tanh|relu}).
 
 The erf and tanh forms are recognised by what they compute, not by how they are spelled: the
 outer product is flattened (any association of Mul, constants anywhere in it, Div by constants),
@@ -125,21 +125,25 @@ class GeluTanh(_GeluForm):
                 and close_f32(poly[3], SQRT_2_OVER_PI * KAPPA))
 
 
-class GeluIntoLinear(Pattern):
-    """A Gelu whose operand is a Linear without activation becomes that Linear's epilogue.
+class ActivationIntoLinear(Pattern):
+    """A Gelu or Relu whose operand is a Linear without activation becomes that Linear's epilogue
+    (BERT's gelu, gelu_new's tanh form, and the relu of `hidden_act="relu"` models).
 
-        Linear{activation=none}                Linear{activation=gelu | gelu_tanh}
+        Linear{activation=none}                Linear{activation=gelu | gelu_tanh | relu}
                |                    ==>
-        Gelu{approximate}
+        Gelu{approximate} | Relu
     """
 
-    roots = ("Gelu",)
+    roots = ("Gelu", "Relu")
 
     def match(self, rw, root):
         lin = rw.producer(root.inputs[0], "Linear")
-        if lin is None or rw.attrs(lin)["activation"] != "none":
+        if lin is None or rw.attrs(lin)["activation"] != "none" or lin.outputs[0].dtype != "f32":
             return None
-        act = "gelu_tanh" if rw.attrs(root)["approximate"] == "tanh" else "gelu"
+        if root.op == "Relu":
+            act = "relu"
+        else:
+            act = "gelu_tanh" if rw.attrs(root)["approximate"] == "tanh" else "gelu"
         return Match(root, [lin], lin=lin, activation=act)
 
     def rewrite(self, rw, m):
@@ -148,11 +152,11 @@ class GeluIntoLinear(Pattern):
         return [rw.op("Linear", list(lin.inputs), attrs, outputs=m.root.outputs)]
 
 
-PATTERNS = [GeluErf(), GeluTanh(), GeluIntoLinear()]
+PATTERNS = [GeluErf(), GeluTanh(), ActivationIntoLinear()]
 
 
 class FuseGelu(Pass):
-    """Erf/tanh GELU spellings -> Gelu{approximate}; Gelu after a Linear -> its activation."""
+    """Erf/tanh GELU spellings -> Gelu{approximate}; Gelu or Relu after a Linear -> its activation."""
 
     name = "fuse-gelu"
 

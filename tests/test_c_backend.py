@@ -128,7 +128,7 @@ def _linear_zoo():
     B, S, IN, OUT = 2, 5, 45, 37
     x = Value("x", TensorType("f32", (B, S, IN)))
     ops, outs = [], []
-    acts = ["none", "gelu", "gelu_tanh"]
+    acts = ["none", "gelu", "gelu_tanh", "relu"]
     for li, layout in enumerate(SUPPORTED_LAYOUTS):
         name = str(layout)
         for kind in ("f32", "i8_row", "i8_col", "i8_tensor"):
@@ -138,7 +138,7 @@ def _linear_zoo():
                 w = rng.standard_normal((OUT, IN)).astype(np.float32) * (rng.random((OUT, IN)) < 0.3)
             bias = Value.constant(f"b_{name}_{kind}", rng.standard_normal(OUT).astype(np.float32))
             y = Value(f"y_{name}_{kind}", TensorType("f32", (B, S, OUT)))
-            attrs = {"layout": name, "activation": acts[(li + len(outs)) % 3]}
+            attrs = {"layout": name, "activation": acts[(li + len(outs)) % len(acts)]}
             if kind == "f32":
                 ops.append(Op("Linear", [x, Value.constant(f"w_{name}", w), bias], [y], attrs, [f"node {name}"]))
             else:

@@ -19,7 +19,7 @@ import pytest
 
 from s4c.codegen.c import kernels_build as kb
 
-ACT_NONE, ACT_GELU_ERF, ACT_GELU_TANH = 0, 1, 2
+ACT_NONE, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU = 0, 1, 2, 3
 
 
 # --------------------------------------------------------------------------- packers
@@ -498,6 +498,18 @@ def test_gelu(lib):
         y2 = x.copy()
         lib.s4c_activation(act, x.size, ptr(y2), ptr(y2))
         np.testing.assert_array_equal(y2, y)
+
+
+def test_relu_activation(lib):
+    """S4C_ACT_RELU through s4c_activation, in place and not, on every vector-tail length."""
+    for n in (1, 7, 8, 17, 4099):
+        x = np.random.default_rng(n).uniform(-3, 3, n).astype(np.float32)
+        x[0] = -0.0
+        y = np.full_like(x, np.nan)
+        lib.s4c_activation(ACT_RELU, x.size, ptr(x), ptr(y))
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        lib.s4c_activation(ACT_RELU, x.size, ptr(x), ptr(x))
+        np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("n", [131072 * 2 + 5, 300001])

@@ -19,7 +19,8 @@ from s4c.codegen.c.emit_common import attrs, c_int, emits, expand_to, feature_ve
 from s4c.codegen.c.program import Lowering, Tensor
 from s4c.ir import Op, Value
 
-_ACT = {"none": "S4C_ACT_NONE", "gelu": "S4C_ACT_GELU_ERF", "gelu_tanh": "S4C_ACT_GELU_TANH"}
+_ACT = {"none": "S4C_ACT_NONE", "gelu": "S4C_ACT_GELU_ERF", "gelu_tanh": "S4C_ACT_GELU_TANH",
+        "relu": "S4C_ACT_RELU"}
 
 
 def absorb_weight_dequant(lw: Lowering) -> None:
@@ -175,6 +176,8 @@ def _linear_generic(lw: Lowering, op: Op, a: dict) -> None:
         res = "0.5 * acc * (1.0 + erf(acc * 0.70710678118654752440))"
     elif act == "gelu_tanh":
         res = "0.5 * acc * (1.0 + tanh(0.79788456080286535588 * (acc + 0.044715 * acc * acc * acc)))"
+    elif act == "relu":
+        res = "(acc > 0 ? acc : 0)"
     if not isf:
         res = f"({COMPUTE[y.dtype]})acc"
     lx = load(lw, x, f"x0[t * {in_f} + i]")

@@ -1,6 +1,6 @@
 """Row kernels: the fused transformer ops on token matrices, each core on its own rows.
 
-- **Linear** (every layout of weights.py, activation none / gelu / gelu_tanh): per core, the X rows
+- **Linear** (every layout of weights.py, activation none / gelu / gelu_tanh / relu): per core, the X rows
   (resident, or loaded in token tiles); per output tile of the packed weight: the tile's arrays
   DMA'd from the constant segment, one SPU op (spu.mm tb=1 / spu.nm / spu.bsr) into the output
   columns, then on the VPU the bias (row broadcast) and the activation in place; stored when the
@@ -161,7 +161,7 @@ class LinearKernel(Kernel):
         if bias is not None:
             em.vbin(core, "add", Y, Y, bias.sub(0, 1, o0, o1 - o0), bcast="row")
         if act != "none":
-            em.vun(core, "gelu_tanh" if act == "gelu_tanh" else "gelu", Y, Y)
+            em.vun(core, act, Y, Y)  # the activation names are the VPU's unary opcodes
         if to_dram:
             em.st(core, L.dram_of(out).sub(t0, t1 - t0, o0, o1 - o0), Y)
         if yres is None:

@@ -11,7 +11,7 @@ from s4c.ir import TensorType
 from s4c.ops import Attr, InferContext, implement, register
 from s4c.ops.nn import gelu, layer_norm, softmax
 
-ACTIVATIONS = ("none", "gelu", "gelu_tanh")
+ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu")
 
 
 @register("Linear", attrs={"activation": Attr("str", "none"), "layout": Attr("str", "dense"),
@@ -39,7 +39,9 @@ def _linear(xs, attrs):
     if len(xs) > 2:
         y = y + xs[2]
     act = attrs["activation"]
-    if act != "none":
+    if act == "relu":
+        y = np.maximum(y, 0)
+    elif act != "none":
         y = gelu(y, "tanh" if act == "gelu_tanh" else "none")
     return [y.astype(x.dtype, copy=False)]
 

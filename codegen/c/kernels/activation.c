@@ -1,4 +1,4 @@
-/* activation.c -- GELU (erf / tanh), the linear epilogue, softmax, transpose.
+/* activation.c -- GELU (erf / tanh), ReLU, the linear epilogue, softmax, transpose.
  * Plain loops over the inline approximations in s4c_internal.h; GCC/Clang
  * vectorise them at -O3 (no libm calls on the hot path). */
 #include "s4c_internal.h"
@@ -8,20 +8,27 @@
 /* Element-wise loops are split across threads above this many elements. */
 #define S4C_ELEMWISE_PAR 65536
 
+/* act (not S4C_ACT_NONE) on one vector; `act` is a constant in every caller's inlined loop. */
+S4C_INLINE s4c_vf act_v(const int act, s4c_vf v) {
+    if (act == S4C_ACT_GELU_ERF) return s4c_vgelu_erf(v);
+    if (act == S4C_ACT_GELU_TANH) return s4c_vgelu_tanh(v);
+    return s4c_vrelu(v);
+}
+
 /* y[b..e) = act(x[b..e)) (+ res[b..e) when res != NULL), S4C_VW lanes at a time. */
 S4C_INLINE void act_range(const int act, size_t b, size_t e, const float *x, const float *res,
                           float *y) {
     size_t i = b;
     for (; i + S4C_VW <= e; i += S4C_VW) {
         s4c_vf v = s4c_vload(x + i);
-        v = act == S4C_ACT_GELU_ERF ? s4c_vgelu_erf(v) : s4c_vgelu_tanh(v);
+        v = act_v(act, v);
         if (res) v = s4c_vadd(v, s4c_vload(res + i));
         s4c_vstore(y + i, v);
     }
     if (i < e) {
         const int n = (int)(e - i);
         s4c_vf v = s4c_vload_n(x + i, n);
-        v = act == S4C_ACT_GELU_ERF ? s4c_vgelu_erf(v) : s4c_vgelu_tanh(v);
+        v = act_v(act, v);
         if (res) v = s4c_vadd(v, s4c_vload_n(res + i, n));
         s4c_vstore_n(y + i, v, n);
     }
@@ -33,6 +40,10 @@ static void gelu_erf_range(size_t b, size_t e, const float *x, float *y) {
 
 static void gelu_tanh_range(size_t b, size_t e, const float *x, float *y) {
     act_range(S4C_ACT_GELU_TANH, b, e, x, NULL, y);
+}
+
+static void relu_range(size_t b, size_t e, const float *x, float *y) {
+    act_range(S4C_ACT_RELU, b, e, x, NULL, y);
 }
 
 static void elementwise(void (*fn)(size_t, size_t, const float *, float *), size_t n,
@@ -63,6 +74,8 @@ void s4c_activation(int act, size_t n, const float *x, float *y) {
         s4c_gelu_erf(n, x, y);
     else if (act == S4C_ACT_GELU_TANH)
         s4c_gelu_tanh(n, x, y);
+    else if (act == S4C_ACT_RELU)
+        elementwise(relu_range, n, x, y);
     else if (x != y)
         memmove(y, x, n * sizeof *y);
 }
@@ -72,6 +85,8 @@ void s4c__epilogue(float *y, const float *res, int n, int act) {
         act_range(S4C_ACT_GELU_ERF, 0, (size_t)n, y, res, y);
     else if (act == S4C_ACT_GELU_TANH)
         act_range(S4C_ACT_GELU_TANH, 0, (size_t)n, y, res, y);
+    else if (act == S4C_ACT_RELU)
+        act_range(S4C_ACT_RELU, 0, (size_t)n, y, res, y);
     else if (res) {
         int i;
         for (i = 0; i < n; i++) y[i] += res[i];

@@ -427,7 +427,9 @@ S4C_INLINE s4c_vf s4c_vgelu_tanh(s4c_vf x) {
     s4c_vf u = s4c_vset1(0.7978845608028654f) * (x + s4c_vset1(0.044715f) * x * x * x);
     return x / (s4c_vset1(1.0f) + s4c_vexp(s4c_vset1(-2.0f) * u));
 }
+S4C_INLINE s4c_vf s4c_vrelu(s4c_vf x) { return s4c_vmax(x, s4c_vset1(0.0f)); }
 #else
+S4C_INLINE float s4c__relu(float x) { return x > 0.0f ? x : 0.0f; }
 #define S4C_VMAP(name, fn)                  \
     S4C_INLINE s4c_vf name(s4c_vf x) {      \
         int i_;                             \
@@ -437,6 +439,7 @@ S4C_INLINE s4c_vf s4c_vgelu_tanh(s4c_vf x) {
 S4C_VMAP(s4c_vexp0, s4c__exp0)
 S4C_VMAP(s4c_vgelu_erf, s4c__gelu_erf)
 S4C_VMAP(s4c_vgelu_tanh, s4c__gelu_tanh)
+S4C_VMAP(s4c_vrelu, s4c__relu)
 #undef S4C_VMAP
 #endif
 

@@ -37,6 +37,7 @@ extern "C" {
 #define S4C_ACT_NONE 0
 #define S4C_ACT_GELU_ERF 1  /* 0.5 x (1 + erf(x / sqrt 2))                       */
 #define S4C_ACT_GELU_TANH 2 /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  */
+#define S4C_ACT_RELU 3      /* max(x, 0)                                           */
 
 /* ---------------------------------------------------------------- threads */
 /* Sets the number of OpenMP threads later kernels use (no-op without OpenMP). */
