@@ -13,6 +13,8 @@ PIPELINES: dict[str, list[str]] = {
         "fold-weight-dequant",
         # identity reshapes/casts/expands, Transpose pairs, x*1 / x+0 left by the exporters
         "simplify-algebra",
+        # integer mask products tested for non-zero -> And (no integer multiply left for the masks)
+        "simplify-masks",
         # after simplify-algebra, which makes more duplicates identical (e.g. per-layer mask casts)
         "eliminate-common-subexpressions",
         # last: what the rewrites above left unread
@@ -26,6 +28,8 @@ PIPELINES: dict[str, list[str]] = {
         "fold-weight-dequant",
         # identity reshapes/casts, Transpose pairs, x*1, x+0: fewer near misses for the patterns
         "simplify-algebra",
+        # DeBERTa's int64 mask outer product, tested for non-zero -> And of the tests
+        "simplify-masks",
         # one mask computation for all layers instead of one per layer
         "eliminate-common-subexpressions",
         # drop what the above left unread, so the single-use checks see real readers only

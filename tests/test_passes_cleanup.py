@@ -37,7 +37,7 @@ from s4c.verify import verify
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MARK = "# ---- expected ----\n"
 CLEANUP = ["fold-constants", "eliminate-dead-code", "eliminate-common-subexpressions",
-           "simplify-algebra", "fold-weight-dequant", "infer-shapes"]
+           "simplify-algebra", "simplify-masks", "fold-weight-dequant", "infer-shapes"]
 CASES = sorted(p for name in CLEANUP for p in (GOLDEN / name).glob("*.s4ir"))
 TOL = 1e-5
 FIXTURES = [f for f in fixtures() if os.path.exists(f["path"])]

@@ -4,7 +4,8 @@ DequantizeLinear): any shape, operands in DRAM, or as row kernels on SRAM-reside
 Operands broadcast as full tile / row vector / column vector / scalar of a 2-D block of the output
 (canonical dims; leading dims looped over), integer and bool operands converted to fp32 with
 vpu.cvt, the op as a VPU sequence (vmath.py), converted back on store. Integer arithmetic and
-comparisons on 32/64-bit integers are rejected: the VPU has no integer ALU and fp32 holds integers
+comparisons on 32/64-bit integers are rejected unless s4c.ranges proves every operand and result
+below 2^24 (positions, masks, token types): the VPU has no integer ALU and fp32 holds integers
 exactly only below 2^24 (8/16-bit integers are exact, except that overflow saturates where ONNX
 wraps). Where on integer / bool data and blocked DequantizeLinear first move their operands
 (movement.py).
@@ -13,6 +14,8 @@ wraps). Where on integer / bool data and blocked DequantizeLinear first move the
 from __future__ import annotations
 
 import numpy as np
+
+from s4c.ranges import fp32_exact_op
 
 from .base import INT32ISH, TILE_BUDGET, Kernel, reject
 from .emit import SIZE, Region, rup
@@ -62,9 +65,10 @@ class Elementwise(Kernel):
                 reject(op, "Pow needs a constant exponent in {0, +-0.5, +-1, 2, 3, 4} (the VPU has no log/pow)")
             if op.inputs[0].dtype not in ("f32", "f16", "f64"):
                 reject(op, "integer Pow (the S4 VPU has no integer arithmetic)")
-        if name in ARITH_OR_COMPARE and (in_dts & set(INT32ISH) or out_dt in INT32ISH):
-            reject(op, "32/64-bit integer arithmetic and comparisons: the S4 VPU has no integer ALU and "
-                       "fp32 holds such integers exactly only below 2^24")
+        if name in ARITH_OR_COMPARE and (in_dts & set(INT32ISH) or out_dt in INT32ISH) \
+                and not fp32_exact_op(L.int_ranges, op):
+            reject(op, "32/64-bit integer arithmetic and comparisons on values not known to stay below "
+                       "2^24: the S4 VPU has no integer ALU and fp32 holds integers exactly only below 2^24")
         if name in ("Cast", "CastLike") and op.inputs[0].dtype in ("f32", "f16", "f64") and out_dt in INT32ISH:
             pass   # float -> int truncates; values beyond the i32 range saturate
 

@@ -32,6 +32,7 @@ import numpy as np
 from s4c import ops as irops
 from s4c.errors import S4CError, TargetError
 from s4c.ir import Graph, Value
+from s4c.ranges import integer_ranges
 from s4c.s4 import DebugEntry, Program, Symbol, load_machine
 from s4c.s4.isa import KINDS
 from s4c.codegen.memory_plan import Interval, plan_arena
@@ -174,6 +175,8 @@ class Lowering:
             raise TargetError(f"--cores {cores}: the S4 machine {self.m.name} has 1..{self.m.n_cores} cores")
         self.cores = cores
         self.g = prepare(graph)
+        # integers provably below 2^24 compute exactly on the fp32 VPU (positions, masks, token types)
+        self.int_ranges = integer_ranges(self.g)
         self.const = ConstSegment()
         self.em = Emitter(self.m, cores, self.opts.get("precision", "mixed"))
         self.infos: dict[int, VInfo] = {}
