@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from s4c.errors import S4CError, TargetError
 from s4c.evaluate import evaluate
 from s4c.frontend import load_onnx
 from s4c.fusion_report import fusion_report, fusion_report_md
-from s4c.ir import Graph
+from s4c.ir import Graph, numpy_dtype
 from s4c.text import INLINE_LIMIT, parse_graph, print_graph
 
 MANIFEST_VERSION = 1
@@ -38,6 +39,9 @@ MANIFEST_VERSION = 1
 # been through the pipeline and then `select-sparse-layout{target=NAME}` (when that pass exists).
 BACKEND_MODULES = {"s4": "s4c.codegen.s4", "c": "s4c.codegen.c"}
 TARGETS = ("ir", "s4", "c", "all")
+# The C target's limit for one tensor and for its static activation arena: a library past it
+# could not be loaded on any host, so such a compile is refused before any code is generated.
+C_MAX_BYTES = 1 << 40
 
 
 def available_backends() -> dict[str, object]:
@@ -122,6 +126,8 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
             raise TargetError("building a backend needs an output folder")
         return CompiledModel(graph, None, {}, [], timings, {"fusion": fusion})
 
+    for name in targets:  # every target's size limits, before any backend starts
+        check_sizes(graph, name, backends[name], backend_options or {})
     outdir = os.fspath(outdir)
     source = model if isinstance(model, (str, os.PathLike)) else "<ModelProto>"
     with _atomic_dir(outdir) as tmp, ThreadPoolExecutor(max_workers=1) as background:
@@ -158,6 +164,41 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
             json.dump(manifest, f, indent=1)
     files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
     return CompiledModel(graph, outdir, files, targets, timings, report)
+
+
+def value_bytes(value) -> int:
+    """A value's bytes in the IR (exact for shapes of any size: no int64 overflow)."""
+    itemsize = 2 if value.type.dtype == "bf16" else np.dtype(numpy_dtype(value.type.dtype)).itemsize
+    return math.prod(value.type.shape) * itemsize
+
+
+def check_sizes(graph: Graph, target: str, backend, options: dict) -> None:
+    """TargetError when a tensor cannot fit `target`: the backend's own check (S4: the device's
+    DRAM), and for C one tensor or the activations live at once (a lower bound of its arena)
+    above C_MAX_BYTES."""
+    check = getattr(backend, "check_sizes", None)
+    if check is not None:
+        check(graph, options)
+    if target != "c":
+        return
+    for value in graph.values():
+        if value_bytes(value) > C_MAX_BYTES:
+            raise TargetError(f"value {value.name!r} ({value.type}) takes {value_bytes(value)} bytes, more than "
+                              f"the C target's limit of {C_MAX_BYTES} bytes for one tensor")
+    last_use = {id(v): i for i, op in enumerate(graph.ops) for v in op.inputs}
+    public = {id(v) for v in graph.outputs}
+    live = peak = 0
+    ends: dict[int, int] = {}
+    for i, op in enumerate(graph.ops):
+        for v in op.outputs:
+            if id(v) in last_use and id(v) not in public:
+                live += value_bytes(v)
+                ends[last_use[id(v)]] = ends.get(last_use[id(v)], 0) + value_bytes(v)
+        peak = max(peak, live)
+        live -= ends.pop(i, 0)
+    if peak > C_MAX_BYTES:
+        raise TargetError(f"the C target's activation arena needs at least {peak} bytes, more than its limit "
+                          f"of {C_MAX_BYTES} bytes")
 
 
 def _timed(fn, *args):

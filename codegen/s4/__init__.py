@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
 import threading
 import time
@@ -59,7 +60,7 @@ import weakref
 
 import numpy as np
 
-from s4c.errors import S4CError, S4ProgramError
+from s4c.errors import S4CError, S4ProgramError, TargetError
 
 from .lower import Lowered, lower
 
@@ -67,8 +68,32 @@ FILES = {"s4": "model.s4", "s4_asm": "model.s4.asm", "s4_io": "model.s4.json"}
 ASM_DATA_LIMIT = 16 << 20        # constant segments above this are left out of model.s4.asm
 
 
+def largest_value(graph):
+    """(value, bytes) of the graph's largest tensor (IR storage bytes; shapes of any size), or (None, 0)."""
+    from s4c.ir import numpy_dtype
+    best, best_bytes = None, 0
+    for v in graph.values():
+        itemsize = 2 if v.type.dtype == "bf16" else numpy_dtype(v.type.dtype).itemsize
+        nbytes = math.prod(v.type.shape) * itemsize
+        if nbytes > best_bytes:
+            best, best_bytes = v, nbytes
+    return best, best_bytes
+
+
+def check_sizes(graph, options: dict | None = None) -> None:
+    """Before any lowering: every tensor must fit the device's DRAM (the machine's dram_bytes), else
+    a TargetError naming the value (lowering one that cannot fit would only take forever)."""
+    from s4c.s4 import load_machine
+    m = load_machine((options or {}).get("machine") or "s4v1")
+    value, nbytes = largest_value(graph)
+    if nbytes > m.dram_bytes:
+        raise TargetError(f"value {value.name!r} ({value.type}) takes {nbytes} bytes, more than the "
+                          f"{m.dram_bytes} bytes of DRAM of the S4 device ({m.name}); it cannot run on S4")
+
+
 def build(graph, outdir: str, options: dict | None = None) -> dict:
     options = dict(options or {})
+    check_sizes(graph, options)
     t0 = time.perf_counter()
     with _gc_paused():
         lowered = lower(graph, options)
@@ -236,6 +261,7 @@ def execute(graph, inputs: dict) -> dict:
     key = id(graph)
     entry = _COMPILED.get(key)
     if entry is None or entry[0]() is not graph:
+        check_sizes(graph)
         lowered = lower(graph, {"cores": 4})
         runner = S4Runner(lowered.program, lowered.io)
         _COMPILED[key] = (weakref.ref(graph), runner)
@@ -245,4 +271,4 @@ def execute(graph, inputs: dict) -> dict:
     return entry[1].run(check_inputs(graph, inputs))
 
 
-__all__ = ["build", "load", "execute", "S4Runner", "lower", "Lowered", "FILES"]
+__all__ = ["build", "load", "execute", "check_sizes", "S4Runner", "lower", "Lowered", "FILES"]

@@ -12,6 +12,7 @@ folded here (only small values are), so weight patterns stay visible to the fusi
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from s4c import ops
 from s4c.errors import FrontendError
 from s4c.frontend.onnx_ops import IMPORTERS, NodeContext, SUPPORTED_OPS, onnx_dtype_to_ir
 from s4c.ir import Graph, Op, TensorType, Value
+from s4c.ir import numpy_dtype as ir_numpy_dtype
 from s4c.verify import verify
 
 MIN_OPSET, MAX_OPSET = 13, 21
@@ -33,6 +35,8 @@ MIN_OPSET, MAX_OPSET = 13, 21
 FOLD_LIMIT = 4096
 # Ops whose result depends only on their operands' types: always folded (shapes are static).
 TYPE_ONLY_OPS = {"Shape", "Size"}
+# The largest constant a fold may compute at import (bytes).
+FOLD_RESULT_BYTES = 1 << 32
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Importer:
     # -- driver ----------------------------------------------------------------------------------
     def run(self) -> Graph:
         self._check_model()
+        self._check_single_writer()
         if self.proto.functions:
             self.proto = onnx.inliner.inline_local_functions(self.proto)
         try:
@@ -134,6 +139,23 @@ class Importer:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise self.fail(f"opset {self.opset} is not supported (s4c imports opsets {MIN_OPSET}-{MAX_OPSET}); "
                             f"re-export with a supported opset or convert with onnx.version_converter")
+
+    def _check_single_writer(self) -> None:
+        """Every value has one definition: no two nodes write the same name, and no node writes
+        the name of a graph input or an initializer (ONNX graphs are SSA)."""
+        g = self.proto.graph
+        defined = {t.name: "the graph input" for t in g.input}
+        defined.update({t.name: "an initializer" for t in list(g.initializer) + list(g.sparse_initializer)
+                        if t.name not in defined})
+        for node in g.node:
+            label = f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+            for name in node.output:
+                if not name:
+                    continue
+                if name in defined:
+                    raise self.fail(f"{label} writes {name!r}, already defined by {defined[name]} "
+                                    f"(a value must have one definition)")
+                defined[name] = label
 
     def _check_supported(self) -> None:
         """One error listing every op type left unimported: unsupported and not computable now."""
@@ -299,6 +321,8 @@ class Importer:
         attrs = {k: opdef.attrs[k].check(v) for k, v in attrs.items() if v is not None}
         foldable = (all(v.is_constant for v in operands) and all(v.type.size <= FOLD_LIMIT for v in operands)
                     and not ops.is_weight_dequantization(op_name, [v.dtype for v in operands], attrs))
+        if foldable and op_name not in TYPE_ONLY_OPS:
+            self._check_fold_size(opdef, operands, attrs, result_names, onnx_node)
         if op_name in TYPE_ONLY_OPS or foldable:
             # Type-only ops see a zero-stride stand-in of the right shape for runtime operands.
             arrays = opdef.run([v.data if v.is_constant else np.broadcast_to(np.zeros((), np.uint8), v.shape)
@@ -309,6 +333,21 @@ class Importer:
         self.graph.ops.append(Op(op_name, operands, results, attrs,
                                  onnx_nodes=(onnx_node,) if onnx_node else ()))
         return results
+
+    def _check_fold_size(self, opdef, operands: list[Value], attrs: dict, result_names: list[str],
+                         onnx_node: str) -> None:
+        """A fold must not try to allocate a constant past FOLD_RESULT_BYTES (Expand /
+        ConstantOfShape / Tile... of small constants can ask for any size)."""
+        try:
+            types = opdef.infer_types([v.type for v in operands], attrs)
+        except Exception:
+            return  # the fold itself reports what is wrong
+        for name, t in zip(result_names, types):
+            itemsize = 2 if t.dtype == "bf16" else np.dtype(ir_numpy_dtype(t.dtype)).itemsize
+            nbytes = math.prod(t.shape) * itemsize
+            if nbytes > FOLD_RESULT_BYTES:
+                raise self.fail(f"node {onnx_node!r} ({opdef.name}): constant result {name!r} ({t}) would take "
+                                f"{nbytes} bytes, more than the {FOLD_RESULT_BYTES} bytes s4c computes at import")
 
 
 def source_scopes(graph: onnx.GraphProto) -> dict[str, str]:

@@ -53,6 +53,11 @@ _SCHEMA = {
     "spu.bsr_full_rate_block": (_I, 1, 1024),
     "vpu.overhead": (_I, 0, 1 << 20),
 }
+# What a whole chip may add up to: a program's loader (program.py) and the interpreter allocate
+# every core's SRAM and its race-check blocks (40 bytes each) on the host, so a machine section
+# asking for more is refused when it is read, before anything is allocated.
+MAX_CHIP_SRAM_BYTES = 1 << 32         # n_cores x sram_bytes
+MAX_CHIP_SRAM_BLOCKS = 1 << 24        # n_cores x sram_bytes / align
 for _fmt in SPU_FORMATS:
     for _dt in SPU_DTYPES:
         _SCHEMA[f"spu.macs_per_cycle.{_fmt}.{dtypes.name(_dt)}"] = (_F, 1e-3, 1e9)
@@ -138,6 +143,13 @@ class Machine:
             raise TargetError(f"machine {name}: align={clean['align']} must be a power of two")
         if clean["sram_bytes"] % clean["align"]:
             raise TargetError(f"machine {name}: sram_bytes must be a multiple of align")
+        chip_sram = clean["n_cores"] * clean["sram_bytes"]
+        if chip_sram > MAX_CHIP_SRAM_BYTES:
+            raise TargetError(f"machine {name}: n_cores x sram_bytes = {clean['n_cores']} x {clean['sram_bytes']} "
+                              f"= {chip_sram} bytes of SRAM, more than the {MAX_CHIP_SRAM_BYTES} s4c can model")
+        if chip_sram // clean["align"] > MAX_CHIP_SRAM_BLOCKS:
+            raise TargetError(f"machine {name}: n_cores x sram_bytes / align = {chip_sram // clean['align']} SRAM "
+                              f"blocks, more than the {MAX_CHIP_SRAM_BLOCKS} s4c can model (raise align)")
         self.name = name
         self.params = MappingProxyType(clean)
 
