@@ -8,6 +8,10 @@ transposed view (the [in, out] original is dropped, so peak memory grows by one 
 time). An int8 weight becomes a DequantizeWeight of the transposed int8 array with its axis
 swapped.
 
+A weight read by several MatMuls (ALBERT's layers share one set) gets one transposed copy: the
+copies are memoised per pass run by the source constant (its identity, not its content), so every
+Linear reading the same initializer reads the same new constant Value and the backends store it once.
+
 Not matched: batched MatMuls of two activations (attention's QK^T and AV), weights that are not
 2-D, Gemm with transA, Gemm whose C is not a per-output-column bias, Gemm with alpha != 1 on a
 non-constant weight, a bias Add that broadcasts beyond the last axis or whose Linear result has
@@ -54,7 +58,7 @@ def weight_source(rw: Rewriter, w: Value, transposed: bool, m_ops: list[Op]):
         return inner
     data = rw.const(w)
     if data is not None:
-        return ("value", w) if transposed else ("const", data.T)
+        return ("value", w) if transposed else ("const", data.T, ("T", w))
     dq = rw.producer(w, DEQUANT)
     if dq is not None:
         if transposed:
@@ -67,17 +71,31 @@ def weight_source(rw: Rewriter, w: Value, transposed: bool, m_ops: list[Op]):
     return None
 
 
+def _memo_constant(rw: Rewriter, key, hint: str, make) -> Value:
+    """The new constant derived from the source constants in `key` (a tuple of Values, matched by
+    identity, and plain hashables), made once per pass run: `make()` gives its array. The memo
+    keeps the source Values alive, so the ids in its keys are not reused."""
+    memo = rw.__dict__.setdefault("_derived_constants", {})
+    ids = tuple(id(k) if isinstance(k, Value) else k for k in key)
+    hit = memo.get(ids)
+    if hit is None:
+        hit = memo[ids] = (key, rw.constant(hint, np.ascontiguousarray(make())))
+    return hit[1]
+
+
 def make_weight(rw: Rewriter, source, hint: str, new_ops: list[Op]) -> Value:
-    kind, what = source
+    kind, what = source[0], source[1]
     if kind == "value":
         return what
     if kind == "const":
+        if len(source) > 2:  # derived from a source constant (memo key source[2]): one copy per source
+            return _memo_constant(rw, source[2], hint, lambda: what)
         return rw.constant(hint, np.ascontiguousarray(what))
     dq: Op = what
     attrs = dict(dq.attrs)
     axis = rw.attrs(dq).get("axis", 1)
     attrs["axis"] = 1 - (axis % 2)
-    q = rw.constant(dq.inputs[0].name + ".T", np.ascontiguousarray(rw.const(dq.inputs[0]).T))
+    q = _memo_constant(rw, ("T", dq.inputs[0]), dq.inputs[0].name + ".T", lambda: rw.const(dq.inputs[0]).T)
     op = rw.op(DEQUANT, [q] + list(dq.inputs[1:]), attrs, hint=dq.outputs[0].name + ".T")
     new_ops.append(op)
     return op.outputs[0]
@@ -136,7 +154,8 @@ class GemmToLinear(Pattern):
             if source[0] == "dequant" or (source[0] == "value" and not source[1].is_constant):
                 return None
             data = source[1].data if source[0] == "value" else source[1]
-            source = ("const", (data * np.asarray(alpha, data.dtype)).astype(data.dtype))
+            key = (source[1],) if source[0] == "value" else source[2]
+            source = ("const", (data * np.asarray(alpha, data.dtype)).astype(data.dtype), ("alpha", alpha) + key)
         bias, bias_value = None, None
         if len(root.inputs) > 2 and beta != 0.0:
             c = rw.const(root.inputs[2])

@@ -9,6 +9,10 @@ int8 constants with per-tensor or per-output-channel scales (the int8 arrays and
 scales are concatenated; a per-tensor scale becomes a per-channel vector). A missing bias is zeros
 when another projection has one.
 
+ALBERT's layers share one set of weights: the concatenated weight (and bias) is made once per
+distinct tuple of source constants (memoised by their identity for the pass run), so every merged
+Linear reading the same Q, K, V initializers reads the same new constant and backends store it once.
+
 Not merged: Linears on different inputs, with different activations or layouts, a Concat on
 another axis, a weight mix of constants and int8, int8 weights scaled per input channel, the same
 Linear twice in the Concat, or Linears that are not concatenated at all.
@@ -20,6 +24,7 @@ import numpy as np
 
 from s4c.ir import Op, Value, numpy_dtype
 from s4c.passes.base import Pass
+from s4c.passes.fuse_linear import _memo_constant
 from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns
 
 DEQUANT = "DequantizeWeight"
@@ -93,10 +98,15 @@ class ConcatOfLinears(Pattern):
         new_ops: list[Op] = []
         kind, parts = m["weights"]
         if kind == "const":
-            weight = rw.constant(f"{name}.weight", np.concatenate(parts, axis=0))
+            ws = tuple(lin.inputs[1] for lin in linears)
+            weight = _memo_constant(rw, ("qkv.weight",) + ws, f"{name}.weight", lambda: np.concatenate(parts, axis=0))
         else:
-            q = rw.constant(f"{name}.weight_i8", np.concatenate([p[1] for p in parts], axis=0))
-            scale = rw.constant(f"{name}.weight_scale", np.concatenate([p[2] for p in parts], axis=0))
+            qs = tuple(p[0].inputs[0] for p in parts)
+            scales = tuple(p[0].inputs[1] for p in parts)
+            q = _memo_constant(rw, ("qkv.weight_i8",) + qs, f"{name}.weight_i8",
+                               lambda: np.concatenate([p[1] for p in parts], axis=0))
+            scale = _memo_constant(rw, ("qkv.weight_scale",) + qs + scales, f"{name}.weight_scale",
+                                   lambda: np.concatenate([p[2] for p in parts], axis=0))
             dq = rw.op(DEQUANT, [q, scale], {"axis": 0}, hint=f"{name}.weight")
             new_ops.append(dq)
             weight = dq.outputs[0]
@@ -107,7 +117,10 @@ class ConcatOfLinears(Pattern):
                 n = lin.outputs[0].shape[-1]
                 biases.append(rw.const(lin.inputs[2]) if len(lin.inputs) > 2
                               else np.zeros((n,), numpy_dtype(out.dtype)))
-            operands.append(rw.constant(f"{name}.bias", np.concatenate(biases).astype(biases[0].dtype)))
+            key = ("qkv.bias", str(out.dtype)) + tuple(
+                lin.inputs[2] if len(lin.inputs) > 2 else f"zeros{lin.outputs[0].shape[-1]}" for lin in linears)
+            operands.append(_memo_constant(rw, key, f"{name}.bias",
+                                           lambda: np.concatenate(biases).astype(biases[0].dtype)))
         merged = rw.op("Linear", operands, linears[0].attrs, outputs=[out])
         new_ops.append(merged)
         if m["split"]:

@@ -13,6 +13,12 @@ Arrays are written as they are (native little-endian, C order); int8 weights sta
 generated init code dequantises them), sparse weights are the packed arrays of s4c.sparse.
 Blobs are added by reference and serialised one at a time at write time, so BERT-base's 440 MB
 are never copied in memory all at once.
+
+Each blob is stored once: `add(array, key)` returns the offset already given to `key` (the lowering
+keys a constant by its IR Value, so weights shared between layers, as in ALBERT, are one blob), and,
+as a safety net, an array whose bytes equal an earlier blob's (same size, same blake2b digest, then
+compared byte for byte) gets that blob's offset. The generated code only reads weights.bin, so
+blobs may be shared freely.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class WeightStore:
         self.entries: list[tuple[int, np.ndarray]] = []
         self.nbytes = 0
         self._keys: dict = {}
+        self._by_size: dict[int, list[int]] = {}    # nbytes -> indices of entries of that size
+        self._digests: dict[int, bytes] = {}        # entry index -> digest (computed on demand)
         self.fingerprint: int | None = None
 
     def add(self, array: np.ndarray, key=None) -> int:
@@ -43,12 +51,29 @@ class WeightStore:
         array = np.asarray(array)
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
-        offset = self.nbytes
-        self.entries.append((offset, array))
-        self.nbytes = align_up(offset + max(array.nbytes, 1), self.alignment)
+        offset = self._same_bytes(array)
+        if offset is None:
+            offset = self.nbytes
+            self._by_size.setdefault(array.nbytes, []).append(len(self.entries))
+            self.entries.append((offset, array))
+            self.nbytes = align_up(offset + max(array.nbytes, 1), self.alignment)
         if key is not None:
             self._keys[key] = offset
         return offset
+
+    def _same_bytes(self, array: np.ndarray) -> int | None:
+        """The offset of an earlier blob with exactly `array`'s bytes, if any."""
+        same = self._by_size.get(array.nbytes)
+        if not same:
+            return None
+        data = _bytes_of(array)
+        digest = _digest(data)
+        for i in same:
+            if i not in self._digests:
+                self._digests[i] = _digest(_bytes_of(self.entries[i][1]))
+            if self._digests[i] == digest and _equal(_bytes_of(self.entries[i][1]), data):
+                return self.entries[i][0]
+        return None
 
     def chunks(self):
         """(offset, bytes) of every blob, padding included, in file order."""
@@ -56,7 +81,7 @@ class WeightStore:
         for offset, array in self.entries:
             if offset > pos:
                 yield pos, bytes(offset - pos)
-            data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)) if array.size else b""
+            data = _bytes_of(array)
             yield offset, data
             pos = offset + len(data)
         if self.nbytes > pos:
@@ -74,6 +99,18 @@ class WeightStore:
             f.seek(0)
             f.write(header(self.nbytes, self.fingerprint))
         return self.fingerprint
+
+
+def _bytes_of(array: np.ndarray):
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)) if array.size else b""
+
+
+def _equal(a, b) -> bool:
+    return np.array_equal(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8))
+
+
+def _digest(data) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def header(payload: int, fingerprint: int) -> bytes:

@@ -23,6 +23,7 @@ int8 (MixInt8bf16).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -43,23 +44,49 @@ def rup(n: int, a: int = ALIGN) -> int:
 
 
 class ConstSegment:
-    """Arrays placed back to back (64-byte aligned); `pieces()` is the segment for the Program."""
+    """Arrays placed back to back (64-byte aligned); `pieces()` is the segment for the Program.
+
+    Each array is stored once: `add(array, key)` returns the address already given to `key` (the
+    lowering places a constant once per IR Value and packs a Linear weight once per Value, so
+    weights shared between layers, as in ALBERT, are placed once), and, as a safety net, an array
+    whose bytes equal an earlier array's (same size, same blake2b digest, then compared byte for
+    byte) gets that array's address. The segment is read-only DRAM, so sharing is safe."""
 
     def __init__(self):
         self.items: list[tuple[int, np.ndarray]] = []
         self.size = 0
         self._cache: dict[tuple, int] = {}
+        self._by_size: dict[int, list[int]] = {}    # nbytes -> indices into items
+        self._digests: dict[int, bytes] = {}        # item index -> digest (computed on demand)
 
     def add(self, array: np.ndarray, key=None) -> int:
         if key is not None and key in self._cache:
             return self._cache[key]
         array = np.ascontiguousarray(array)
-        addr = rup(self.size)
-        self.items.append((addr, array))
-        self.size = addr + array.nbytes
+        addr = self._same_bytes(array)
+        if addr is None:
+            addr = rup(self.size)
+            self._by_size.setdefault(array.nbytes, []).append(len(self.items))
+            self.items.append((addr, array))
+            self.size = addr + array.nbytes
         if key is not None:
             self._cache[key] = addr
         return addr
+
+    def _same_bytes(self, array: np.ndarray) -> int | None:
+        """The address of an earlier array with exactly `array`'s bytes, if any."""
+        same = self._by_size.get(array.nbytes)
+        if not same or not array.nbytes:
+            return None
+        data = array.reshape(-1).view(np.uint8)
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        for i in same:
+            old = self.items[i][1].reshape(-1).view(np.uint8)
+            if i not in self._digests:
+                self._digests[i] = hashlib.blake2b(old, digest_size=16).digest()
+            if self._digests[i] == digest and np.array_equal(old, data):
+                return self.items[i][0]
+        return None
 
     @property
     def nbytes(self) -> int:
