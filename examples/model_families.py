@@ -36,6 +36,9 @@ from make_pruned_bert import EXPORTERS, cache_dir, prune_model  # noqa: E402
 _CACHE_VERSION = 1  # bump when the generated graphs change
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             vocab_size=200, max_position_embeddings=64)
+#: BERT-base size (for benchmarks); vocabulary and positions stay at each family's defaults
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+SIZES = {"tiny": TINY, "base": BASE}
 
 
 @dataclass(frozen=True)
@@ -72,19 +75,21 @@ DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_a
                    "intermediate_size": "hidden_dim"}
 
 
-def build(family: str, seed: int = 0):
-    """The family's tiny random model (eval mode), with random biases and LayerNorm affines
+def build(family: str, seed: int = 0, size: str = "tiny"):
+    """The family's random model at `size` (eval mode), with random biases and LayerNorm affines
     (stock init leaves them 0/1, which exporters deduplicate into one initializer)."""
     import torch
     import transformers
 
     fam = FAMILIES[family]
-    kw = dict(TINY)
+    kw = dict(SIZES[size])
     if fam.config == "DistilBertConfig":
         kw = {DISTILBERT_KEYS.get(k, k): v for k, v in kw.items()}
     if fam.pad_token_id is not None:
         kw["pad_token_id"] = fam.pad_token_id
     kw.update(fam.config_kw)
+    if "embedding_size" in kw and size == "base":
+        kw["embedding_size"] = 128  # ALBERT/ELECTRA-base factorised embeddings
     torch.manual_seed(seed)
     cfg = getattr(transformers, fam.config)(**kw)
     model = getattr(transformers, fam.model)._from_config(cfg, attn_implementation="eager")
@@ -173,14 +178,16 @@ def export(model, family: str, path: str, exporter: str, names: list[str], opset
 
 
 def make_family_model(out, family: str, exporter: str = "torchscript", token_type_ids: bool = True,
-                      sparsity: float = 0.9, seed: int = 0, opset: int | None = None) -> Path:
+                      sparsity: float = 0.9, seed: int = 0, opset: int | None = None, size: str = "tiny") -> Path:
     """Build, prune, export and check one model; returns the .onnx path."""
     import onnxruntime as ort
     import torch
 
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}")
-    model = build(family, seed)
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}")
+    model = build(family, seed, size)
     if sparsity:
         prune_model(model, "unstructured", sparsity, verbose=False)
     names = input_names(family, token_type_ids)
@@ -206,19 +213,21 @@ def make_family_model(out, family: str, exporter: str = "torchscript", token_typ
 
 
 def cached_family_model(family: str, exporter: str = "torchscript", token_type_ids: bool = True,
-                        sparsity: float = 0.9, seed: int = 0, opset: int | None = None) -> Path:
+                        sparsity: float = 0.9, seed: int = 0, opset: int | None = None, size: str = "tiny") -> Path:
     """make_family_model, built once per argument set under $S4C_MODEL_CACHE/families/."""
     key_kw = dict(family=family, exporter=exporter, token_type_ids=token_type_ids and FAMILIES[family].token_types,
                   sparsity=sparsity, seed=seed, opset=opset, v=_CACHE_VERSION)
+    if size != "tiny":  # tiny models keep the keys they had before sizes existed
+        key_kw["size"] = size
     key = hashlib.sha256(json.dumps(key_kw, sort_keys=True).encode()).hexdigest()[:12]
-    final = cache_dir() / "families" / f"{family}_{exporter}_{key}"
+    final = cache_dir() / "families" / f"{family}_{exporter}{'' if size == 'tiny' else '_' + size}_{key}"
     path = final / "model.onnx"
     if path.exists():
         return path
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp", dir=final.parent))
     try:
-        make_family_model(tmp / "model.onnx", family, exporter, token_type_ids, sparsity, seed, opset)
+        make_family_model(tmp / "model.onnx", family, exporter, token_type_ids, sparsity, seed, opset, size)
         (tmp / "args.json").write_text(json.dumps(key_kw, sort_keys=True, indent=1) + "\n")
         try:
             os.rename(tmp, final)
@@ -239,6 +248,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--opset", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
     ap.add_argument("--out")
     ap.add_argument("--list", action="store_true", help="list the families")
     a = ap.parse_args(argv)
@@ -247,7 +257,7 @@ def main(argv=None) -> int:
             print(f"{name:14s} {fam.model} ({fam.head})")
         return 0
     out = make_family_model(a.out or f"{a.family}_{a.exporter}.onnx", a.family, a.exporter,
-                            not a.no_token_type_ids, a.sparsity, a.seed, a.opset)
+                            not a.no_token_type_ids, a.sparsity, a.seed, a.opset, a.size)
     print(out)
     return 0
 
