@@ -5,7 +5,8 @@
 
 Per weight: name, the op's ONNX node, shape, dtype, tokens, density, N:M pattern, the chosen
 layout and why (cost model / override / default), the modelled seconds of every candidate, bytes
-dense and chosen. Totals: weight bytes chosen vs dense, modelled seconds chosen vs all-dense, and
+dense and chosen. Totals: weight bytes chosen vs dense (a weight shared by several Linears counted
+once), modelled seconds chosen vs all-dense, and
 how many weights took each layout.
 """
 
@@ -40,8 +41,12 @@ def layout_report(choices, target: Target) -> dict:
             "candidates": {name: {"cost_s": seconds, "bytes": choice.bytes[name]}
                            for name, seconds in sorted(choice.costs.items(), key=lambda kv: kv[1])},
         })
-    total = lambda key: sum(w[key] for w in weights)  # noqa: E731
-    dense_bytes, chosen_bytes = total("dense_bytes"), total("bytes")
+    total = lambda key, rows=weights: sum(w[key] for w in rows)  # noqa: E731
+    # a weight shared by several Linears (ALBERT's layers) is stored once per layout it takes:
+    # bytes count each (weight, layout) once, modelled time counts every use
+    stored = list({(w["weight"], w["layout"]): w for w in weights}.values())
+    dense_bytes = total("dense_bytes", list({w["weight"]: w for w in weights}.values()))
+    chosen_bytes = total("bytes", stored)
     dense_cost, chosen_cost = total("dense_cost_s"), total("cost_s")
     return {
         "target": target.name,
@@ -49,6 +54,7 @@ def layout_report(choices, target: Target) -> dict:
         "weights": weights,
         "totals": {
             "weights": len(weights),
+            "distinct_weights": len({w["weight"] for w in weights}),
             "dense_bytes": dense_bytes,
             "bytes": chosen_bytes,
             "bytes_vs_dense": chosen_bytes / dense_bytes if dense_bytes else 1.0,
@@ -68,7 +74,9 @@ def layout_report_md(section: dict) -> str:
         "",
         f"Cost model: {section['cost_model']}.",
         "",
-        f"{t['weights']} weights: {_mb(t['bytes'])} stored vs {_mb(t['dense_bytes'])} dense "
+        f"{t['weights']} weights"
+        + (f" ({t['distinct_weights']} distinct: the rest are shared)" if t.get("distinct_weights", t["weights"]) < t["weights"] else "")
+        + f": {_mb(t['bytes'])} stored vs {_mb(t['dense_bytes'])} dense "
         f"({t['bytes_vs_dense']:.1%}); modelled time {_time(t['cost_s'])} vs {_time(t['dense_cost_s'])} "
         f"all-dense ({t['modelled_speedup']:.2f}x). Layouts: "
         + ", ".join(f"{name} x{count}" for name, count in t["layouts"].items()) + ".",

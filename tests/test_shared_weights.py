@@ -170,6 +170,11 @@ def test_two_matmuls_store_the_weight_once(same, tmp_path):
     assert _count(const, wt) == 1
     assert len(weights_bin) - HEADER_BYTES == _rup(w.nbytes)
     assert len(const) == _rup(w.nbytes)
+    for target in ("c", "s4"):  # the layout report counts a shared weight's bytes once too
+        totals = model.report["layouts"][target]["totals"]
+        assert totals["weights"] == 2
+        assert totals["distinct_weights"] == (1 if same else 2)
+        assert totals["bytes"] == w.nbytes * (1 if same else 2), totals
 
     x = np.random.default_rng(1).standard_normal((2, 8, w.shape[0])).astype(np.float32)
     expected = ort_outputs(proto, {"x": x})
