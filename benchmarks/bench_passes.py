@@ -28,7 +28,7 @@ from bert_base import bert_base  # noqa: E402
 from oracle import make_feeds  # noqa: E402
 from s4c.evaluate import evaluate  # noqa: E402
 from s4c.frontend import load_onnx  # noqa: E402
-from s4c.passes import PassManager, parse_pipeline  # noqa: E402
+from s4c.passes import PassManager, PassTimer, VerifyEach, parse_pipeline  # noqa: E402
 
 
 def main() -> int:
@@ -46,21 +46,22 @@ def main() -> int:
         runs = []
         for _ in range(max(args.repeat, 1)):
             graph = load_onnx(path, input_shapes=shapes)
-            pm = PassManager(parse_pipeline(args.pipeline))
+            timer = PassTimer()
+            pm = PassManager(parse_pipeline(args.pipeline), [timer])
             start = time.perf_counter()
             pm.run(graph)
-            runs.append((time.perf_counter() - start, pm))
+            runs.append((time.perf_counter() - start, timer))
         runs.sort(key=lambda r: r[0])
-        wall, pm = runs[len(runs) // 2]
+        wall, timer = runs[len(runs) // 2]
         print(f"== BERT-base ({exporter}), pipeline {args.pipeline!r}, input_ids=1x128: "
               f"median {wall:.3f} s of {len(runs)} (min {runs[0][0]:.3f}, max {runs[-1][0]:.3f})")
-        print(pm.timing_table(), end="")
+        print(timer.table(), end="")
         line = f"{exporter:<12} pipeline {wall:6.3f} s"
         if not args.no_check:
             graph = load_onnx(path, input_shapes=shapes)
             feeds = make_feeds([v.name for v in graph.inputs], batch=1, seq=128, vocab=30522)
             reference = evaluate(graph, feeds)
-            PassManager(parse_pipeline(args.pipeline), verify_each=True).run(graph)
+            PassManager(parse_pipeline(args.pipeline), [VerifyEach()]).run(graph)
             got = evaluate(graph, feeds)
             diff = max(float(np.max(np.abs(got[k].astype(np.float64) - reference[k]))) for k in reference)
             ops = Counter(op.op for op in graph.ops)

@@ -16,7 +16,7 @@ import numpy as np
 
 from s4c import ops as op_registry
 from s4c.ir import Graph, Op, Value
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.sparse import SparsityReport, analyze_sparsity
 
 DEQUANT = "DequantizeWeight"
@@ -131,8 +131,9 @@ class AnalyzeSparsity(Pass):
     Results: the `sparsity` attribute of each Linear — a list of strings, e.g. ["density=0.1",
     "nnz=58982", "nm=none", "bsr4x1=0.3439/0.7093", ..., "bsr8x8=0.9988/0.8999"] (block density /
     fill-in) — when the op registry declares that attribute, and always the side table
-    `self.results` (a list of (WeightUse, SparsityReport)) for the caller. MatMul / Gemm have no
-    such attribute: side table only. Weights are not modified."""
+    `self.results` (a list of (WeightUse, SparsityReport)), also the PassResult's `analysis`, for the
+    caller. MatMul / Gemm have no such attribute: side table only. Weights are not modified.
+    Stats: weights analysed, Linears whose attribute changed."""
 
     name = "analyze-sparsity"
 
@@ -140,14 +141,15 @@ class AnalyzeSparsity(Pass):
         super().__init__(**values)
         self.results: list[tuple[WeightUse, SparsityReport]] = []
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: Graph) -> PassResult:
         uses = weight_uses(graph)
         self.results = list(zip(uses, analyze_uses(uses)))
-        changed = False
+        annotated = 0
         for use, report in self.results:
             if declares(use.op, ATTR):
                 items = sparsity_attr(report)
                 if use.op.attrs.get(ATTR) != items:
                     use.op.attrs[ATTR] = items
-                    changed = True
-        return changed
+                    annotated += 1
+        stats = {k: v for k, v in {"weights": len(self.results), "annotated": annotated}.items() if v}
+        return PassResult(annotated > 0, stats, self.results)

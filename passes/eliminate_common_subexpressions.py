@@ -6,7 +6,7 @@ import numpy as np
 
 from s4c import ops
 from s4c.ir import Graph, Op, Value
-from s4c.passes.base import Pass, PassOption
+from s4c.passes.base import Pass, PassResult, option
 
 # Two-operand ops whose result does not depend on operand order, bit for bit (IEEE addition and
 # multiplication are commutative; only associativity fails, so Sum of three or more is not here).
@@ -37,9 +37,9 @@ class EliminateCommonSubexpressions(Pass):
     their names (see Graph.replace_all_uses)."""
 
     name = "eliminate-common-subexpressions"
-    options = {"content-limit": PassOption(int, 1024, "constants up to this many elements compare by content")}
+    content_limit: int = option(1024, "constants up to this many elements compare by content")
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: Graph) -> PassResult:
         representative: dict[int, Value] = {}  # id(result of a dropped op) -> the earlier result
         first: dict[tuple, Op] = {}
         kept: list[Op] = []
@@ -57,11 +57,12 @@ class EliminateCommonSubexpressions(Pass):
                 if graph.is_output(old):
                     replaced_outputs.append((old, new))
         if len(kept) == len(graph.ops):
-            return False
+            return PassResult()
+        merged = len(graph.ops) - len(kept)
         graph.ops = kept
         for old, new in replaced_outputs:
             graph.replace_all_uses(old, new)
-        return True
+        return PassResult.of({"merged": merged})
 
     def _key(self, op: Op) -> tuple:
         operands = [self._operand_key(v) for v in op.inputs]

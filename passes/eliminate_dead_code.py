@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from s4c.ir import Graph
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 
 
 class EliminateDeadCode(Pass):
@@ -16,14 +16,15 @@ class EliminateDeadCode(Pass):
 
     name = "eliminate-dead-code"
 
-    def run(self, graph: Graph) -> bool:
-        changed = graph.remove_dead_ops() > 0
-        return self._trim_layer_norm_statistics(graph) or changed
+    def run(self, graph: Graph) -> PassResult:
+        removed = graph.remove_dead_ops()
+        return PassResult.of({"removed": removed, "trimmed-statistics": self._trim_layer_norm_statistics(graph)})
 
     @staticmethod
-    def _trim_layer_norm_statistics(graph: Graph) -> bool:
+    def _trim_layer_norm_statistics(graph: Graph) -> int:
+        """How many LayerNormalization ops lost unread trailing results."""
         read = {id(v) for op in graph.ops for v in op.inputs} | {id(v) for v in graph.outputs}
-        changed = False
+        trimmed = 0
         for op in graph.ops:
             if op.op != "LayerNormalization" or len(op.outputs) == 1:
                 continue
@@ -35,5 +36,5 @@ class EliminateDeadCode(Pass):
                     v.producer = None
                 op.outputs = op.outputs[:keep]
                 op.attrs["num_results"] = keep
-                changed = True
-        return changed
+                trimmed += 1
+        return trimmed

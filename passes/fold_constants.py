@@ -7,7 +7,7 @@ import numpy as np
 from s4c import ops
 from s4c.errors import PassError
 from s4c.ir import Graph, Op, TensorType, Value
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 
 
 def is_weight_dequantization(op: Op) -> bool:
@@ -34,8 +34,8 @@ class FoldConstants(Pass):
 
     name = "fold-constants"
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def run(self, graph: Graph) -> PassResult:
+        count = 0  # ops folded
         kept: list[Op] = []
         for op in graph.ops:
             # An Identity carrying an output name is what folding an output leaves behind.
@@ -53,9 +53,9 @@ class FoldConstants(Pass):
                     # The result itself becomes the constant: every reader already holds it.
                     result.producer = None
                     result.data = array
-            changed = True
+            count += 1
         graph.ops = kept
-        return changed
+        return PassResult.of({"folded": count})
 
     @staticmethod
     def _foldable(op: Op) -> bool:

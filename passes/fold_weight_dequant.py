@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from s4c.ir import Graph, Op, Value, numpy_dtype
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 
 FLOAT_DTYPES = ("f16", "f32", "f64")
 
@@ -58,15 +58,16 @@ class FoldWeightDequant(Pass):
 
     name = "fold-weight-dequant"
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: Graph) -> PassResult:
         casts: list[Op] = []  # Casts a rewritten Mul read: dropped below unless read elsewhere
-        changed = False
+        # DequantizeWeight ops made, by the form they were written in
+        stats = {"cast-mul": 0, "dequantize-linear": 0, "cast-unit-scale": 0, "transposed": 0}
         for index, op in enumerate(graph.ops):
             rewritten = self._rewrite(graph, op)
             if rewritten is not None:
                 casts += [v.producer for v in op.inputs if v.producer is not None]
                 graph.ops[index] = rewritten
-                changed = True
+                stats["cast-mul" if op.op == "Mul" else "dequantize-linear"] += 1
         if casts:
             read = {id(v) for op in graph.ops for v in op.inputs} | {id(v) for v in graph.outputs}
             unread = {id(op) for op in casts if id(op.output) not in read}
@@ -76,9 +77,9 @@ class FoldWeightDequant(Pass):
                 unit = Value.constant(graph.fresh_name(f"{op.inputs[0].name}.unit_scale"),
                                       np.ones((), numpy_dtype(op.attrs["to"])))
                 graph.ops[index] = self._dequantize_weight(graph, op, op.inputs[0], unit, -1)
-                changed = True
-        changed = self._fold_transposes(graph) or changed
-        return changed
+                stats["cast-unit-scale"] += 1
+        stats["transposed"] = self._fold_transposes(graph)
+        return PassResult.of(stats)
 
     def _rewrite(self, graph: Graph, op: Op) -> Op | None:
         if op.op == "Mul":
@@ -132,7 +133,7 @@ class FoldWeightDequant(Pass):
                   onnx_nodes=op.onnx_nodes)
 
     @staticmethod
-    def _fold_transposes(graph: Graph) -> bool:
+    def _fold_transposes(graph: Graph) -> int:
         users = graph.users()
         replaced: set[int] = set()
         for index, op in enumerate(graph.ops):
@@ -151,4 +152,4 @@ class FoldWeightDequant(Pass):
                                   onnx_nodes=dequant.onnx_nodes + op.onnx_nodes)
             replaced.add(id(dequant))  # its one reader now reads the transposed weight
         graph.ops = [op for op in graph.ops if id(op) not in replaced]
-        return bool(replaced)
+        return len(replaced)

@@ -34,7 +34,7 @@ import numpy as np
 
 from s4c import ops as op_registry
 from s4c.ir import Op, Value, numpy_dtype
-from s4c.passes.base import Pass, PassOption
+from s4c.passes.base import Pass, PassResult, option
 from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns
 from s4c.ops.elementwise import broadcast_shapes
 
@@ -291,7 +291,7 @@ class FuseAttention(Pass):
     """Q/K/V head split + scaled QK^T + mask + Softmax + AV + head merge -> MultiHeadAttention."""
 
     name = "fuse-attention"
-    options = {"num-heads": PassOption(int, 0, "only fuse attention with this many heads (0: derive from shapes)")}
+    num_heads: int = option(0, "only fuse attention with this many heads (0: derive from shapes)")
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, [ScaledDotProductAttention(self.num_heads)]))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, [ScaledDotProductAttention(self.num_heads)]))

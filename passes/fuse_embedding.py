@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from s4c.ir import Op, Value, numpy_dtype
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns, last_axis_layernorm
 
 
@@ -146,5 +146,5 @@ class FuseEmbedding(Pass):
 
     name = "fuse-embedding"
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, [EmbeddingLayerNorm()]))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, [EmbeddingLayerNorm()]))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from s4c.ir import Op, Value
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns, close_f32, flatten_product, polynomial
 
 SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -160,5 +160,5 @@ class FuseGelu(Pass):
 
     name = "fuse-gelu"
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, PATTERNS))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, PATTERNS))

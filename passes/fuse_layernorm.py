@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from s4c.ir import Op, Value, numpy_dtype
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns, close_f32
 
 
@@ -289,5 +289,5 @@ class FuseLayernorm(Pass):
 
     name = "fuse-layernorm"
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, PATTERNS))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, PATTERNS))

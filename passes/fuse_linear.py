@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from s4c.ir import Op, Value
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns, bias_vector
 
 DEQUANT = "DequantizeWeight"
@@ -225,5 +225,5 @@ class FuseLinear(Pass):
 
     name = "fuse-linear"
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, PATTERNS))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, PATTERNS))

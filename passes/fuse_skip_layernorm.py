@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from s4c.ir import Op, numpy_dtype
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.passes.rewrite import Match, Pattern, apply_patterns, bias_vector, last_axis_layernorm
 
 
@@ -81,5 +81,5 @@ class FuseSkipLayernorm(Pass):
 
     name = "fuse-skip-layernorm"
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, [SkipLayerNorm()]))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, [SkipLayerNorm()]))

@@ -7,7 +7,7 @@ import numpy as np
 from s4c import ops
 from s4c.errors import PassError
 from s4c.ir import Graph, TensorType
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 
 
 class InferShapes(Pass):
@@ -21,12 +21,12 @@ class InferShapes(Pass):
 
     name = "infer-shapes"
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def run(self, graph: Graph) -> PassResult:
+        constants = retyped = 0
         for value in graph.constants():
             if isinstance(value.data, np.ndarray) and TensorType.of(value.data) != value.type:
                 value.type = TensorType.of(value.data)
-                changed = True
+                constants += 1
         for op in graph.ops:
             try:
                 types = ops.REGISTRY[op.op].infer_types([v.type for v in op.inputs], op.attrs)
@@ -39,5 +39,5 @@ class InferShapes(Pass):
             for value, inferred in zip(op.outputs, types):
                 if value.type != inferred:
                     value.type = inferred
-                    changed = True
-        return changed
+                    retyped += 1
+        return PassResult.of({"constants-retyped": constants, "results-retyped": retyped})

@@ -1,30 +1,38 @@
-"""PassManager: runs a pipeline over a graph, with the instrumentation a pass developer needs.
+"""PassManager: runs passes over a graph inside one context shared by its instruments
+(passes/instruments.py: --verify-each, --print-after-all / --print-after NAME, --time-passes,
+--dump-dir DIR), and the pipeline parser.
 
-Instrumentation lives here, not in passes: --print-after-all / --print-after NAME, --time-passes
-(a table: pass, wall time, changed?), --verify-each, --dump-dir DIR (IR text and ONNX after each pass).
-A failure inside a pass is reported naming the pass."""
+    manager = PassManager(parse_pipeline("default"), standard_instruments(time_passes=True))
+    with manager:                                     # one context: one timing table at the end
+        manager.run(graph)                            # the manager's own passes
+        manager.run(copy, parse_pipeline(target_pipeline("c")))   # more passes, same instruments
+    manager.results                                   # [(pass, PassResult)] in run order
+
+A failure inside a pass is reported naming the pass: PassError for a model the pass rejects,
+PassFailure for a crash (a bug in s4c).
+"""
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-import time
-from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Sequence
 
 from s4c.errors import PassError, S4CError
 from s4c.ir import Graph
-from s4c.passes.base import Pass, get_pass
+from s4c.passes.base import Pass, PassFailure, PassResult, get_pass
+from s4c.passes.instruments import PassInstrument
 from s4c.passes.pipelines import PIPELINES
-from s4c.text import print_graph
-from s4c.verify import verify
 
-_STEP = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
+__all__ = ["PassManager", "PassFailure", "parse_pipeline"]
+
+# name, then optionally {body}; a body may hold "quoted values" with any character but '"'
+_STEP = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*(?:\{((?:[^{}"]|"[^"]*")*)\})?\s*(?:,|$)')
+# body items split at commas outside quotes
+_ITEM = re.compile(r'(?:[^,"]|"[^"]*")+')
 
 
 def parse_pipeline(text: str) -> list[Pass]:
-    """'a,b{k=v,k2=v2},c' or a named pipeline ('default', 'cleanup', 'none') -> Pass instances."""
+    """'a,b{k=v,k2="v,2"},c' or a named pipeline ('default', 'cleanup', 'none') -> Pass instances."""
     text = text.strip()
     if text in PIPELINES:
         return parse_pipeline(",".join(PIPELINES[text])) if PIPELINES[text] else []
@@ -36,11 +44,14 @@ def parse_pipeline(text: str) -> list[Pass]:
                             f" (named pipelines: {', '.join(PIPELINES)})")
         name, body = m.group(1), m.group(2)
         options = {}
-        for item in filter(None, (s.strip() for s in (body or "").split(","))):
+        for item in filter(None, (s.strip() for s in _ITEM.findall(body or ""))):
             key, sep, value = item.partition("=")
             if not sep:
                 raise PassError(f"pass {name}: option {item!r} is not key=value")
-            options[key.strip()] = value.strip()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            options[key.strip()] = value
         if name in PIPELINES and not options:
             passes.extend(parse_pipeline(name))
         else:
@@ -49,61 +60,58 @@ def parse_pipeline(text: str) -> list[Pass]:
     return passes
 
 
-@dataclass
 class PassManager:
-    passes: list[Pass]
-    verify_each: bool = False
-    print_after_all: bool = False
-    print_after: set[str] = field(default_factory=set)
-    time_passes: bool = False
-    dump_dir: str | None = None
-    out: TextIO = field(default_factory=lambda: sys.stderr)
-    timings: list[tuple[str, float, bool]] = field(default_factory=list)
+    """Runs passes in order, calling every instrument's hooks around each. `with manager:` opens
+    the instruments' context (enter_pass_ctx ... exit_pass_ctx) around several runs; a run outside
+    one opens its own. `results` lists (pass, PassResult) for every pass run, in order."""
 
-    def run(self, graph: Graph) -> Graph:
-        for index, p in enumerate(self.passes):
-            start = time.perf_counter()
-            try:
-                changed = bool(p.run(graph))
-            except PassError:
-                raise
-            except S4CError as e:
-                raise PassError(f"pass {p.name}: {e}") from e
-            except Exception as e:
-                raise PassFailure(f"pass {p.name} failed: {type(e).__name__}: {e}") from e
-            self.timings.append((str(p), time.perf_counter() - start, changed))
-            if self.verify_each:
-                try:
-                    verify(graph)
-                except S4CError as e:
-                    raise PassFailure(f"pass {p.name} left an invalid graph: {e}") from e
-            if self.print_after_all or p.name in self.print_after:
-                self.out.write(f"// -----// IR after {p} //----- //\n{print_graph(graph)}")
-            if self.dump_dir:
-                self._dump(graph, index, p)
-        if self.time_passes:
-            self.out.write(self.timing_table())
+    def __init__(self, passes: Sequence[Pass] = (), instruments: Sequence[PassInstrument] = ()):
+        self.passes: list[Pass] = list(passes)
+        self.instruments: list[PassInstrument] = list(instruments)
+        self.results: list[tuple[Pass, PassResult]] = []
+        self._depth = 0
+
+    def __enter__(self) -> "PassManager":
+        if self._depth == 0:
+            for instrument in self.instruments:
+                instrument.enter_pass_ctx()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._depth -= 1
+        if self._depth == 0:
+            for instrument in self.instruments:
+                instrument.exit_pass_ctx()
+        return False
+
+    def run(self, graph: Graph, passes: Sequence[Pass] | None = None) -> Graph:
+        """Run `passes` (default: the manager's own) over `graph`, in place; returns `graph`."""
+        with self:
+            for p in self.passes if passes is None else passes:
+                for instrument in self.instruments:
+                    instrument.run_before_pass(p, graph)
+                result = self._run_one(p, graph)
+                self.results.append((p, result))
+                for instrument in self.instruments:
+                    instrument.run_after_pass(p, graph, result)
         return graph
 
-    def timing_table(self) -> str:
-        total = sum(t for _, t, _ in self.timings) or 1e-12
-        width = max([len(n) for n, _, _ in self.timings] + [4])
-        rows = [f"{'pass':<{width}}  {'wall ms':>9}  {'share':>6}  changed"]
-        rows += [f"{n:<{width}}  {t * 1e3:>9.2f}  {t / total:>6.1%}  {'yes' if c else 'no'}" for n, t, c in self.timings]
-        rows.append(f"{'total':<{width}}  {total * 1e3:>9.2f}")
-        return "\n".join(rows) + "\n"
-
-    def _dump(self, graph: Graph, index: int, p: Pass) -> None:
-        os.makedirs(self.dump_dir, exist_ok=True)
-        stem = os.path.join(self.dump_dir, f"{index + 1:02d}-{p.name}")
-        with open(stem + ".s4ir", "w") as f:
-            f.write(print_graph(graph))
+    @staticmethod
+    def _run_one(p: Pass, graph: Graph) -> PassResult:
         try:
-            from s4c.export_onnx import export_onnx
-        except ImportError:
-            return
-        export_onnx(graph, stem + ".onnx")
+            result = p.run(graph)
+        except PassError:
+            raise
+        except S4CError as e:
+            raise PassError(f"pass {p.name}: {e}") from e
+        except Exception as e:
+            raise PassFailure(f"pass {p.name} failed: {type(e).__name__}: {e}") from e
+        if not isinstance(result, PassResult):
+            raise PassFailure(f"pass {p.name} failed: run() returned {type(result).__name__}, not a PassResult")
+        return result
 
-
-class PassFailure(Exception):
-    """A pass crashed or broke the IR: a bug in s4c (exit code 1), named after the pass."""
+    @property
+    def changed(self) -> bool:
+        """Whether any pass run so far changed a graph."""
+        return any(r.changed for _, r in self.results)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from s4c.ir import Op, Value, numpy_dtype
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.passes.fuse_linear import _memo_constant
 from s4c.passes.rewrite import Match, Pattern, Rewriter, apply_patterns
 
@@ -139,5 +139,5 @@ class MergeQkv(Pass):
 
     name = "merge-qkv"
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, [ConcatOfLinears()]))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, [ConcatOfLinears()]))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from s4c.errors import PassError, S4CError
 from s4c.ir import Graph
 from s4c.passes.analyze_sparsity import WeightUse, analyze_uses, declares, weight_uses
-from s4c.passes.base import Pass, PassOption
+from s4c.passes.base import Pass, PassResult, option
 from s4c.sparse import Layout, NMLayout, SparseFormatError, SparsityReport, parse_layout
 from s4c.targets import LinearShapes, Target, get_target
 
@@ -26,6 +26,14 @@ class LayoutChoice:
     chosen_by: str                                        # "model", "default" or "override GLOB"
     costs: dict[str, float] = field(default_factory=dict)  # candidate -> modelled seconds
     bytes: dict[str, int] = field(default_factory=dict)    # candidate (and dense) -> storage bytes
+
+
+@dataclass
+class LayoutSelection:
+    """The pass's analysis (PassResult.analysis): the target's cost model and every choice."""
+
+    target: Target
+    choices: list[LayoutChoice]
 
 
 @dataclass(frozen=True)
@@ -50,14 +58,14 @@ class SelectSparseLayout(Pass):
 
     Records the choice in the Linear's `layout` attribute and, when the op registry declares it,
     the candidates' modelled seconds in `layout_costs` (["dense=2.159e-03", "csr=3.845e-04", ...]);
-    always in the side table `self.choices` (a list of LayoutChoice) for the compile report."""
+    always in the side table `self.choices` (a list of LayoutChoice), which the PassResult's
+    `analysis` (a LayoutSelection) also carries, for the compile report. Stats: how many weights
+    got each layout."""
 
     name = "select-sparse-layout"
-    options = {
-        "target": PassOption(str, "", "backend to choose for: s4 or c (required)"),
-        "overrides": PassOption(str, "", "GLOB=layout;GLOB=layout (weight or ONNX node name globs)"),
-        "default": PassOption(str, "", "layout for weights no override matches, instead of the cost model"),
-    }
+    target: str = option("", "backend to choose for: s4 or c (required)")
+    overrides: str = option("", "GLOB=layout;GLOB=layout (weight or ONNX node name globs)")
+    default: str = option("", "layout for weights no override matches, instead of the cost model")
 
     def __init__(self, **values):
         super().__init__(**values)
@@ -67,7 +75,7 @@ class SelectSparseLayout(Pass):
     def _fail(self, message: str) -> PassError:
         return PassError(f"pass {self.name}: {message}")
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: Graph) -> PassResult:
         if not self.target:
             raise self._fail("option target is required (s4 or c)")
         try:
@@ -112,7 +120,10 @@ class SelectSparseLayout(Pass):
                 if attrs.get(COSTS_ATTR) != recorded:
                     attrs[COSTS_ATTR] = recorded
                     changed = True
-        return changed
+        stats: dict[str, int] = {}
+        for choice in self.choices:
+            stats[str(choice.layout)] = stats.get(str(choice.layout), 0) + 1
+        return PassResult(changed, stats, LayoutSelection(target, self.choices))
 
     # -- options ----------------------------------------------------------------------------------
     def _rules(self) -> list[_Rule]:

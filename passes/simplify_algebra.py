@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from s4c.ir import Graph, Op, Value
-from s4c.passes.base import Pass, PassOption
+from s4c.passes.base import Pass, PassResult, option
 
 # Ops that only change the shape, never the order of the elements.
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
@@ -50,31 +50,35 @@ class SimplifyAlgebra(Pass):
     x * 0 (NaN * 0 is NaN), x - x, Pow(x, 1), or anything needing value ranges."""
 
     name = "simplify-algebra"
-    options = {"strict-signed-zeros": PassOption(
-        bool, False, "fold x + 0 only when the zero is -0.0 (x + 0.0 turns a -0.0 into 0.0)")}
+    strict_signed_zeros: bool = option(
+        False, "fold x + 0 only when the zero is -0.0 (x + 0.0 turns a -0.0 into 0.0)")
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        while self._sweep(graph):
-            changed = True
-        return changed
+    def run(self, graph: Graph) -> PassResult:
+        # forwarded: ops replaced by their operand; collapsed: chains made one op; removed: ops left unread
+        stats = {"forwarded": 0, "collapsed": 0, "removed": 0}
+        while self._sweep(graph, stats):
+            pass
+        return PassResult.of(stats)
 
-    def _sweep(self, graph: Graph) -> bool:
+    def _sweep(self, graph: Graph, stats: dict[str, int]) -> bool:
         touched: list[Op] = []  # ops this sweep may have left unread
         for op in list(graph.ops):
             replacement = self._forward(graph, op)
             if replacement is not None:
                 graph.replace_all_uses(op.output, replacement)
                 touched.append(op)
+                stats["forwarded"] += 1
                 continue
             inner = self._collapse(op)
             if inner is not None:
                 touched.append(inner)
+                stats["collapsed"] += 1
         if not touched:
             return False
         read = {id(v) for op in graph.ops for v in op.inputs} | {id(v) for v in graph.outputs}
         dead = {id(op) for op in touched if not any(id(v) in read for v in op.outputs)}
         graph.ops = [op for op in graph.ops if id(op) not in dead]
+        stats["removed"] += len(dead)
         return True
 
     # -- rewrites ------------------------------------------------------------------------------------

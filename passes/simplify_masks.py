@@ -11,7 +11,7 @@ products whose only reader is the bool Cast.)
 from __future__ import annotations
 
 from s4c.ir import Op
-from s4c.passes.base import Pass
+from s4c.passes.base import Pass, PassResult
 from s4c.passes.rewrite import Match, Pattern, apply_patterns
 
 INTEGERS = ("i8", "u8", "i16", "u16", "i32", "i64")
@@ -50,5 +50,5 @@ class SimplifyMasks(Pass):
 
     name = "simplify-masks"
 
-    def run(self, graph) -> bool:
-        return bool(apply_patterns(graph, PATTERNS))
+    def run(self, graph) -> PassResult:
+        return PassResult.of(apply_patterns(graph, PATTERNS))

@@ -67,17 +67,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_compile(args) -> None:
-    from s4c.driver import Instrumentation, compile
+    from s4c.driver import compile
     from s4c.frontend import parse_shape_binding
+    from s4c.passes.instruments import standard_instruments
     from s4c.text import print_graph
 
     shapes = dict(parse_shape_binding(s) for s in args.input_shape)
-    inst = Instrumentation(verify_each=args.verify_each, print_after_all=args.print_after_all,
-                           print_after=set(args.print_after), time_passes=args.time_passes, dump_dir=args.dump_dir)
+    instruments = standard_instruments(verify_each=args.verify_each, print_after_all=args.print_after_all,
+                                       print_after=args.print_after, time_passes=args.time_passes,
+                                       dump_dir=args.dump_dir)
     backend_options = {"layout_overrides": args.layout, "layout_default": args.layout_default,
                        "cores": args.cores, "cc": args.cc, "cflags": args.cflags}
     result = compile(args.model, input_shapes=shapes, target=args.target, passes=args.passes,
-                     outdir=args.output, instrumentation=inst, backend_options=backend_options)
+                     outdir=args.output, instruments=instruments, backend_options=backend_options)
     if args.print_ir:
         sys.stdout.write(print_graph(result.graph))
     ops = len(result.graph.ops)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -36,7 +37,8 @@ MANIFEST_VERSION = 1
 #   build(graph, outdir, options) -> {"files": {key: relpath}, "report": {...}, "report_md": "..."}
 #   load(outdir, options) -> an object with .run(inputs) -> outputs (options: threads, trace, profile)
 # `options` holds the CLI's backend settings (cc, cflags, cores, ...). The graph a backend gets has
-# been through the pipeline and then `select-sparse-layout{target=NAME}` (when that pass exists).
+# been through the pipeline and then passes/pipelines.py `target_pipeline(NAME)`
+# (select-sparse-layout{target=NAME}), in the same PassManager context.
 BACKEND_MODULES = {"s4": "s4c.codegen.s4", "c": "s4c.codegen.c"}
 TARGETS = ("ir", "s4", "c", "all")
 # The C target's limit for one tensor and for its static activation arena: a library past it
@@ -60,17 +62,6 @@ def available_backends() -> dict[str, object]:
 
 
 @dataclass
-class Instrumentation:
-    """PassManager options (see passes/manager.py)."""
-
-    verify_each: bool = False
-    print_after_all: bool = False
-    print_after: set[str] = field(default_factory=set)
-    time_passes: bool = False
-    dump_dir: str | None = None
-
-
-@dataclass
 class CompiledModel:
     graph: Graph
     outdir: str | None
@@ -84,22 +75,31 @@ class CompiledModel:
         return runner_for(self, backend, options)(inputs)
 
 
-def run_pipeline(graph: Graph, passes: str, instrumentation: Instrumentation | None = None) -> Graph:
+def run_pipeline(graph: Graph, passes: str, manager=None) -> Graph:
+    """Run the pipeline text `passes` over `graph` in place (in `manager`, a PassManager, whose
+    instruments and results then cover it; else a plain one)."""
     from s4c.passes import PassManager, parse_pipeline
 
-    inst = instrumentation or Instrumentation()
-    manager = PassManager(parse_pipeline(passes), verify_each=inst.verify_each, print_after_all=inst.print_after_all,
-                          print_after=set(inst.print_after), time_passes=inst.time_passes, dump_dir=inst.dump_dir)
-    return manager.run(graph)
+    return (manager or PassManager()).run(graph, parse_pipeline(passes))
 
 
 def compile(model, input_shapes: dict | None = None, target: str = "all", passes: str = "default",
-            outdir: str | os.PathLike | None = None, instrumentation: Instrumentation | None = None,
+            outdir: str | os.PathLike | None = None, instruments: Sequence = (),
             backend_options: dict | None = None) -> CompiledModel:
     """Import `model` (path or ModelProto), run the pass pipeline, build the target(s).
 
+    `instruments` (s4c.passes.instruments, e.g. standard_instruments(time_passes=True)) see every
+    pass: the pipeline's and each target's layout selection, in one PassManager context.
     With `outdir`, writes the artifacts there (atomically); without, keeps everything in memory
     (target "ir" only)."""
+    from s4c.passes import PassManager
+
+    manager = PassManager(instruments=instruments)
+    with manager:
+        return _compile(model, input_shapes, target, passes, outdir, manager, backend_options or {})
+
+
+def _compile(model, input_shapes, target: str, passes: str, outdir, manager, backend_options: dict) -> CompiledModel:
     if target not in TARGETS:
         raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     timings = {}
@@ -107,9 +107,10 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     graph = load_onnx(model, input_shapes=input_shapes)
     timings["import"] = time.perf_counter() - start
     start = time.perf_counter()
-    graph = run_pipeline(graph, passes, instrumentation)
+    graph = run_pipeline(graph, passes, manager)
     timings["passes"] = time.perf_counter() - start
     fusion = fusion_report(graph)
+    pass_section = {"pipeline": passes, "steps": pass_stats(manager.results), "targets": {}}
 
     backends = available_backends()
     if target == "all":
@@ -124,29 +125,32 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     if outdir is None:
         if targets:
             raise TargetError("building a backend needs an output folder")
-        return CompiledModel(graph, None, {}, [], timings, {"fusion": fusion})
+        return CompiledModel(graph, None, {}, [], timings, {"fusion": fusion, "passes": pass_section})
 
     for name in targets:  # every target's size limits, before any backend starts
-        check_sizes(graph, name, backends[name], backend_options or {})
+        check_sizes(graph, name, backends[name], backend_options)
     outdir = os.fspath(outdir)
     source = model if isinstance(model, (str, os.PathLike)) else "<ModelProto>"
     with _atomic_dir(outdir) as tmp, ThreadPoolExecutor(max_workers=1) as background:
         # The IR text and weights.npz (~440 MB for BERT-base: disk-bound, hashing and file writes
         # release the GIL) are written while the backends build; they only read the graph.
         ir_written = background.submit(_timed, write_ir, graph, tmp)
-        report: dict = {"fusion": fusion}
+        report: dict = {"fusion": fusion, "passes": pass_section}
         report_md: list[str] = [fusion_report_md(fusion)]
         built_files: dict[str, str] = {}
         for name in targets:
             start = time.perf_counter()
-            target_graph = select_layouts(graph, name, backend_options or {}, instrumentation, report, report_md)
-            built = backends[name].build(target_graph, tmp, dict(backend_options or {})) or {}
+            done = len(manager.results)
+            target_graph = select_layouts(graph, name, backend_options, manager, report, report_md)
+            pass_section["targets"][name] = pass_stats(manager.results[done:])
+            built = backends[name].build(target_graph, tmp, dict(backend_options)) or {}
             timings[f"build-{name}"] = time.perf_counter() - start
             built_files.update(built.get("files", {}))
             if built.get("report"):
                 report[name] = built["report"]
             if built.get("report_md"):
                 report_md.append(built["report_md"])
+        report_md.insert(1, pass_stats_md(pass_section))
         paths, timings["write-ir"] = ir_written.result()
         paths.update(built_files)
         paths.update(write_report(tmp, report, report_md))
@@ -207,36 +211,52 @@ def _timed(fn, *args):
     return result, time.perf_counter() - start
 
 
-def select_layouts(graph: Graph, target: str, options: dict, instrumentation: Instrumentation | None,
+def select_layouts(graph: Graph, target: str, options: dict, manager=None,
                    report: dict | None = None, report_md: list[str] | None = None) -> Graph:
-    """A copy of `graph` with each weight's layout chosen for `target` (the original stays as is,
-    so every target chooses for itself). With `report` / `report_md`, also adds the target's
-    weight-layout report: report["layouts"][target] (s4c.layout_report) and a markdown section."""
-    from s4c.passes import all_passes
+    """A copy of `graph` after `target_pipeline(target)` (each weight's layout chosen for `target`;
+    the original stays as is, so every target chooses for itself), run in `manager` (a PassManager:
+    its instruments and results cover these passes too; else a plain one). With `report` /
+    `report_md`, also adds the target's weight-layout report: report["layouts"][target]
+    (s4c.layout_report) and a markdown section."""
+    from s4c.passes import PassManager, parse_pipeline
+    from s4c.passes.pipelines import target_pipeline
+    from s4c.passes.select_sparse_layout import LayoutSelection
 
-    if "select-sparse-layout" not in all_passes():
-        return graph
-    spec = {"target": target}
-    if options.get("layout_overrides"):
-        spec["overrides"] = ";".join(options["layout_overrides"])
-    if options.get("layout_default"):
-        spec["default"] = options["layout_default"]
-    # ';' separates overrides and '{}' delimit pass options, so build the pass directly, not from text
-    from s4c.passes import PassManager, get_pass
-
-    inst = instrumentation or Instrumentation()
+    manager = manager or PassManager()
+    steps = parse_pipeline(target_pipeline(target, options.get("layout_overrides") or (),
+                                           options.get("layout_default") or ""))
     copy = graph.clone()
-    selection = get_pass("select-sparse-layout")(**spec)
-    PassManager([selection], verify_each=inst.verify_each,
-                print_after_all=inst.print_after_all, print_after=set(inst.print_after)).run(copy)
-    if report is not None:
+    done = len(manager.results)
+    manager.run(copy, steps)
+    selection = next((r.analysis for _, r in reversed(manager.results[done:])
+                      if isinstance(r.analysis, LayoutSelection)), None)
+    if report is not None and selection is not None:
         from s4c.layout_report import layout_report, layout_report_md
 
-        section = layout_report(selection.choices, selection.target_model)
+        section = layout_report(selection.choices, selection.target)
         report.setdefault("layouts", {})[target] = section
         if report_md is not None:
             report_md.append(layout_report_md(section))
     return copy
+
+
+def pass_stats(results) -> list[dict]:
+    """[(pass, PassResult)] -> [{"pass": pipeline text, "changed": bool, "stats": {what: n}}]."""
+    return [{"pass": str(p), "changed": r.changed, "stats": dict(r.stats)} for p, r in results]
+
+
+def pass_stats_md(section: dict) -> str:
+    """The compile report's pass section: one row per pass run (the pipeline's, then each target's)."""
+    from s4c.passes.instruments import format_stats
+
+    lines = ["## Passes", "", f"Pipeline `{section['pipeline']}`; each target's steps run on a copy of its result.", "",
+             "| pass | target | changed | stats |", "|---|---|---|---|"]
+    rows = [("", step) for step in section["steps"]]
+    rows += [(name, step) for name, steps in section["targets"].items() for step in steps]
+    for target, step in rows:
+        stats = format_stats(step["stats"]) or "-"
+        lines.append(f"| `{step['pass']}` | {target or '-'} | {'yes' if step['changed'] else 'no'} | {stats} |")
+    return "\n".join(lines)
 
 
 def write_report(outdir: str, report: dict, sections_md: list[str]) -> dict[str, str]:

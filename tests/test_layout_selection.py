@@ -1,6 +1,7 @@
-"""Sparse layout selection (issue 4): the analyze-sparsity and select-sparse-layout passes (golden IR
-tests, planted patterns, overrides and their errors), the compile report's layout section, the CLI
-path, `s4c inspect`'s sparsity table, and BERT-base 90% (slow).
+"""Sparse layout selection (issue 4): the analyze-sparsity and select-sparse-layout passes (planted
+patterns, overrides and their errors; their golden IR cases are in tests/golden/<pass>/, run by
+tests/test_goldens.py), the compile report's layout section, the CLI path, `s4c inspect`'s sparsity
+table, and BERT-base 90% (slow).
 
 Costs come from the models in s4c.targets with the C model's built-in defaults (the developer's
 calibration file is never read here), so nothing depends on timing.
@@ -20,13 +21,12 @@ from s4c import ops
 from s4c.cli import main
 from s4c.driver import run_pipeline, select_layouts
 from s4c.errors import PassError
-from s4c.evaluate import evaluate
 from s4c.frontend import load_onnx
 from s4c.ir import Graph, Op, TensorType, Value
 from s4c.ops import Attr
-from s4c.passes import PassManager, get_pass
+from s4c.passes import PassManager, VerifyEach, get_pass
 from s4c.sparse import parse_layout
-from s4c.text import parse_graph, print_graph
+from s4c.text import parse_graph
 from s4c.verify import verify
 
 BUNDLED = os.path.join(REPO, "examples", "models", "bert_mini_pruned90.onnx")
@@ -40,7 +40,7 @@ def _no_user_calibration(tmp_path, monkeypatch):
 
 
 def _run(graph: Graph, *passes) -> Graph:
-    PassManager(list(passes), verify_each=True).run(graph)
+    PassManager(list(passes), [VerifyEach()]).run(graph)
     return graph
 
 
@@ -98,85 +98,7 @@ def _choice(graph: Graph, target: str, **options) -> tuple[list[str], object]:
     return [op.attrs["layout"] for op in graph.ops if op.op == "Linear"], p
 
 
-# -- golden IR tests ------------------------------------------------------------------------------
-
-def _blocky64():
-    """64x64: rows in 16x1 blocks, a quarter of them kept (and, as it happens, 1 of every 4 columns)."""
-    i, j = np.meshgrid(np.arange(4), np.arange(64), indexing="ij")
-    mask = np.kron((i * 5 + j * 3) % 4 == 0, np.ones((16, 1), bool))
-    return ((np.arange(64 * 64).reshape(64, 64) % 7) + 1).astype(np.float32) * mask
-
-
-SMALL = '''graph @main(%x: f32[1,8,8]) {
-  %w = const f32[2,8] [1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 0.0, 4.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0]
-  %b = const f32[2] [0.5, -0.5]
-  %y = Linear(%x, %w, %b) {activation = "gelu"} : f32[1,8,2] loc("/l0/fc/MatMul", "/l0/fc/Add")
-  return %y
-}
-'''
-
-BLOCKY = '''graph @main(%x: f32[1,128,64]) {
-  %w = const f32[64,64] <density=0.250 hash="6022af71">
-  %y = Linear(%x, %w) : f32[1,128,64] loc("/l0/query/MatMul")
-  return %y
-}
-'''
-
-# a Linear whose weight is computed (not a constant) and a MatMul by a constant: no Linear to annotate
-NOT_A_LINEAR_WEIGHT = '''graph @main(%x: f32[2,4], %w: f32[3,4]) {
-  %v = const f32[4,3] [1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0]
-  %y = Linear(%x, %w) : f32[2,3]
-  %z = MatMul(%x, %v) : f32[2,3]
-  %s = Add(%y, %z) : f32[2,3]
-  return %s
-}
-'''
-
-GOLDEN = [
-    ("analyze_sparsity/pos_linear", "analyze-sparsity", {}, SMALL, None, '''graph @main(%x: f32[1,8,8]) {
-  %w = const f32[2,8] [1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 0.0, 4.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0]
-  %b = const f32[2] [0.5, -0.5]
-  %y = Linear(%x, %w, %b) {activation = "gelu", sparsity = ["density=0.3125", "nnz=5", "nm=2:4", "bsr4x1=0.625/0.75", "bsr8x1=0.625/0.875", "bsr16x1=0.625/0.9375", "bsr32x1=0.625/0.9688", "bsr1x4=1/0.6875", "bsr1x8=1/0.6875", "bsr4x4=1/0.8438", "bsr8x8=1/0.9219"]} : f32[1,8,2] loc("/l0/fc/MatMul", "/l0/fc/Add")
-  return %y
-}
-'''),
-    ("analyze_sparsity/neg_no_linear_weight", "analyze-sparsity", {}, NOT_A_LINEAR_WEIGHT, None, NOT_A_LINEAR_WEIGHT),
-    ("select_sparse_layout/pos_model_c", "select-sparse-layout", {"target": "c"}, BLOCKY, _blocky64,
-     '''graph @main(%x: f32[1,128,64]) {
-  %w = const f32[64,64] <density=0.250 hash="6022af71">
-  %y = Linear(%x, %w) {layout = "bsr16x1", layout_costs = ["dense=1.511e-05", "csr=9.269e-06", "bsr4x1=6.362e-06", "bsr8x1=6.280e-06", "bsr16x1=6.239e-06", "bsr32x1=9.781e-06", "bsr1x4=2.714e-05", "bsr1x8=2.681e-05", "bsr4x4=1.699e-05", "bsr8x8=1.687e-05", "nm2:4=1.489e-05", "nm1:4=8.772e-06", "nm2:8=8.772e-06"]} : f32[1,128,64] loc("/l0/query/MatMul")
-  return %y
-}
-'''),
-    # the S4 model would fit here too, but its numbers move with s4c/s4/s4v1.json; C's defaults are ours
-    ("select_sparse_layout/pos_override", "select-sparse-layout", {"target": "c", "overrides": "*/query/*=nm1:4"},
-     BLOCKY, _blocky64, '''graph @main(%x: f32[1,128,64]) {
-  %w = const f32[64,64] <density=0.250 hash="6022af71">
-  %y = Linear(%x, %w) {layout = "nm1:4", layout_costs = ["dense=1.511e-05", "csr=9.269e-06", "bsr4x1=6.362e-06", "bsr8x1=6.280e-06", "bsr16x1=6.239e-06", "bsr32x1=9.781e-06", "bsr1x4=2.714e-05", "bsr1x8=2.681e-05", "bsr4x4=1.699e-05", "bsr8x8=1.687e-05", "nm2:4=1.489e-05", "nm1:4=8.772e-06", "nm2:8=8.772e-06"]} : f32[1,128,64] loc("/l0/query/MatMul")
-  return %y
-}
-'''),
-    ("select_sparse_layout/neg_no_linear_weight", "select-sparse-layout", {"target": "c"}, NOT_A_LINEAR_WEIGHT, None,
-     NOT_A_LINEAR_WEIGHT),
-]
-
-
-@pytest.mark.parametrize("case", GOLDEN, ids=[c[0] for c in GOLDEN])
-def test_golden(case):
-    _, name, options, source, make_weight, expected = case
-    weights = {"w": make_weight()} if make_weight else None
-    graph = parse_graph(source, weights=weights)
-    assert print_graph(graph) == source, "the input text must round-trip"
-    rng = np.random.default_rng(0)
-    feeds = {v.name: rng.standard_normal(v.shape).astype(np.float32) for v in graph.inputs}
-    before = evaluate(graph, feeds)
-    _run(graph, get_pass(name)(**options))
-    actual = print_graph(graph)
-    assert actual == expected
-    assert print_graph(parse_graph(actual, weights=weights)) == actual, "the result must round-trip"
-    after = evaluate(graph, feeds)
-    assert all(np.array_equal(before[k], after[k]) for k in before), "layouts never change results"
-
+# -- the passes' side tables ----------------------------------------------------------------------
 
 def test_costs_attribute_matches_the_side_table():
     graph = linear_graph({"a": planted_blocks(), "b": uniform(sparsity=0.2)})
