@@ -14,8 +14,9 @@ frozen to their current values (`frozen_inputs`), as a static-shape compiler mus
 are cached by input shapes and dtypes (+ the frozen inputs' values), the `max_cached` (default 8)
 most recently used ones.
 
-Models whose default-domain opset is outside the importer's range are first converted with
-`onnx.version_converter` (as onnx-mlir does); a model the converter cannot convert is rejected.
+Opsets are the frontend's business: `prepare` converts the model once with
+`s4c.frontend.onnx_import.convert_opset` (onnx.version_converter, for opsets outside the importers'
+native range), as every other s4c entry point does through `load_onnx`.
 
 Execution paths are pluggable: `EXECUTORS` maps a name to `callable(graph, inputs) -> {output
 name: array}`; "ref" is the reference evaluator. A code generator found by the driver
@@ -34,12 +35,11 @@ import numpy as np
 import onnx
 import onnx.inliner
 import onnx.numpy_helper
-import onnx.version_converter
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
 from s4c.errors import FrontendError, RuntimeShapeOperandError, S4CError
 from s4c.evaluate import evaluate
-from s4c.frontend.onnx_import import MAX_OPSET, MIN_OPSET, load_onnx
+from s4c.frontend.onnx_import import convert_opset, load_onnx
 from s4c.frontend.onnx_ops import SUPPORTED_OPS
 from s4c.ir import Graph
 
@@ -69,26 +69,6 @@ def _executor(name: str) -> Executor:
 
 
 # -- model preparation ------------------------------------------------------------------------------
-
-def _default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    return 0
-
-
-def _with_supported_opset(model: onnx.ModelProto, label: str = "model") -> onnx.ModelProto:
-    opset = _default_opset(model)
-    if not opset or MIN_OPSET <= opset <= MAX_OPSET:
-        return model  # in range, or no default opset at all (the importer says so)
-    target = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET
-    try:
-        return onnx.version_converter.convert_version(model, target)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise FrontendError(f"{label}: opset {opset} is not supported (s4c imports opsets {MIN_OPSET}-{MAX_OPSET}) "
-                            f"and onnx.version_converter cannot convert it to {target}: {reason}") from None
-
 
 def check_supported_ops(model: onnx.ModelProto, label: str = "model") -> None:
     """Raise one FrontendError listing every op type s4c cannot import, with its first node."""
@@ -254,9 +234,9 @@ class S4CBackend(Backend):
         if not isinstance(model, onnx.ModelProto):
             label = str(model)
             model = onnx.load(model, load_external_data=True)
-        check_supported_ops(model, label)
         check_tensor_io(model, label)
-        model = _with_supported_opset(model, label)
+        model = convert_opset(model, label)
+        check_supported_ops(model, label)
         try:
             super().prepare(model, device)  # onnx.checker
         except onnx.checker.ValidationError as e:

@@ -258,6 +258,9 @@ def test_backend_api_surface():
 
 def test_old_opset_is_converted():
     model = _model([helper.make_node("Not", ["x"], ["y"])], [_vi("x", TensorProto.BOOL, [2])],
-                   [_vi("y", TensorProto.BOOL, [2])], opset=1)
+                   [_vi("y", TensorProto.BOOL, [2])], opset=7)
     (y,) = S4CBackend.run_model(model, [np.array([True, False])])
     np.testing.assert_array_equal(y, [False, True])
+    model.opset_import[0].version = 6  # older than any opset s4c imports: refused at prepare
+    with pytest.raises(FrontendError, match="opset 6 is not supported"):
+        S4CBackend.prepare(model)

@@ -1,6 +1,7 @@
 """ONNX -> s4c IR.
 
-    onnx.load (+ external data) -> inline local functions -> onnx-graphsurgeon graph -> cleanup
+    onnx.load (+ external data) -> inline local functions -> opset conversion (onnx.version_converter,
+       for opsets outside the importers' native range) -> onnx-graphsurgeon graph -> cleanup
     -> bind dynamic input dims -> networkx topological order -> one IR op per ONNX node, with
        shape-deciding operands turned into attributes and compile-time-known values folded away
     -> dead-op removal -> verify
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnx.inliner
 import onnx.reference
+import onnx.shape_inference
+import onnx.version_converter
 
 from s4c import ops
 from s4c.errors import FrontendError
@@ -29,7 +34,16 @@ from s4c.ir import Graph, Op, TensorType, Value
 from s4c.ir import numpy_dtype as ir_numpy_dtype
 from s4c.verify import verify
 
-MIN_OPSET, MAX_OPSET = 13, 21
+# Default-domain opsets: the importers handle NATIVE_OPSETS' op semantics directly (13: Split/Squeeze/
+# Unsqueeze/ReduceSum axes become operands; 18: the other Reduce* axes, Split num_outputs; 22-28 only
+# add element types and attributes for types s4c lacks, except DequantizeLinear's output_dtype, handled).
+# Older models (from OLDEST_OPSET) are converted up to 13 and newer ones (up to the newest the installed
+# onnx knows) down to 28 with onnx.version_converter.
+OLDEST_OPSET = 7
+NATIVE_OPSETS = (13, 28)
+# Initializers above this many bytes skip the converter (it serialises the model; its adapters only
+# ever rewrite small operands such as axes, sizes or scales); they are put back as they were.
+CONVERT_KEEP_BYTES = 1 << 16
 # Constant operands up to this many elements are folded on import; bigger ones are weights, which
 # the passes must still see as weights (e.g. an int8 weight's Cast -> Mul dequantisation).
 FOLD_LIMIT = 4096
@@ -86,6 +100,144 @@ def _read(model, label: str) -> onnx.ModelProto:
     return proto
 
 
+# -- opsets ----------------------------------------------------------------------------------------
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's default-domain (ai.onnx) opset version; 0 if it imports none."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def newest_opset() -> int:
+    """The newest default-domain opset the installed onnx knows."""
+    return onnx.defs.onnx_opset_version()
+
+
+def check_opset(opset: int, label: str = "model") -> None:
+    """A FrontendError unless s4c imports `opset` (natively or through onnx.version_converter)."""
+    if not opset:
+        raise FrontendError(f"{label}: the model imports no default-domain opset")
+    if not OLDEST_OPSET <= opset <= newest_opset():
+        raise FrontendError(f"{label}: opset {opset} is not supported (s4c imports opsets {OLDEST_OPSET}-"
+                            f"{newest_opset()}, the newest this onnx {onnx.__version__} knows)")
+
+
+def convert_opset(model: onnx.ModelProto, label: str = "model") -> onnx.ModelProto:
+    """`model` with its default-domain opset inside NATIVE_OPSETS: unchanged when it already is,
+    otherwise converted by onnx.version_converter (up to 13 from older opsets, down to 28 from
+    newer ones). A conversion that fails is a FrontendError naming the node and op at fault.
+    Large initializers (external data included) bypass the converter and come back unchanged."""
+    opset = default_opset(model)
+    check_opset(opset, label)
+    if NATIVE_OPSETS[0] <= opset <= NATIVE_OPSETS[1]:
+        return model
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    target = NATIVE_OPSETS[0] if opset < NATIVE_OPSETS[0] else NATIVE_OPSETS[1]
+    light, kept, stand_ins = _without_large_initializers(model)
+    try:
+        converted = onnx.version_converter.convert_version(light, target)
+    except Exception as e:  # the converter raises RuntimeError/ValidationError with a C++ assertion
+        reason = _converter_reason(e)
+        culprit = _conversion_culprit(light, reason, target)
+        where = f"node {culprit[0]!r} ({culprit[1]})" if culprit else "the model"
+        raise FrontendError(f"{label}: opset {opset}: onnx.version_converter cannot convert {where} to opset "
+                            f"{target}: {reason}") from None
+    if kept:
+        inputs = [i for i in converted.graph.input if i.name not in stand_ins]
+        del converted.graph.input[:]
+        converted.graph.input.extend(inputs)
+        converted.graph.initializer.extend(kept)
+    return converted
+
+
+def _copy_except(message, skip: set[str]):
+    """A copy of protobuf `message` without the fields named in `skip` (nothing large is copied)."""
+    copy = type(message)()
+    for field_desc, value in message.ListFields():
+        if field_desc.name in skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(copy, field_desc.name).extend(value)
+        elif field_desc.type == field_desc.TYPE_MESSAGE:
+            getattr(copy, field_desc.name).CopyFrom(value)
+        else:
+            setattr(copy, field_desc.name, value)
+    return copy
+
+
+def _initializer_bytes(tensor: onnx.TensorProto) -> int:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return CONVERT_KEEP_BYTES + 1  # not loaded: never hand it to the converter
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except Exception:  # strings, unknown types: small enough to pass through
+        itemsize = 1
+    return math.prod(tensor.dims) * itemsize
+
+
+def _without_large_initializers(model: onnx.ModelProto):
+    """(a model for the converter, the large initializers left out of it, the names of the graph
+    inputs added to the light model to stand in for them)."""
+    graph = model.graph
+    large = [t for t in graph.initializer if _initializer_bytes(t) > CONVERT_KEEP_BYTES]
+    if not large:
+        return model, [], set()
+    light = _copy_except(model, {"graph"})
+    light.graph.CopyFrom(_copy_except(graph, {"initializer"}))
+    light.graph.initializer.extend(t for t in graph.initializer if _initializer_bytes(t) <= CONVERT_KEEP_BYTES)
+    declared = {i.name for i in graph.input}  # IR version < 4 declares initializers as inputs too
+    stand_ins = set()
+    for t in large:
+        if t.name not in declared:
+            light.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            stand_ins.add(t.name)
+    return light, large, stand_ins
+
+
+def _converter_reason(error: Exception) -> str:
+    """The converter's message without its C++ source location and assertion boilerplate."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for marker in ("failed: ", "Assertion "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[-1]
+            break
+    return text
+
+
+def _conversion_culprit(model: onnx.ModelProto, reason: str, target: str | int):
+    """(node name, op type) of the node the converter failed on: the op its message names, else the
+    first node that fails to convert on its own; None if no single node does."""
+    nodes = list(model.graph.node)
+    label = {id(n): n.name or f"#{i}" for i, n in enumerate(nodes)}
+    mentioned = {n.op_type for n in nodes if re.search(rf"\b{re.escape(n.op_type)}\b", reason)}
+    for node in nodes:
+        if node.op_type in mentioned:
+            return label[id(node)], node.op_type
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    types = {v.name: v for v in list(inferred.graph.input) + list(inferred.graph.value_info)
+             + list(inferred.graph.output)}
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in nodes:
+        names = [n for n in node.input if n]
+        inputs = [types.get(n) or onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                  for n in names if n not in inits]
+        outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
+        single = onnx.helper.make_model(
+            onnx.helper.make_graph([node], "probe", inputs, outputs, [inits[n] for n in names if n in inits]),
+            opset_imports=list(model.opset_import), ir_version=model.ir_version)
+        try:
+            onnx.version_converter.convert_version(single, int(target))
+        except Exception:
+            return label[id(node)], node.op_type
+    return None
+
+
 class Importer:
     def __init__(self, proto: onnx.ModelProto, label: str, options: ImportOptions):
         self.proto = proto
@@ -103,9 +255,12 @@ class Importer:
     # -- driver ----------------------------------------------------------------------------------
     def run(self) -> Graph:
         self._check_model()
-        self._check_single_writer()
         if self.proto.functions:
             self.proto = onnx.inliner.inline_local_functions(self.proto)
+        if not NATIVE_OPSETS[0] <= self.opset <= NATIVE_OPSETS[1]:
+            self.proto = convert_opset(self.proto, self.label)
+            self.opset = default_opset(self.proto)
+        self._check_single_writer()
         try:
             gsg = gs.import_onnx(self.proto)
         except Exception as e:
@@ -131,14 +286,8 @@ class Importer:
         p = self.proto
         if not p.HasField("graph") or not p.graph.output:
             raise self.fail("not an ONNX model (no graph or no outputs)")
-        for imp in p.opset_import:
-            if imp.domain in ("", "ai.onnx"):
-                self.opset = imp.version
-        if not self.opset:
-            raise self.fail("the model imports no default-domain opset")
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise self.fail(f"opset {self.opset} is not supported (s4c imports opsets {MIN_OPSET}-{MAX_OPSET}); "
-                            f"re-export with a supported opset or convert with onnx.version_converter")
+        self.opset = default_opset(p)
+        check_opset(self.opset, self.label)
 
     def _check_single_writer(self) -> None:
         """Every value has one definition: no two nodes write the same name, and no node writes

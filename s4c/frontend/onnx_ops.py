@@ -232,7 +232,13 @@ def _trilu(ctx: NodeContext):
 def _dequantize_linear(ctx: NodeContext):
     attrs = _attrs_for(ctx, "DequantizeLinear")
     operands = [v for v in ctx.operands if v is not None]
-    return ctx.emit_op("DequantizeLinear", operands, attrs)
+    out_type = int(ctx.attr("output_dtype", 0) or 0)  # opset 23+: the result type, else the scale's
+    out_dtype = onnx_dtype_to_ir(out_type, f"{ctx.label} output_dtype", ctx.fail) if out_type else None
+    if out_dtype is None or out_dtype == ctx.value(1).dtype:
+        return ctx.emit_op("DequantizeLinear", operands, attrs)
+    name = ctx.result_names()[0]
+    (wide,) = ctx.emit("DequantizeLinear", operands, attrs, [f"{name}.{ctx.value(1).dtype}"], ctx.node.name)
+    return ctx.emit("Cast", [wide], {"to": out_dtype}, [name], ctx.node.name)
 
 
 IMPORTERS: dict[str, Callable] = {
