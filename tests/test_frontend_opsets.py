@@ -241,7 +241,8 @@ def test_dequantize_linear_output_dtype():
              helper.make_node("Mul", ["d", "x"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [4, 4])],
-                              [numpy_helper.from_array(q, "q"), numpy_helper.from_array(np.array(0.37, np.float32), "s")])
+                              [numpy_helper.from_array(q, "q"),
+                               numpy_helper.from_array(np.array(0.37, np.float32), "s")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
     x = np.random.default_rng(1).standard_normal((4, 4)).astype(np.float16)
     want = onnx.reference.ReferenceEvaluator(model).run(None, {"x": x})[0]

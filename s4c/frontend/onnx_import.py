@@ -4,6 +4,7 @@
        for opsets outside the importers' native range) -> onnx-graphsurgeon graph -> cleanup
     -> bind dynamic input dims -> networkx topological order -> one IR op per ONNX node, with
        shape-deciding operands turned into attributes and compile-time-known values folded away
+       (an If whose condition is known by then is replaced by the nodes of the branch it takes)
     -> dead-op removal -> verify
 
 Shapes are static after import: `Shape` of any value folds to a constant, so the exporters'
@@ -28,7 +29,7 @@ import onnx.shape_inference
 import onnx.version_converter
 
 from s4c import ops
-from s4c.errors import FrontendError
+from s4c.errors import FrontendError, RuntimeShapeOperandError
 from s4c.frontend.onnx_ops import IMPORTERS, NodeContext, SUPPORTED_OPS, onnx_dtype_to_ir
 from s4c.ir import Graph, Op, TensorType, Value
 from s4c.ir import numpy_dtype as ir_numpy_dtype
@@ -41,6 +42,9 @@ from s4c.verify import verify
 # onnx knows) down to 28 with onnx.version_converter.
 OLDEST_OPSET = 7
 NATIVE_OPSETS = (13, 28)
+# Control flow the importer resolves itself: an If on a condition known at import is replaced by
+# the branch it takes (an If on runtime data is an error).
+INLINED_OPS = {"If"}
 # Initializers above this many bytes skip the converter (it serialises the model; its adapters only
 # ever rewrite small operands such as axes, sizes or scales); they are put back as they were.
 CONVERT_KEEP_BYTES = 1 << 16
@@ -248,6 +252,12 @@ class Importer:
         self.opset = 0
         # op type -> first node name, for nodes s4c cannot import and cannot compute at import time
         self.unsupported: dict[str, str] = {}
+        # For inlining If branches: ids of the gs tensors of the main graph (and inlined branches),
+        # and every value name in use.
+        self._outer_ids: set[int] = set()
+        self._gs_nodes: list = []
+        self._gs_graph_io: list = []
+        self._names: set[str] | None = None
 
     def fail(self, message: str) -> FrontendError:
         return FrontendError(f"{self.label}: {message}")
@@ -266,6 +276,10 @@ class Importer:
         except Exception as e:
             raise self.fail(f"malformed graph ({type(e).__name__}: {e})") from None
         gsg.cleanup(remove_unused_graph_inputs=False)
+        self._gs_nodes = list(gsg.nodes)
+        self._gs_graph_io = list(gsg.inputs) + list(gsg.outputs)
+        self._outer_ids = {id(t) for n in gsg.nodes for t in list(n.inputs) + list(n.outputs)}
+        self._outer_ids.update(id(t) for t in self._gs_graph_io)
         self.graph.name = self.proto.graph.name or "main"
         self.graph.source_scopes = source_scopes(self.proto.graph)
         self._bind_inputs(gsg)
@@ -384,9 +398,9 @@ class Importer:
             for t in node.outputs:
                 producer[t.name] = i
         for i, node in enumerate(gsg.nodes):
-            for t in node.inputs:
-                if t.name and t.name in producer:
-                    dag.add_edge(producer[t.name], i)
+            for name in [t.name for t in node.inputs] + sorted(_outer_scope_inputs(node)):
+                if name and name in producer:
+                    dag.add_edge(producer[name], i)
         try:
             order = list(nx.lexicographical_topological_sort(dag))
         except nx.NetworkXUnfeasible:
@@ -414,6 +428,9 @@ class Importer:
 
     def _import_node(self, node) -> None:
         label = f"node {node.name!r} ({node.op})" if node.name else f"a {node.op} node"
+        if _op_key(node) in INLINED_OPS:
+            self._import_if(node, label)
+            return
         if any(t.name and self.env.get(t.name, True) is None for t in node.inputs):
             if _op_key(node) not in SUPPORTED_OPS:  # downstream of an unsupported node, itself unsupported
                 self.unsupported.setdefault(_op_key(node), node.name or label)
@@ -438,6 +455,68 @@ class Importer:
         for tensor, value in zip(node.outputs, results):
             if tensor.name and value is not None:
                 self.env[tensor.name] = value
+
+    def _import_if(self, node, label: str) -> None:
+        """An If whose condition is known now (after folding: e.g. a comparison of shapes) is
+        replaced by the nodes of the branch it takes; one on runtime data is an error."""
+        cond_tensor = node.inputs[0] if node.inputs else None
+        if cond_tensor is None or not cond_tensor.name:
+            raise self.fail(f"{label}: the condition operand is missing")
+        if self.env.get(cond_tensor.name, True) is None:  # downstream of an unsupported node
+            self._poison(node)
+            return
+        cond = self._operand(cond_tensor, label)
+        if not cond.is_constant:
+            raise RuntimeShapeOperandError(
+                self.fail(f"{label}: control flow on runtime data is not supported (the condition "
+                          f"{cond.name!r} is only known at run time)").args[0], cond.name)
+        flag = np.asarray(cond.data)
+        if flag.size != 1:
+            raise self.fail(f"{label}: the condition {cond.name!r} has {flag.size} elements, not one")
+        key = "then_branch" if bool(flag.reshape(-1)[0]) else "else_branch"
+        branch = node.attrs.get(key)
+        if not isinstance(branch, gs.Graph):
+            raise self.fail(f"{label}: {key} is not a graph")
+        if len(branch.outputs) != len(node.outputs):
+            raise self.fail(f"{label}: {key} has {len(branch.outputs)} outputs, the If has {len(node.outputs)}")
+        self._rename_branch_values(branch, node)
+        for inner in self._topological_order(branch):
+            self._import_node(inner)
+        for tensor, result in zip(node.outputs, branch.outputs):
+            if not tensor.name:
+                continue
+            if result.name and self.env.get(result.name, True) is None:
+                self.env[tensor.name] = None
+                continue
+            self.env[tensor.name] = self._operand(result, f"{label} {key}")
+
+    def _rename_branch_values(self, branch: gs.Graph, node) -> None:
+        """Give the values a branch defines (node results, its own initializers) names no other value
+        has: they join the main graph, and ONNX lets a subgraph reuse names of the outer scope."""
+        taken = self._all_names()
+        defined = [t for n in branch.nodes for t in n.outputs]
+        defined += [t for n in branch.nodes for t in n.inputs
+                    if isinstance(t, gs.Constant) and id(t) not in self._outer_ids]
+        defined += list(branch.inputs)
+        for tensor in defined:
+            if tensor.name and tensor.name in taken:
+                base = f"{node.name or node.op}/{tensor.name}"
+                name, i = base, 1
+                while name in taken:
+                    name, i = f"{base}.{i}", i + 1
+                tensor.name = name
+            taken.add(tensor.name)
+        self._outer_ids.update(id(t) for t in defined)  # a nested If's branches see these as outer
+
+    def _all_names(self) -> set[str]:
+        if self._names is None:
+            self._names = set(self.env)
+            for n in self._gs_nodes:
+                self._names.update(t.name for t in list(n.inputs) + list(n.outputs))
+            self._names.update(t.name for t in self._gs_graph_io)
+            self._names.update(t.name for t in self.proto.graph.initializer)  # also those only branches read
+        self._names.update(self.env)
+        return self._names
 
     def _poison(self, node) -> None:
         for tensor in node.outputs:
@@ -512,6 +591,26 @@ def source_scopes(graph: onnx.GraphProto) -> dict[str, str]:
                 dotted = max(parts, key=len, default="")
                 scopes[node.name] = "/" + dotted.replace(".", "/")
     return scopes
+
+
+def _subgraphs(node):
+    for value in node.attrs.values():
+        if isinstance(value, gs.Graph):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, gs.Graph))
+
+
+def _outer_scope_inputs(node) -> set[str]:
+    """Names node's subgraphs (nested ones included) read from the enclosing scopes."""
+    used: set[str] = set()
+    for graph in _subgraphs(node):
+        local = {t.name for t in graph.inputs}
+        local.update(t.name for n in graph.nodes for t in n.outputs)
+        for n in graph.nodes:
+            names = {t.name for t in n.inputs if not isinstance(t, gs.Constant)} | _outer_scope_inputs(n)
+            used.update(name for name in names if name and name not in local)
+    return used
 
 
 def _op_key(node) -> str:
