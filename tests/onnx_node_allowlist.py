@@ -14,8 +14,8 @@ except for the few cases older than opset 7 (OLD_OPSET).
 # each is supported, and that every supported op the node tests cover is listed here.
 ALLOWED_OPS = [
     "Abs", "Add", "And", "Cast", "CastLike", "Ceil", "Clip", "Concat", "Constant",
-    "ConstantOfShape", "DequantizeLinear", "Div", "Dropout", "Equal", "Erf",
-    "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherND", "Gelu", "Gemm", "Greater",
+    "ConstantOfShape", "DequantizeLinear", "Div", "Dropout", "Equal", "Erf", "Exp", "Expand",
+    "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "Greater",
     "GreaterOrEqual", "Identity", "IsNaN", "LayerNormalization", "Less", "LessOrEqual", "Log",
     "LogSoftmax", "MatMul", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow", "Range", "Reciprocal",
     "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "Relu", "Reshape", "Shape",

@@ -11,7 +11,8 @@ asks for its operands in the layout it needs (`lw.get(value, fm)`), allocates it
     elementwise (any layout, strided)    unary / binary / variadic ops, Where, Cast, Clip,
                                          DequantizeLinear / DequantizeWeight, Expand
     data movement (token-major)          Reshape & co. (aliases), Transpose, Slice, Split,
-                                         Concat, Tile, Trilu, Gather, GatherND
+                                         Concat, Tile, Trilu, Gather, GatherElements,
+                                         GatherND
     reductions / normalisation           Reduce*, Softmax, LogSoftmax, LayerNormalization,
                                          MatMul (dense kernel for f32), Gemm
     compile-time                         Shape, Size, Range (constants), ConstantOfShape (init)
@@ -22,7 +23,7 @@ Where the entries live (each module registers into emit_common.EMITTERS on impor
                           outputs, memory plan); re-exports EMITTERS
     emit_common.py        the registry (EMITTERS, @emits) and the helpers the emitters share
     emit_elementwise.py   unary / binary / variadic ops, Where, Cast, Clip, Expand, Dequantize*
-    emit_movement.py      aliases, Transpose, Slice, Split, Concat, Tile, Trilu, Gather(ND), constants
+    emit_movement.py      aliases, Transpose, Slice, Split, Concat, Tile, Trilu, Gather(ND/Elements), constants
     emit_reduce.py        Reduce*, Softmax, LogSoftmax, MatMul, Gemm
     emit_transformer.py   Gelu, LayerNorm, SkipLayerNorm, LayerNormalization, MultiHeadAttention,
                           Embedding

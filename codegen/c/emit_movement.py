@@ -2,7 +2,7 @@
 
     aliases            Reshape, Squeeze, Unsqueeze, Flatten (no code: a view of the operand)
     strided copies     Transpose, Slice, Split, Concat, Tile, Trilu
-    indexed copies     Gather, GatherND (an index out of range fails the step)
+    indexed copies     Gather, GatherElements, GatherND (an index out of range fails the step)
     compile-time       Shape, Size, Range (stored as constants), ConstantOfShape (filled at init)
 """
 
@@ -136,6 +136,31 @@ def _emit_gather(lw: Lowering, op: Op) -> None:
         f"{ind}    {copy}",
         f"{ind}}}",
     ]
+    lw.generic(op.op, [data, idx], [y], body, fails=True, note="index out of range -> error")
+
+
+@emits("GatherElements")
+def _emit_gather_elements(lw: Lowering, op: Op) -> None:
+    """y[..j..] = x0[..x1[..j..]..] along `axis`: one loop nest over the indices' shape; off the
+    axis the data offset steps with the loops, on it the (normalised) index picks the element."""
+    a = attrs(op)
+    data = lw.get(op.inputs[0], None)
+    idx = lw.get(op.inputs[1], None)
+    axis = a["axis"] % data.rank
+    y = lw.out(op.output, None, [data, idx])
+    if y.size == 0:
+        return
+    n = data.shape[axis]
+    dstr = list(data.strides)
+    step = dstr[axis]
+    dstr[axis] = 0
+    loops = nest(idx.shape, [Access("y0", y.strides), Access("x1", idx.strides), Access("x0", dstr)])
+    body = render(loops, [
+        f"int64_t k = (int64_t)x1[{loops.index[1]}];",
+        f"if (k < 0) k += {int_literal(n)};",
+        f"if (k < 0 || k >= {int_literal(n)}) return 1;",
+        f"y0[{loops.index[0]}] = x0[{loops.index[2]} + (ptrdiff_t)k * {int_literal(step)}];",
+    ])
     lw.generic(op.op, [data, idx], [y], body, fails=True, note="index out of range -> error")
 
 

@@ -15,9 +15,9 @@ constant segment, Linear weight packing), report.py (the cycle report), kernels.
 kernels: Linear, MultiHeadAttention, SkipLayerNorm, LayerNorm, Embedding; the op -> kernel registry)
 and the generic kernels (any shape, operands in DRAM): base.py (the Kernel interface, `reject`, the
 tile budget), movement.py (Transpose / Slice / Concat / ... as index maps -> DMA), gather.py
-(run-time-index Gather / GatherND), elementwise.py (elementwise ops, also as row kernels; their VPU
-sequences in vmath.py), reductions.py (Reduce*, Softmax, LayerNormalization), matmul.py (MatMul /
-Gemm of run-time operands).
+(run-time-index Gather / GatherND / GatherElements), elementwise.py (elementwise ops, also as row
+kernels; their VPU sequences in vmath.py), reductions.py (Reduce*, Softmax, LayerNormalization),
+matmul.py (MatMul / Gemm of run-time operands).
 
 How a graph is lowered:
 

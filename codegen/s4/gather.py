@@ -1,11 +1,13 @@
-"""Gather / GatherND with indices known only at run time (constant indices are data movement,
-movement.py): the indices normalised (negative -> +n) in fp32, cvt to i32, then `dma.gather` from
-the data in DRAM.
+"""Gather / GatherND / GatherElements with indices known only at run time (constant indices are
+data movement, movement.py): the indices normalised (negative -> +n) in fp32, cvt to i32, then
+`dma.gather` from the data in DRAM (GatherElements: 1-element rows of the flattened data).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from s4c.ranges import FP32_EXACT
 
 from .base import Kernel, reject
 from .emit import SIZE, Region
@@ -60,6 +62,63 @@ def normalised_indices(L, c: int, idx, n: int, flat_terms=None) -> Region:
     L.em.cvt(c, out, raw)
     vm.free()
     return out
+
+
+class GatherElementsRuntime(Kernel):
+    """GatherElements(data, indices) with indices known only at run time: per output element the
+    flat data index base + k * stride(axis) (base: the element's offset off the axis, a constant
+    vector) computed in fp32, then one `dma.gather` of 1-element rows per chunk. An index outside
+    [-n, n) on the axis becomes -1, so the gather stops the run (a flat index alone could land on
+    another element silently)."""
+
+    CHUNK = 2048
+
+    def check(self, L, op):
+        if L.info(op.inputs[1]).irdt not in ("i64", "i32"):
+            reject(op, "indices must be i32 or i64")
+        n = L.info(op.inputs[0]).n
+        if n > FP32_EXACT:
+            reject(op, f"data has {n} elements; run-time GatherElements computes flat element indices "
+                       f"in fp32, exact only up to 2^24")
+
+    def emit(self, L, op):
+        data, idx = op.inputs
+        out = L.root(op.outputs[0])
+        if out.n == 0:
+            return
+        dinfo = L.info(data)
+        rank = len(data.shape)
+        axis = op.attrs.get("axis", 0) % rank
+        n = int(data.shape[axis])
+        dstr = [int(np.prod(data.shape[d + 1:], dtype=np.int64)) for d in range(rank)]
+        grid = np.indices(idx.shape, dtype=np.int64).reshape(rank, -1)
+        base = sum((grid[d] * dstr[d] for d in range(rank) if d != axis), np.zeros(grid.shape[1], np.int64))
+        table = Region.dram(L.dram_of(data).addr, dinfo.n, 1, dinfo.dt)
+        es = SIZE[dinfo.dt]
+        for j, k0 in enumerate(range(0, out.n, self.CHUNK)):
+            k1 = min(out.n, k0 + self.CHUNK)
+            cnt = k1 - k0
+            c = j % L.cores
+            sc = L.scratch(c)
+            k = L.load_vector(c, idx, f32=True, start=k0, count=cnt)
+            vm = VM(L, c, 1, cnt)
+            s = vm.step(vm.axpb((k, "full"), -1.0))              # k < 0
+            L.em.axpb(c, s, s, float(n), 0.0)
+            L.em.vbin(c, "add", k, k, s)                        # k normalised
+            ok = vm.step(vm.axpb((k, "full"), 1.0, 0.5))        # k >= 0
+            hi = vm.step(vm.axpb((k, "full"), -1.0, n - 0.5))   # k <= n - 1
+            L.em.vbin(c, "mul", ok, ok, hi)
+            L.em.axpb(c, k, k, float(dstr[axis]), 1.0)          # 1 + k * stride
+            L.em.vbin(c, "add", k, k, vm.L.const_vector(c, base[k0:k1].astype(np.float32)))
+            L.em.vbin(c, "mul", k, k, ok)                       # 0 where out of range
+            L.em.axpb(c, k, k, 1.0, -1.0)
+            iv = sc.tile(1, cnt, "i32")
+            L.em.cvt(c, iv, k)
+            t = sc.tile(cnt, 1, dinfo.dt)
+            L.em.gather(c, t, table, iv.addr)
+            L.em.st(c, Region.dram(out.dram + k0 * es, cnt, 1, dinfo.dt), t)
+            vm.free()
+            sc.release_all()
 
 
 class GatherNDRuntime(Kernel):

@@ -29,7 +29,7 @@ from s4c.errors import TargetError
 from .emit import Region, rup
 from .base import Kernel, reject
 from .elementwise import Elementwise
-from .gather import GatherNDRuntime, GatherRuntime
+from .gather import GatherElementsRuntime, GatherNDRuntime, GatherRuntime
 from .movement import MOVE_DATA, MoveKernel
 from .lower import RowInfo
 from .weights import pack_linear, parse_s4_layout
@@ -421,8 +421,9 @@ def softmax_rows(L, core, St, btile, guard: bool) -> None:
 
 
 _PASS_THROUGH = {"Where", "Expand", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast", "Mul", "Add", "Sub",
-                 "Identity", "Gather", "GatherND", "Slice", "Concat", "Transpose", "And", "Or", "Not", "Tile",
-                 "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Min", "Max", "Clip", "Neg"}
+                 "Identity", "Gather", "GatherND", "GatherElements", "Slice", "Concat", "Transpose", "And",
+                 "Or", "Not", "Tile", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Min", "Max",
+                 "Clip", "Neg"}
 
 
 def may_be_neg_inf(L, v, depth: int = 0) -> bool:
@@ -676,6 +677,7 @@ def _register():
     KERNELS["Embedding"] = EmbeddingKernel()
     KERNELS["Gather"] = GatherDispatch(move, GatherRuntime())
     KERNELS["GatherND"] = GatherDispatch(move, GatherNDRuntime())
+    KERNELS["GatherElements"] = GatherElementsDispatch(move, GatherElementsRuntime())
     KERNELS["MatMul"] = MatMulDispatch()
     KERNELS["Gemm"] = GemmKernel()
     KERNELS["Softmax"] = SoftmaxKernel()
@@ -696,6 +698,19 @@ class GatherDispatch(Kernel):
 
     def emit(self, L, op):
         self._k(op).emit(L, op)
+
+
+class GatherElementsDispatch(GatherDispatch):
+    """Constant indices in range: data movement; else (run-time indices, or constant ones out of
+    range, which then stop the run like the reference's error) the run-time kernel."""
+
+    def _k(self, op):
+        if op.inputs[1].is_constant:
+            shape = op.inputs[0].shape
+            idx, n = np.asarray(op.inputs[1].data), shape[op.attrs.get("axis", 0) % len(shape)]
+            if not idx.size or (idx.min() >= -n and idx.max() < n):
+                return self.move
+        return self.runtime
 
 
 class MatMulDispatch(Kernel):

@@ -1,12 +1,12 @@
 """Data movement kernels: any shape, operands in DRAM.
 
-Transpose, Slice, Concat, Split, Expand, Tile, Trilu, Gather / GatherND with constant indices, and
-Reshape-like ops when they cannot just alias: the op's own reference runs at compile time on index
-arrays, which gives, for every output element, the source element (or zero). That map is cut into
-runs; runs of equal length with constant strides become one 2-D `dma.ld` + `dma.st` pair through an
-SRAM tile (the SRAM side must be 64-byte aligned, DRAM addresses need not be); maps with many runs
-use one `dma.gather` per chunk of granules (the largest run length dividing every run) with the
-granule indices from the constant segment.
+Transpose, Slice, Concat, Split, Expand, Tile, Trilu, Gather / GatherND / GatherElements with
+constant indices, and Reshape-like ops when they cannot just alias: the op's own reference runs at
+compile time on index arrays, which gives, for every output element, the source element (or zero).
+That map is cut into runs; runs of equal length with constant strides become one 2-D `dma.ld` +
+`dma.st` pair through an SRAM tile (the SRAM side must be 64-byte aligned, DRAM addresses need not
+be); maps with many runs use one `dma.gather` per chunk of granules (the largest run length dividing
+every run) with the granule indices from the constant segment.
 
 `emit_map` / `copy_dram` / `transpose_map` are also what the other kernels use to move operands
 (reductions and Softmax move the reduced axis last, blocked DequantizeLinear and integer Where
@@ -173,7 +173,7 @@ def emit_map(L, dst_addr: int, dt: str, flat: np.ndarray, sources: list) -> None
 
 MOVE_DATA = {"Reshape": (0,), "Flatten": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Identity": (0,),
              "Dropout": (0,), "Transpose": (0,), "Slice": (0,), "Expand": (0,), "Tile": (0,), "Split": (0,),
-             "Gather": (0,), "GatherND": (0,), "Trilu": (0,), "Concat": None}
+             "Gather": (0,), "GatherND": (0,), "GatherElements": (0,), "Trilu": (0,), "Concat": None}
 
 
 def index_map(L, op, out: int = 0):

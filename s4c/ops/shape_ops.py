@@ -129,6 +129,41 @@ def _gather(xs, attrs):
     return [np.take(data, np.where(idx < 0, idx + n, idx), axis=axis)]
 
 
+@register("GatherElements", attrs={"axis": Attr("int", 0)}, inputs=(2, 2))
+def gather_elements(ctx: InferContext):
+    """GatherElements(data, indices): out[.., j, ..] = data[.., indices[.., j, ..], ..] along `axis`.
+
+    indices (i32/i64) has data's rank; the result has indices' shape. Off `axis`, an indices dim
+    may be smaller than data's (out[i][j] reads data[idx[i][j]][j], ONNX's formula), never larger.
+    Negative indices count from the end; an index outside [-n, n) is an error."""
+    t, idx = ctx.type(0), ctx.type(1)
+    if t.rank == 0:
+        raise ValueError("GatherElements needs data of rank >= 1")
+    if idx.dtype not in ("i32", "i64"):
+        raise ValueError(f"GatherElements indices must be i32 or i64, not {idx.dtype}")
+    if idx.rank != t.rank:
+        raise ValueError(f"GatherElements indices rank {idx.rank} != data rank {t.rank}")
+    a = _axis(ctx.attr("axis"), t.rank)
+    if any(i > d for k, (i, d) in enumerate(zip(idx.shape, t.shape)) if k != a):
+        raise ValueError(f"GatherElements indices shape {list(idx.shape)} exceeds data shape {list(t.shape)} "
+                         f"off axis {a}")
+    return [TensorType(t.dtype, idx.shape)]
+
+
+@implement("GatherElements")
+def _gather_elements(xs, attrs):
+    data, idx = xs
+    axis = attrs["axis"] % data.ndim
+    n = data.shape[axis]
+    idx = np.asarray(idx)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"GatherElements index out of range [{-n}, {n}) on axis {axis}")
+    idx = np.where(idx < 0, idx + n, idx).astype(np.intp)
+    # off the axis, indices may cover a leading part of data's dims
+    part = tuple(slice(None) if k == axis else slice(0, m) for k, m in enumerate(idx.shape))
+    return [np.take_along_axis(data[part], idx, axis=axis)]
+
+
 @register("GatherND", attrs={"batch_dims": Attr("int", 0)}, inputs=(2, 2))
 def gather_nd(ctx: InferContext):
     """GatherND(data, indices) with `batch_dims` leading batch axes."""
