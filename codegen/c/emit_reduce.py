@@ -1,6 +1,7 @@
 """Emitters for reductions and matrix products outside the fused kernels.
 
-    Reduce{Mean,Sum,Max,Min,Prod}, Softmax, LogSoftmax    generated loops (double accumulators)
+    Reduce{Mean,Sum,Max,Min,Prod,L2}, Softmax, LogSoftmax    generated loops (double accumulators)
+    CumSum    a generated scan along the axis (the dtype's own accumulator, as ONNX / numpy)
     MatMul    batched; f32 products of some size through s4c_linear_dense, else a generated loop
     Gemm      a generated loop (transA / transB, alpha, beta, a broadcast C)
 """
@@ -29,7 +30,7 @@ def _minmax_init(dtype: str, is_max: bool) -> str:
     return f"INT{bits}_MIN" if is_max else f"INT{bits}_MAX"
 
 
-@emits("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
+@emits("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2")
 def _emit_reduce(lw: Lowering, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
@@ -63,6 +64,9 @@ def _emit_reduce(lw: Lowering, op: Op) -> None:
     if name in ("ReduceSum", "ReduceMean"):
         acc_t = "double" if isf else int_acc
         init, comb = "0", lambda acc, v: f"{acc} += ({acc_t}){v};"
+    elif name == "ReduceL2":  # sqrt(sum(x^2)) in double; integers square exactly in 64 bits
+        acc_t = "double" if isf else int_acc
+        init, comb = "0", lambda acc, v: f"{acc} += ({acc_t}){v} * ({acc_t}){v};"
     elif name == "ReduceProd":
         acc_t = "double" if isf else int_acc
         init, comb = "1", lambda acc, v: f"{acc} *= ({acc_t}){v};"
@@ -82,11 +86,40 @@ def _emit_reduce(lw: Lowering, op: Op) -> None:
     result = "acc"
     if name == "ReduceMean":
         result = f"acc / {float(count)!r}" if count else "NAN"
-    if not isf and name in ("ReduceSum", "ReduceMean", "ReduceProd"):
+    if name == "ReduceL2":
+        result = "sqrt((double)acc)"
+    if not isf and name in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceL2"):
         result = f"({COMPUTE[dtype]})({result})" if name != "ReduceMean" else result
     body = [f"{acc_t} acc = {init};"] + render(inner, [comb("acc", v)]) + [f"y0[{outer.index[0]}] = {store(lw, y.dtype, result)};"]
     lines = render(outer, body)
     lw.generic(op.op, [x], [y], lines)
+
+
+@emits("CumSum")
+def _emit_cumsum(lw: Lowering, op: Op) -> None:
+    a = attrs(op)
+    x = lw.home(op.inputs[0])
+    y = lw.out(op.output, None, [x])
+    if y.size == 0:
+        return
+    axis = a["axis"] % x.rank
+    n = x.shape[axis]
+    outer_shape = [1 if d == axis else x.shape[d] for d in range(x.rank)]
+    outer = nest(outer_shape, [Access("y0", y.strides), Access("x0", x.strides)], parallel=True)
+    isf = x.dtype in cnames.FLOATS
+    # floats add in the dtype's compute type, one after the other (numpy's / onnxruntime's order);
+    # integers in 64 bits, unsigned so that an overflow wraps as the dtype's own addition does
+    acc_t = COMPUTE[x.dtype] if isf else "uint64_t"
+    k = f"({n - 1} - k)" if a["reverse"] else "k"
+    xi = load(lw, x, f"x0[{plus(outer.index[1], product_sum([(k, x.strides[axis])]))}]")
+    yi = f"y0[{plus(outer.index[0], product_sum([(k, y.strides[axis])]))}]"
+    result = "acc" if isf else f"({COMPUTE[x.dtype]})acc"
+    if a["exclusive"]:
+        step = f"{{ {acc_t} v = ({acc_t}){xi}; {yi} = {store(lw, y.dtype, result)}; acc += v; }}"
+    else:
+        step = f"{{ acc += ({acc_t}){xi}; {yi} = {store(lw, y.dtype, result)}; }}"
+    body = [f"{acc_t} acc = 0;", f"for (ptrdiff_t k = 0; k < {n}; k++) {step}"]
+    lw.generic(op.op, [x], [y], render(outer, body))
 
 
 @emits("Softmax", "LogSoftmax")

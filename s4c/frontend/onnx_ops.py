@@ -221,6 +221,23 @@ def _reduce(op_name: str):
     return importer
 
 
+def _cumsum(ctx: NodeContext):
+    attrs = _attrs_for(ctx, "CumSum")
+    x = ctx.value(0)
+    axis_v = ctx.value(1)
+    if not axis_v.is_constant:  # a RuntimeShapeOperandError: the backend adaptor can specialise it
+        raise RuntimeShapeOperandError(
+            ctx.fail(f"{ctx.label}: axis ({axis_v.name!r}) is not known at compile time; s4c needs a "
+                     f"constant CumSum axis").args[0], axis_v.name)
+    axis = np.asarray(axis_v.data)
+    if axis.size != 1 or not np.issubdtype(axis.dtype, np.integer):
+        raise ctx.fail(f"{ctx.label}: axis must be one integer, got {axis.dtype} {list(axis.shape)}")
+    attrs["axis"] = int(axis.reshape(-1)[0])
+    if not -max(x.type.rank, 1) <= attrs["axis"] < max(x.type.rank, 1):
+        raise ctx.fail(f"{ctx.label}: axis {attrs['axis']} is out of range for rank {x.type.rank}")
+    return ctx.emit_op("CumSum", [x], attrs)
+
+
 def _trilu(ctx: NodeContext):
     attrs = _attrs_for(ctx, "Trilu")
     k = _shape_attr(ctx, 1, "k")  # the diagonal offset is an optional operand, the IR's attribute `k`
@@ -261,7 +278,9 @@ IMPORTERS: dict[str, Callable] = {
     "LayerNormalization": _layer_normalization,
     "DequantizeLinear": _dequantize_linear,
     "Trilu": _trilu,
-    **{name: _reduce(name) for name in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")},
+    "CumSum": _cumsum,
+    **{name: _reduce(name) for name in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
+                                        "ReduceL2")},
 }
 
 # The ONNX ops s4c imports: the ones with a rule above, and every IR op with the same name.

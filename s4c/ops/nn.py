@@ -98,8 +98,13 @@ def _reduce_infer(ctx: InferContext):
     return [TensorType(t.dtype, shape)]
 
 
+def _l2(x, axis, keepdims):
+    """ReduceL2: sqrt(sum(x^2)), computed in x's dtype (as ONNX's reference does)."""
+    return np.sqrt(np.sum(np.square(x), axis=axis, keepdims=keepdims))
+
+
 REDUCTIONS = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max, "ReduceMin": np.min,
-              "ReduceProd": np.prod}
+              "ReduceProd": np.prod, "ReduceL2": _l2}
 for _name, _fn in REDUCTIONS.items():
     register(_name, attrs=_REDUCE_ATTRS, doc=f"{_name} over `axes` (all when absent).")(_reduce_infer)
 
@@ -115,6 +120,32 @@ for _name, _fn in REDUCTIONS.items():
                 (np.iinfo(dt).min, np.iinfo(dt).max) if np.issubdtype(dt, np.integer) else (-np.inf, np.inf)
             extra["initial"] = lo if fn is np.max else hi
         return [np.asarray(fn(xs[0], axis=axes, keepdims=bool(attrs["keepdims"]), **extra), dtype=xs[0].dtype)]
+
+
+@register("CumSum", attrs={"axis": Attr("int"), "exclusive": Attr("int", 0), "reverse": Attr("int", 0)})
+def cumsum(ctx: InferContext):
+    """ONNX CumSum along `axis` (the ONNX operand, a compile-time constant here); `exclusive` leaves
+    out the element itself, `reverse` sums from the end."""
+    t = ctx.type(0)
+    axis = ctx.attr("axis")
+    if not -t.rank <= axis < t.rank:
+        raise ValueError(f"CumSum axis {axis} is out of range for rank {t.rank}")
+    return [t]
+
+
+@implement("CumSum")
+def _cumsum(xs, attrs):
+    x = xs[0]
+    axis = attrs["axis"] % x.ndim
+    if attrs["reverse"]:
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if attrs["exclusive"]:
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis=axis)), np.delete(y, -1, axis=axis)], axis=axis) \
+            if x.shape[axis] else y
+    if attrs["reverse"]:
+        y = np.flip(y, axis)
+    return [np.ascontiguousarray(y)]
 
 
 def layer_norm(x, gamma, beta, axis, epsilon):
