@@ -29,17 +29,11 @@ FULLY_FUSED = {name for name in FAMILIES if name != "deberta-v2"}
 CASES = [(family, exporter, tt) for family, fam in FAMILIES.items() for exporter in EXPORTERS
          for tt in ((True, False) if fam.token_types else (False,))]
 # Not yet importable: the data-dependent ops they need (issue 12, item 2) are still being added.
-PENDING = {"roberta": "CumSum", "xlm-roberta": "CumSum", "mpnet": "CumSum", "deberta-v2": "GatherElements",
-           "bert-sentence": "ReduceL2"}
+PENDING = {"roberta": "CumSum", "xlm-roberta": "CumSum", "mpnet": "CumSum", "bert-sentence": "ReduceL2"}
 
 
 def _pending(case) -> str | None:
-    family, _, tt = case
-    if family in PENDING:
-        return PENDING[family]
-    if not tt and FAMILIES[family].token_types:  # the token_type_ids buffer is read by GatherElements
-        return "GatherElements"
-    return None
+    return PENDING.get(case[0])
 
 
 def _id(case):
