@@ -38,7 +38,7 @@ class PassResult:
 
     changed: bool = False
     stats: dict[str, int] = field(default_factory=dict)
-    analysis: Any = None
+    analysis: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, stats: dict[str, int], analysis: Any = None) -> "PassResult":

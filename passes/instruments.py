@@ -19,9 +19,9 @@ import sys
 import time
 from typing import Iterable, TextIO
 
-from s4c.errors import S4CError
+from s4c.errors import PassError, S4CError
 from s4c.ir import Graph
-from s4c.passes.base import Pass, PassFailure, PassResult
+from s4c.passes.base import Pass, PassFailure, PassResult, all_passes
 from s4c.text import print_graph
 from s4c.verify import verify
 
@@ -134,7 +134,13 @@ def standard_instruments(*, verify_each: bool = False, print_after_all: bool = F
                          print_after: Iterable[str] = (), time_passes: bool = False, dump_dir: str | None = None,
                          out: TextIO | None = None) -> list[PassInstrument]:
     """The instruments the CLI flags ask for, in the order their hooks run: timing (so it times the
-    pass alone), verification, printing, dumping."""
+    pass alone), verification, printing, dumping. A --print-after name that is no registered pass
+    is a PassError listing the valid ones."""
+    if not print_after_all:
+        passes = all_passes()
+        for name in print_after:
+            if name not in passes:
+                raise PassError(f"--print-after: unknown pass {name!r}; valid passes: {', '.join(sorted(passes))}")
     instruments: list[PassInstrument] = []
     if time_passes:
         instruments.append(PassTimer(out or _STDERR))

@@ -332,9 +332,11 @@ def test_dump_numbering_continues_across_runs(tmp_path):
 
 def test_standard_instruments_map_the_cli_flags(tmp_path):
     assert standard_instruments() == []
-    kinds = [type(i) for i in standard_instruments(verify_each=True, print_after=["x"], time_passes=True,
+    kinds = [type(i) for i in standard_instruments(verify_each=True, print_after=["fuse-gelu"], time_passes=True,
                                                    dump_dir=str(tmp_path))]
     assert kinds == [PassTimer, VerifyEach, PrintIR, DumpIR]
+    with pytest.raises(PassError, match=r"^--print-after: unknown pass 'fuse-gleu'; valid passes: analyze-sparsity, "):
+        standard_instruments(print_after=["fuse-gleu"])
 
 
 # -- the compile driver: layout selection goes through the same manager --------------------------
