@@ -28,12 +28,10 @@ import s4c  # noqa: E402
 
 CASES = [(family, task) for family in FAMILY_NAMES for task in TASKS]
 # Not yet compilable: s4c's error on each (abridged), as of this file's last update. RoBERTa, XLM-R and
-# MPNet compute their position ids with CumSum; optimum's DeBERTa-v2 export keeps a TorchScript-scripted
-# `if` (build_rpos: relative positions rebuilt when query and key lengths differ) as an If whose
-# condition depends only on shapes, and then needs GatherElements (c2p / p2c attention).
+# MPNet compute their position ids with CumSum. (Optimum's DeBERTa-v2 export, which keeps a
+# TorchScript-scripted `if` whose condition depends only on shapes and needs GatherElements for its
+# c2p / p2c attention, compiles since both are supported.)
 _CUMSUM = "FrontendError: model.onnx: unsupported op type(s): CumSum (first at node '{}/CumSum')"
-_IF = ("FrontendError: model.onnx: node '{}' (If): cannot be computed at import time by onnx.reference "
-       "(TypeError: 'Graph sub_graph1 ...' is not an accepted attribute value.)")
 PENDING = {
     ("roberta", "feature-extraction"): _CUMSUM.format("/embeddings"),
     ("roberta", "text-classification"): _CUMSUM.format("/roberta/embeddings"),
@@ -41,8 +39,6 @@ PENDING = {
     ("xlm-roberta", "text-classification"): _CUMSUM.format("/roberta/embeddings"),
     ("mpnet", "feature-extraction"): _CUMSUM.format("/embeddings"),
     ("mpnet", "text-classification"): _CUMSUM.format("/mpnet/embeddings"),
-    ("deberta-v2", "feature-extraction"): _IF.format("If_642"),
-    ("deberta-v2", "text-classification"): _IF.format("If_645"),
 }
 
 
