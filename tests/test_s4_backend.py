@@ -138,6 +138,8 @@ S4_EXCLUDE: dict[str, str] = {
     "test_pow_types_int32_int32": POW_RUNTIME,
     "test_pow_types_int64_float32": POW_RUNTIME,
     "test_pow_types_int64_int64": POW_RUNTIME,
+    "test_cumsum_1d_int32_exclusive": INT32_ALU,
+    "test_cumsum_2d_int32": INT32_ALU,
     "test_div_int32_trunc": INT32_ALU,
     "test_equal": INT32_ALU,
     "test_equal_bcast": INT32_ALU,

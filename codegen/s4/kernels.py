@@ -659,7 +659,7 @@ KERNELS: dict = {}
 
 def _register():
     from .matmul import GemmKernel
-    from .reductions import ReduceKernel, SoftmaxKernel
+    from .reductions import CumSumKernel, ReduceKernel, SoftmaxKernel
     move = MoveKernel()
     ew = Elementwise()
     for name in MOVE_DATA:
@@ -682,8 +682,9 @@ def _register():
     KERNELS["Gemm"] = GemmKernel()
     KERNELS["Softmax"] = SoftmaxKernel()
     KERNELS["LogSoftmax"] = ew
-    for name in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"):
+    for name in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"):
         KERNELS[name] = ReduceKernel()
+    KERNELS["CumSum"] = CumSumKernel()
 
 
 class GatherDispatch(Kernel):

@@ -3,6 +3,11 @@
 - **Reductions** (ReduceSum/Mean/Max/Min/Prod): reduced axes moved last (movement.py), then row
   reductions (vpu.rsum / rmean / rmax, min as -max(-x)) or, for Prod, a halving tree of vpu.mul
   over the reduced axis moved first.
+- **CumSum** along any axis as a scan on the VPU: the tensor seen as [A, n, B] (n the summed axis),
+  tiles of rows (a, j) in SRAM, then one vpu.add per step j over the strided rows (a, j) of every a
+  in the tile (B == 1: a [A, n] tile is first transposed with vpu.trans, so the scan runs over rows
+  of A lanes). fp32: integer data only when s4c.ranges proves operands and sums below 2^24.
+- **ReduceL2** as ReduceSum of the squares (vpu.mul) followed by vpu.sqrt of the row sums.
 - **Softmax** on the last axis as a row kernel (others: moved last and back).
 - **LayerNormalization** with the optional Mean / InvStdDev outputs (`layernorm_generic`, called
   by kernels.py's LayerNorm kernel).
@@ -13,6 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from s4c.ranges import fp32_exact_op
 
 from .base import INT32ISH, TILE_BUDGET, Kernel, reject
 from .emit import SIZE, Region, rup
@@ -68,7 +75,7 @@ class ReduceKernel(Kernel):
         kind = op.op
         if K == 0:
             ident = {"ReduceSum": 0.0, "ReduceProd": 1.0, "ReduceMax": -math.inf, "ReduceMin": math.inf,
-                     "ReduceMean": math.nan}[kind]
+                     "ReduceMean": math.nan, "ReduceL2": 0.0}[kind]
             if out.dt != "f32" and not math.isfinite(ident):
                 ident = 0.0 if kind == "ReduceMax" else 255.0
             c = 0
@@ -96,7 +103,11 @@ class ReduceKernel(Kernel):
                 t = f
             res = sc.tile(1, r1 - r0, "f32")
             owned.append(res)
-            if kind in ("ReduceSum", "ReduceMean", "ReduceMax"):
+            if kind == "ReduceL2":
+                L.em.vbin(c, "mul", t, t, t)
+                L.em.reduce(c, "rsum", res.addr, t)
+                L.em.vun(c, "sqrt", res, res)
+            elif kind in ("ReduceSum", "ReduceMean", "ReduceMax"):
                 L.em.reduce(c, {"ReduceSum": "rsum", "ReduceMean": "rmean", "ReduceMax": "rmax"}[kind], res.addr, t)
             elif kind == "ReduceMin":
                 L.em.axpb(c, t, t, -1.0, 0.0)
@@ -114,6 +125,110 @@ class ReduceKernel(Kernel):
                 L.em.copy(c, res, tt.sub(0, 1))
             store_vector(L, c, res, Region.dram(out.dram + r0 * SIZE[out.dt], 1, r1 - r0, out.dt))
             sc.release(*owned)
+
+
+class CumSumKernel(Kernel):
+    """CumSum on the VPU (module docstring): sums in fp32, in the reference's order along the axis."""
+
+    def check(self, L, op):
+        x = op.inputs[0]
+        if x.dtype not in ("f32", "f16", "f64") and not fp32_exact_op(L.int_ranges, op):
+            reject(op, f"{x.dtype} CumSum on values not known to stay below 2^24: the S4 VPU has no integer "
+                       "ALU and fp32 holds integers exactly only below 2^24")
+        _, n, B = self._view(op)
+        if n * rup(min(B, 16) * 4) > TILE_BUDGET // 2:
+            reject(op, f"a CumSum axis of {n} elements is longer than the S4 tiles hold")
+
+    @staticmethod
+    def _view(op):
+        shape = op.inputs[0].shape
+        axis = op.attrs["axis"] % len(shape)
+        A = int(np.prod(shape[:axis], dtype=np.int64))
+        B = int(np.prod(shape[axis + 1:], dtype=np.int64))
+        return A, shape[axis], B
+
+    @staticmethod
+    def _scan(L, c, dst_row, src_row, n, exclusive, reverse):
+        """dst_row(j) = sum of src_row(i) for i before j (exclusive) or up to j, along the scan order."""
+        order = list(range(n))[::-1] if reverse else list(range(n))
+        if exclusive:
+            L.em.fill(c, dst_row(order[0]), 0.0)
+            for prev, cur in zip(order, order[1:]):
+                L.em.vbin(c, "add", dst_row(cur), dst_row(prev), src_row(prev))
+        else:   # in place (dst_row is src_row)
+            for prev, cur in zip(order, order[1:]):
+                L.em.vbin(c, "add", dst_row(cur), dst_row(prev), dst_row(cur))
+
+    def emit(self, L, op):
+        x, outv = op.inputs[0], op.outputs[0]
+        xi, out = L.info(x), L.root(outv)
+        A, n, B = self._view(op)
+        if xi.n == 0:
+            return
+        exclusive, reverse = bool(op.attrs.get("exclusive", 0)), bool(op.attrs.get("reverse", 0))
+        src, dst = L.dram_of(x).addr, out.dram
+        es, eo = SIZE[xi.dt], SIZE[out.dt]
+        job = 0
+
+        def to_f32(c, t):
+            if t.dt == "f32":
+                return t
+            f = L.scratch(c).tile(t.rows, t.cols, "f32")
+            L.em.cvt(c, f, t)
+            L.scratch(c).release(t)
+            return f
+
+        def store(c, t, region):
+            if region.dt != "f32":
+                o = L.scratch(c).tile(t.rows, t.cols, region.dt)
+                L.em.cvt(c, o, t)
+                L.em.st(c, region, o)
+                L.scratch(c).release(o)
+            else:
+                L.em.st(c, region, t)
+
+        if B == 1 and A > 1:   # rows of [A, n]: transposed in SRAM, so one step adds A lanes
+            ra = max(1, min(A, 256, (TILE_BUDGET // 3) // rup(n * 4)))
+            for a0 in range(0, A, ra):
+                a1 = min(A, a0 + ra)
+                c = job % L.cores
+                job += 1
+                sc = L.scratch(c)
+                t = sc.tile(a1 - a0, n, xi.dt)
+                L.em.ld(c, t, Region.dram(src + a0 * n * es, a1 - a0, n, xi.dt))
+                t = to_f32(c, t)
+                tt = sc.tile(n, a1 - a0, "f32")
+                L.em.trans(c, tt, t)
+                ot = sc.tile(n, a1 - a0, "f32") if exclusive else tt
+                self._scan(L, c, lambda j: ot.sub(j, 1), lambda j: tt.sub(j, 1), n, exclusive, reverse)
+                L.em.trans(c, t, ot)
+                store(c, t, Region.dram(dst + a0 * n * eo, a1 - a0, n, out.dt))
+                sc.release(t, tt, ot)
+            return
+        # [A, n, B]: tiles of (ra values of a) x n rows x cb columns; the rows (a, j) of one j are
+        # a strided region (pitch n rows) of the tile
+        cb = min(B, max(16, (TILE_BUDGET // 4) // (n * 4) // 16 * 16))
+        ra = max(1, min(A, (TILE_BUDGET // 4) // (n * rup(cb * 4))))
+        for a0 in range(0, A, ra):
+            a1 = min(A, a0 + ra)
+            for c0 in range(0, B, cb):
+                c1 = min(B, c0 + cb)
+                c = job % L.cores
+                job += 1
+                sc = L.scratch(c)
+                rows, cols = (a1 - a0) * n, c1 - c0
+                t = sc.tile(rows, cols, xi.dt)
+                L.em.ld(c, t, Region.dram(src + (a0 * n * B + c0) * es, rows, cols, xi.dt, pitch=B * es))
+                t = to_f32(c, t)
+                ot = sc.tile(rows, cols, "f32") if exclusive else t
+
+                def lanes(tile):
+                    return lambda j: Region("sram", tile.addr + j * tile.pitch, a1 - a0, cols, n * tile.pitch,
+                                            "f32", tile.core)
+
+                self._scan(L, c, lanes(ot), lanes(t), n, exclusive, reverse)
+                store(c, ot, Region.dram(dst + (a0 * n * B + c0) * eo, rows, cols, out.dt, pitch=B * eo))
+                sc.release(t, ot)
 
 
 def store_vector(L, c, vec: Region, dst: Region) -> None:
