@@ -239,3 +239,15 @@ def test_constant_out_of_range_indices_fail_at_run_time(tmp_path):
         compiled.run(feeds, backend="c")
     with pytest.raises(S4CError, match="out of range"):
         compiled.run(feeds, backend="s4")
+
+
+def test_s4_refuses_runtime_indices_into_data_beyond_fp32_exact(tmp_path):
+    """Run-time indices into data of more than 2^24 elements: flat indices would not be exact in
+    fp32, so the S4 lowering refuses in one line naming the op (constant indices would still move)."""
+    from s4c.errors import TargetError
+
+    model = _model((2, (1 << 23) + 1), (2, 3), 1)
+    with pytest.raises(TargetError) as info:
+        s4c_compile(model, target="s4", outdir=tmp_path / "out")
+    msg = str(info.value)
+    assert "GatherElements" in msg and "2^24" in msg and "\n" not in msg, msg
