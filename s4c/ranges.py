@@ -41,6 +41,8 @@ def integer_ranges(graph: Graph) -> dict[int, Range]:
         return ranges.get(id(v))
 
     for op in graph.ops:
+        for v in op.inputs:  # record constant operands' ranges even where the rule does not read them
+            of(v)            # (Equal(input_ids, pad): the comparison is exact because pad is small)
         result = _rule(op, of)
         if result is not None:
             for out in op.outputs:

@@ -49,14 +49,16 @@ def _run_everywhere(model, feeds, tmp_path, op_name, exact=True):
 
 # -- CumSum ------------------------------------------------------------------------------------------
 
-def _position_ids_model(batch, seq, dtype):
+def _position_ids_model(batch, seq, dtype, own_pad_constant=False):
     """HF RoBERTa's create_position_ids_from_input_ids: mask = (ids != pad) as `dtype`;
-    pos = cumsum(mask, 1) * mask + pad, as int64."""
+    pos = cumsum(mask, 1) * mask + pad, as int64. `own_pad_constant`: the Equal reads a pad constant
+    nothing else reads (as the torchscript exporter writes it)."""
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, seq])
     pos = helper.make_tensor_value_info("pos", TensorProto.INT64, [batch, seq])
     inits = [numpy_helper.from_array(np.array(PAD, np.int64), "pad"),
+             numpy_helper.from_array(np.array(PAD, np.int64), "pad_cmp"),
              numpy_helper.from_array(np.array(1, np.int64), "axis")]
-    nodes = [helper.make_node("Equal", ["input_ids", "pad"], ["is_pad"]),
+    nodes = [helper.make_node("Equal", ["input_ids", "pad_cmp" if own_pad_constant else "pad"], ["is_pad"]),
              helper.make_node("Not", ["is_pad"], ["keep"]),
              helper.make_node("Cast", ["keep"], ["mask"], to=ONNX_TYPE[dtype]),
              helper.make_node("CumSum", ["mask", "axis"], ["csum"], name="cumsum"),
@@ -66,14 +68,16 @@ def _position_ids_model(batch, seq, dtype):
     return _model(nodes, [ids], [pos], inits)
 
 
+@pytest.mark.parametrize("own_pad_constant", [False, True])
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
 @pytest.mark.parametrize("batch,seq", [(1, 16), (3, 40)])
-def test_roberta_position_ids(tmp_path, dtype, batch, seq):
+def test_roberta_position_ids(tmp_path, dtype, batch, seq, own_pad_constant):
     rng = np.random.default_rng(batch * seq)
     ids = rng.integers(0, 50, (batch, seq)).astype(np.int64)
     ids[:, -5:] = PAD  # right padding, as a tokenizer writes it
     ids[0, 3] = PAD    # and one pad inside a row
-    want = _run_everywhere(_position_ids_model(batch, seq, dtype), {"input_ids": ids}, tmp_path, "CumSum")
+    model = _position_ids_model(batch, seq, dtype, own_pad_constant)
+    want = _run_everywhere(model, {"input_ids": ids}, tmp_path, "CumSum")
     # the oracle itself: positions count the non-pad tokens from pad + 1, pads stay at pad
     keep = ids != PAD
     np.testing.assert_array_equal(want["pos"], np.where(keep, np.cumsum(keep, axis=1) + PAD, PAD))

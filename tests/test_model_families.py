@@ -28,8 +28,8 @@ EXPORTERS = ("torchscript", "dynamo")
 FULLY_FUSED = {name for name in FAMILIES if name != "deberta-v2"}
 CASES = [(family, exporter, tt) for family, fam in FAMILIES.items() for exporter in EXPORTERS
          for tt in ((True, False) if fam.token_types else (False,))]
-# Not yet importable: the data-dependent ops they need (issue 12, item 2) are still being added.
-PENDING = {"roberta": "CumSum", "xlm-roberta": "CumSum", "mpnet": "CumSum", "bert-sentence": "ReduceL2"}
+# Families not yet importable (family -> the op they need), run as non-strict xfails; none left.
+PENDING: dict[str, str] = {}
 
 
 def _pending(case) -> str | None:
