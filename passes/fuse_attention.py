@@ -111,6 +111,29 @@ def _layout_is(ops: list[Op], source_shape: tuple[int, ...], expected: np.ndarra
     return arr.shape == expected.shape and np.array_equal(arr, expected)
 
 
+def _additive_biases(rw: Rewriter, add: Op, scores_shape: tuple[int, ...]):
+    """The scores and the bias terms of `add` = scores + b1 (+ b2 ...): the chain of single-use
+    Adds of the scores shape down to the operand that is the (scaled) Q K^T MatMul. MPNet adds its
+    relative position bias, then the mask. Returns (scores, [b1, b2, ...] in the order added, Adds)
+    or None."""
+    biases: list[Value] = []
+    adds: list[Op] = []
+    while True:
+        adds.append(add)
+        nxt = None
+        for i in (0, 1):
+            side, other = add.inputs[i], add.inputs[1 - i]
+            if rw.producer(_peel_scales(rw, side, [])[0], "MatMul") is not None:
+                return side, [other] + biases, adds
+            inner = rw.producer(side, "Add")
+            if nxt is None and inner is not None and rw.single_use(side) and side.shape == scores_shape:
+                nxt = (inner, other)
+        if nxt is None:
+            return None
+        add, other = nxt
+        biases.insert(0, other)
+
+
 class ScaledDotProductAttention(Pattern):
     """Self-attention from the head split to the head merge.
 
@@ -121,7 +144,7 @@ class ScaledDotProductAttention(Pattern):
          \\               /                    |
           MatMul (Q K^T)                      |
           (Mul|Div scalar)                    |
-          Add(bias) | Where(cond, fill, .)    |     (optional mask)
+          Add(bias)+ | Where(cond, fill, .)   |     (optional mask; Adds chain: MPNet's position bias)
           (Mul|Div scalar)                    |
           Softmax(axis=-1)                    |
           (Where(IsNaN(P), 0, P))             |     (optional guard)
@@ -194,14 +217,12 @@ class ScaledDotProductAttention(Pattern):
         bias, bias_kind, scores = None, None, logits
         mask_op = logits.producer if rw.single_use(logits) else None
         if mask_op is not None and mask_op.op == "Add":
-            for i in (0, 1):
-                inner = rw.producer(_peel_scales(rw, mask_op.inputs[i], [])[0], "MatMul")
-                if inner is not None:
-                    scores, bias, bias_kind = mask_op.inputs[i], mask_op.inputs[1 - i], "add"
-                    break
-            if bias is None:
+            found = _additive_biases(rw, mask_op, scores_shape)
+            if found is None:
                 return None
-            m_ops.append(mask_op)
+            scores, biases, adds = found
+            bias, bias_kind = (biases[0] if len(biases) == 1 else tuple(biases)), "add"
+            m_ops += adds
         elif mask_op is not None and mask_op.op == "Where":
             cond, a, c = mask_op.inputs
             for fill_at, s_val in ((1, c), (2, a)):
@@ -218,14 +239,18 @@ class ScaledDotProductAttention(Pattern):
             return None
         m_ops.append(qk)
         if bias_kind == "add":
-            if bias.dtype != out.dtype or bias.type.rank > rank:
+            terms = bias if isinstance(bias, tuple) else (bias,)
+            if any(t.dtype != out.dtype or t.type.rank > rank for t in terms):
                 return None
             try:
-                if broadcast_shapes(bias.shape, scores_shape) != scores_shape:
+                summed = ()
+                for t in terms:
+                    summed = broadcast_shapes(summed, t.shape)
+                if broadcast_shapes(summed, scores_shape) != scores_shape:
                     return None
-                if rank == 3 and bias.type.rank == 3 and bias.shape[0] != 1:
+                if rank == 3 and len(summed) == 3 and summed[0] != 1:
                     return None
-                broadcast_shapes(bias.shape, (b, heads, s, s))
+                broadcast_shapes(summed, (b, heads, s, s))
             except ValueError:
                 return None
         elif bias_kind == "fill":
@@ -267,6 +292,17 @@ class ScaledDotProductAttention(Pattern):
         operands = [qkv.outputs[0]]
         dt = numpy_dtype(out.dtype)
         bias = m["bias"]
+        if isinstance(bias, tuple) and m["bias_kind"] == "add":  # scores + b1 + b2: one bias b1 + b2
+            # the sum is no part of the layer (its terms come from outside it, the same for every
+            # layer): it carries the terms' provenance, so CSE makes one for all layers
+            where = tuple(dict.fromkeys(n for t in bias if t.producer is not None for n in t.producer.onnx_nodes))
+            total = bias[0]
+            for term in bias[1:]:
+                op = rw.op("Add", [total, term], hint=f"{name}.bias")
+                op.onnx_nodes = where
+                new_ops.append(op)
+                total = op.outputs[0]
+            bias = total
         if m["bias_kind"] == "fill":
             cond, fill, fill_at = bias
             fill_c = rw.constant(f"{name}.fill", np.array(fill, dt))

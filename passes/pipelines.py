@@ -41,6 +41,9 @@ FUSIONS: list[str] = [
     "fuse-attention",
     # right after fuse-attention: the Concat of the Q/K/V Linears -> one QKV Linear
     "merge-qkv",
+    # the attention biases fuse-attention summed per layer from the same terms (MPNet's position
+    # bias + mask) -> one sum for all layers
+    "eliminate-common-subexpressions",
     # last fusion: fuse-linear has taken the biases into the Linears, the embeddings are fused
     "fuse-skip-layernorm",
     # what the fusions left unread (e.g. a DequantizeWeight another user kept)
