@@ -27,19 +27,11 @@ from optimum_export import FAMILY_NAMES, TASKS, VenvError, cached_optimum_model,
 import s4c  # noqa: E402
 
 CASES = [(family, task) for family in FAMILY_NAMES for task in TASKS]
-# Not yet compilable: s4c's error on each (abridged), as of this file's last update. RoBERTa, XLM-R and
-# MPNet compute their position ids with CumSum. (Optimum's DeBERTa-v2 export, which keeps a
+# Not yet compilable: s4c's error on each (abridged), as non-strict xfails; none left. (RoBERTa, XLM-R
+# and MPNet compute their position ids with CumSum; optimum's DeBERTa-v2 export keeps a
 # TorchScript-scripted `if` whose condition depends only on shapes and needs GatherElements for its
-# c2p / p2c attention, compiles since both are supported.)
-_CUMSUM = "FrontendError: model.onnx: unsupported op type(s): CumSum (first at node '{}/CumSum')"
-PENDING = {
-    ("roberta", "feature-extraction"): _CUMSUM.format("/embeddings"),
-    ("roberta", "text-classification"): _CUMSUM.format("/roberta/embeddings"),
-    ("xlm-roberta", "feature-extraction"): _CUMSUM.format("/embeddings"),
-    ("xlm-roberta", "text-classification"): _CUMSUM.format("/roberta/embeddings"),
-    ("mpnet", "feature-extraction"): _CUMSUM.format("/embeddings"),
-    ("mpnet", "text-classification"): _CUMSUM.format("/mpnet/embeddings"),
-}
+# c2p / p2c attention: all of these are supported.)
+PENDING: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")
