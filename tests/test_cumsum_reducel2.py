@@ -191,6 +191,18 @@ def test_reduce_l2(tmp_path, shape, axes, keepdims, opset):
                                rtol=1e-5)
 
 
+def test_reduce_l2_noop_with_empty_axes_is_elementwise(tmp_path):
+    """No axes and noop_with_empty_axes: nothing is reduced, but ReduceL2 still takes sqrt(x^2) = |x|
+    (ONNX's reference and onnxruntime), so it is not an alias of x."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])
+    model = _model([helper.make_node("ReduceL2", ["x"], ["y"], name="l2", noop_with_empty_axes=1)], [x], [y], opset=18)
+    feeds = {"x": np.random.default_rng(4).standard_normal((3, 5)).astype(np.float32)}
+    want = _run_everywhere(model, feeds, tmp_path, "ReduceL2", exact=False)
+    assert (feeds["x"] < 0).any()
+    np.testing.assert_array_equal(want["y"], np.abs(feeds["x"]))
+
+
 def test_sentence_embedding_l2_normalisation(tmp_path):
     """sentence-transformers' Normalize: x / max(||x||_2 over the last axis, eps)."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 384])

@@ -36,7 +36,7 @@ def _emit_reduce(lw: Lowering, op: Op) -> None:
     x = lw.home(op.inputs[0])
     rank = x.rank
     axes = _reduce_axes(rank, a)
-    if axes == ():
+    if axes == () and op.op != "ReduceL2":  # no reduction (ReduceL2 still takes sqrt(x^2): the loop below)
         lw.set(op.output, lw.alias(x, x.shape, x.fm, op.output.name))
         return
     axes = tuple(range(rank)) if axes is None else axes

@@ -63,7 +63,7 @@ class ReduceKernel(Kernel):
             return
         xi = L.info(x)
         axes, perm, M, K = self._plan(op)
-        if axes == ():
+        if axes == () and op.op != "ReduceL2":  # no reduction (ReduceL2 still takes sqrt(x^2): K = 1 below)
             copy_dram(L, L.dram_of(x), Region.dram(out.dram, xi.R, xi.C, xi.dt))
             return
         es = SIZE[xi.dt]

@@ -111,8 +111,8 @@ for _name, _fn in REDUCTIONS.items():
     @implement(_name)
     def _reduce(xs, attrs, fn=_fn):
         axes = _reduce_axes(xs[0].ndim, attrs)
-        if axes == ():
-            return [xs[0]]
+        if axes == ():  # no reduction; ReduceL2 still takes sqrt(x^2), as ONNX's reference and onnxruntime do
+            return [np.asarray(fn(xs[0], axis=(), keepdims=True), dtype=xs[0].dtype) if fn is _l2 else xs[0]]
         extra = {}
         if fn in (np.max, np.min) and xs[0].size == 0:  # ONNX: an empty max is -inf (lowest), min +inf
             dt = xs[0].dtype
