@@ -13,7 +13,7 @@ asks for its operands in the layout it needs (`lw.get(value, fm)`), allocates it
     data movement (token-major)          Reshape & co. (aliases), Transpose, Slice, Split,
                                          Concat, Tile, Trilu, Gather, GatherElements,
                                          GatherND
-    reductions / normalisation           Reduce*, Softmax, LogSoftmax, LayerNormalization,
+    reductions / normalisation           Reduce*, CumSum, Softmax, LogSoftmax, LayerNormalization,
                                          MatMul (dense kernel for f32), Gemm
     compile-time                         Shape, Size, Range (constants), ConstantOfShape (init)
 
@@ -24,7 +24,7 @@ Where the entries live (each module registers into emit_common.EMITTERS on impor
     emit_common.py        the registry (EMITTERS, @emits) and the helpers the emitters share
     emit_elementwise.py   unary / binary / variadic ops, Where, Cast, Clip, Expand, Dequantize*
     emit_movement.py      aliases, Transpose, Slice, Split, Concat, Tile, Trilu, Gather(ND/Elements), constants
-    emit_reduce.py        Reduce*, Softmax, LogSoftmax, MatMul, Gemm
+    emit_reduce.py        Reduce*, CumSum, Softmax, LogSoftmax, MatMul, Gemm
     emit_transformer.py   Gelu, LayerNorm, SkipLayerNorm, LayerNormalization, MultiHeadAttention,
                           Embedding
     emit_linear.py        Linear: kernels per weight layout, weight packing, int8 weights

@@ -16,7 +16,7 @@ kernels: Linear, MultiHeadAttention, SkipLayerNorm, LayerNorm, Embedding; the op
 and the generic kernels (any shape, operands in DRAM): base.py (the Kernel interface, `reject`, the
 tile budget), movement.py (Transpose / Slice / Concat / ... as index maps -> DMA), gather.py
 (run-time-index Gather / GatherND / GatherElements), elementwise.py (elementwise ops, also as row
-kernels; their VPU sequences in vmath.py), reductions.py (Reduce*, Softmax, LayerNormalization),
+kernels; their VPU sequences in vmath.py), reductions.py (Reduce*, CumSum, Softmax, LayerNormalization),
 matmul.py (MatMul / Gemm of run-time operands).
 
 How a graph is lowered:

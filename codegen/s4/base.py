@@ -3,7 +3,7 @@ temp_dram, emit, ...), `reject` (the TargetError naming the op and its ONNX node
 budget of the generic kernels, and the integer storage types the VPU cannot compute on exactly.
 
 The kernels themselves: movement.py (data movement), gather.py (run-time-index Gather / GatherND),
-elementwise.py, reductions.py (Reduce*, Softmax, LayerNormalization), matmul.py (MatMul / Gemm of
+elementwise.py, reductions.py (Reduce*, CumSum, Softmax, LayerNormalization), matmul.py (MatMul / Gemm of
 run-time operands), kernels.py (the model-level kernels and the op -> kernel registry).
 """
 
