@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from s4c.errors import PassError, S4CError
 from s4c.ir import Graph
-from s4c.passes.analyze_sparsity import WeightUse, analyze_uses, declares, weight_uses
+from s4c.passes.analyze_sparsity import declares
 from s4c.passes.base import Pass, PassResult, option
 from s4c.sparse import Layout, NMLayout, SparseFormatError, SparsityReport, parse_layout
+from s4c.sparse.uses import WeightUse, analyze_uses, weight_uses
 from s4c.targets import LinearShapes, Target, get_target
 
 # The Linear attribute holding the candidates' modelled costs, when the op registry declares it.

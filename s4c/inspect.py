@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from s4c.errors import FrontendError
+from s4c.sparse.uses import weight_uses
 
 
 def _table(rows: list[tuple], header: tuple) -> list[str]:
@@ -100,8 +101,6 @@ def inspect_outdir(path: str) -> str:
     compiled = load_compiled(path)
     g = compiled.graph
     weights = [(v.name, v.data) for v in g.constants() if isinstance(v.data, np.ndarray) and v.data.ndim >= 2]
-    from s4c.passes.analyze_sparsity import weight_uses
-
     transposed = {use.source.name for use in weight_uses(g) if use.transposed}
     matrices = [(name, w.T if name in transposed else w) for name, w in weights if w.ndim == 2 and w.size]
     return _summary(f"{path}: compiled s4c model (targets: {', '.join(compiled.targets) or 'ir only'})",

@@ -5,7 +5,8 @@
     tensor.arrays, tensor.nbytes, tensor.summary(), tensor.to_dense()
     report = analyze_sparsity(W)          # density, block stats, N:M compliance, best block
 
-Array conventions and byte accounting: docs/sparse-formats.md.
+Array conventions and byte accounting: docs/sparse-formats.md. Which weights an IR graph's ops read
+(`weight_uses`, `analyze_uses`) is in s4c.sparse.uses, the one module here that reads the IR.
 """
 
 from s4c.sparse.analysis import (
