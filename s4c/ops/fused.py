@@ -9,6 +9,7 @@ import numpy as np
 
 from s4c.ir import TensorType
 from s4c.ops import Attr, InferContext, implement, register
+from s4c.ops.elementwise import broadcast_shapes
 from s4c.ops.nn import gelu, layer_norm, softmax
 
 ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu")
@@ -86,7 +87,6 @@ def multi_head_attention(ctx: InferContext):
         raise ValueError(f"packed qkv {qkv} is not [B, S, 3*heads*head_dim] for {ctx.attr('num_heads')} heads")
     b, s, three_hd = qkv.shape
     if ctx.has(1):
-        from s4c.ops.elementwise import broadcast_shapes
         broadcast_shapes(ctx.type(1).shape, (b, ctx.attr("num_heads"), s, s))
     return [TensorType(qkv.dtype, (b, s, three_hd // 3))]
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from s4c.ir import TensorType
 from s4c.ops import Attr, InferContext, implement, register
-from s4c.ops.elementwise import broadcast_shapes
+from s4c.ops.elementwise import _erf, broadcast_shapes
 
 
 def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -178,7 +178,6 @@ def _layer_normalization(xs, attrs):
 
 
 def gelu(x: np.ndarray, approximate: str) -> np.ndarray:
-    from s4c.ops.elementwise import _erf
     xd = x.astype(np.float64)
     if approximate == "tanh":
         y = 0.5 * xd * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (xd + 0.044715 * xd ** 3)))
