@@ -236,7 +236,7 @@ class S4cEngine(Engine):
 
     def run(self):
         start = time.perf_counter()
-        out = self.runner(self.feeds)
+        out = self.runner.run(self.feeds)
         elapsed = time.perf_counter() - start
         self.last = out
         return elapsed

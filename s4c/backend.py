@@ -19,10 +19,11 @@ Opsets are the frontend's business: `prepare` converts the model once with
 native range), as every other s4c entry point does through `load_onnx`.
 
 Execution paths are pluggable: `EXECUTORS` maps a name to `callable(graph, inputs) -> {output
-name: array}`; "ref" is the reference evaluator. A code generator found by the driver
-(`s4c.codegen.c`, `s4c.codegen.s4`) serves as `backend="c"` / `"s4"` through its `execute(graph,
-inputs)`, so codegen never imports this module; `register_executor` adds others. An executor that compiles may memoise on the graph object: the
-rep hands it the same Graph for as long as that graph stays in the rep's cache.
+name: array}`; "ref" is the reference evaluator. Every registered backend (s4c.codegen.registry:
+"c", "s4") serves as `backend=NAME` through the protocol's `execute(graph, inputs)` (which memoises
+the compiled graph on the graph object: the rep hands it the same Graph for as long as that graph
+stays in the rep's cache), so codegen never imports this module; `register_executor` adds others
+or replaces one (e.g. a backend's execute with other options).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import onnx.inliner
 import onnx.numpy_helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
+from s4c.codegen.registry import BACKENDS
 from s4c.errors import FrontendError, RuntimeShapeOperandError, S4CError
 from s4c.evaluate import evaluate
 from s4c.frontend.onnx_import import INLINED_OPS, convert_opset, load_onnx
@@ -58,13 +60,10 @@ def register_executor(name: str, fn: Executor, replace: bool = False) -> None:
 
 def _executor(name: str) -> Executor:
     if name not in EXECUTORS:
-        from s4c.driver import available_backends
-
-        module = available_backends().get(name)
-        if module is None or not hasattr(module, "execute"):
-            known = sorted(set(EXECUTORS) | {n for n, m in available_backends().items() if hasattr(m, "execute")})
-            raise S4CError(f"unknown backend {name!r} (available: {', '.join(known)})")
-        EXECUTORS[name] = module.execute
+        backend = BACKENDS.get(name)
+        if backend is None:
+            raise S4CError(f"unknown backend {name!r} (available: {', '.join(sorted(set(EXECUTORS) | set(BACKENDS)))})")
+        EXECUTORS[name] = backend.execute
     return EXECUTORS[name]
 
 

@@ -16,6 +16,12 @@ from s4c import __version__
 from s4c.errors import S4CError
 
 
+# The backends' names, spelt out so that building the parser imports no backend (codegen/registry.py
+# is the list; tests/test_backend_protocol.py checks these against it).
+COMPILE_TARGETS = ("ir", "s4", "c", "all")
+CALIBRATE_TARGETS = ("c",)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s4c", description="Compile pruned ONNX models for the S4 accelerator and C.")
     p.add_argument("--version", action="version", version=f"s4c {__version__}")
@@ -27,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                    help="bind an input's shape, e.g. input_ids=1x128 (or 1,128); repeatable")
-    c.add_argument("--target", default="all", choices=["ir", "s4", "c", "all"])
+    c.add_argument("--target", default="all", choices=COMPILE_TARGETS)
     c.add_argument("--passes", default="default", metavar="PIPELINE",
                    help="a named pipeline (none, cleanup, default) or 'pass-a,pass-b{key=value}'")
     c.add_argument("--print-ir", action="store_true", help="print the IR after the pipeline")
@@ -57,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("target", metavar="MODEL.onnx|OUTDIR")
 
     k = sub.add_parser("calibrate", help="microbenchmark a backend's kernels for its layout cost model")
-    k.add_argument("--target", required=True, choices=["c"],
+    k.add_argument("--target", required=True, choices=CALIBRATE_TARGETS,
                    help="c: time the C kernels (the S4 model comes from its machine file)")
     k.add_argument("--out", metavar="FILE",
                    help="calibration file (default: $S4C_CACHE/c-costs.json, else ~/.cache/s4c/c-costs.json)")
@@ -108,20 +114,20 @@ def cmd_run(args) -> None:
 
     compiled = load_compiled(args.outdir)
     run_options = {"threads": args.threads, "trace": args.trace, "profile": args.profile}
-    run = runner_for(compiled, args.backend, {k: v for k, v in run_options.items() if v})
+    runner = runner_for(compiled, args.backend, {k: v for k, v in run_options.items() if v})
     inputs = _load_inputs(args.inputs, compiled.graph)
-    outputs = run(inputs)
+    outputs = runner.run(inputs)
     if args.repeat > 0:
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            run(inputs)
+            runner.run(inputs)
             times.append((time.perf_counter() - start) * 1e3)
         print(f"latency_ms median={np.median(times):.3f} min={min(times):.3f} max={max(times):.3f}")
     # Backends whose runner models time (S4: the cycle model) say so after the run.
-    summary = getattr(getattr(run, "__self__", None), "run_summary", None)
-    if summary is not None and summary() is not None:
-        print(summary())
+    summary = runner.summary()
+    if summary is not None:
+        print(summary)
     for name, value in outputs.items():
         print(f"{name}: {value.dtype}{list(value.shape)} mean={float(np.mean(value)):.6g} "
               f"std={float(np.std(value)):.6g}")
@@ -138,11 +144,10 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_calibrate(args) -> None:
-    from s4c.calibrate import calibrate_c
-    from s4c.codegen.c import kernels_build
+    from s4c.codegen.registry import get_backend
 
-    path, data = calibrate_c(kernels_build, args.out, cc=args.cc, cflags=args.cflags, progress=print)
-    print(f"wrote {path} (call {data['call_us']:.1f} us; {data['cc']} {data['cflags']})")
+    path, summary = get_backend(args.target).calibrate(args.out, cc=args.cc, cflags=args.cflags, progress=print)
+    print(f"wrote {path} ({summary})")
 
 
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect, "calibrate": cmd_calibrate}

@@ -12,53 +12,72 @@ compile succeeded, so a failed compile never leaves a half-written OUTDIR.
 
 from __future__ import annotations
 
-import importlib
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
+from s4c.codegen.protocol import Backend, BackendOptions, EvaluatorRunner, Runner, option_names
+from s4c.codegen.registry import BACKENDS
 from s4c.errors import S4CError, TargetError
-from s4c.evaluate import evaluate
 from s4c.frontend import load_onnx
 from s4c.fusion_report import fusion_report, fusion_report_md
-from s4c.ir import Graph, numpy_dtype
+from s4c.ir import Graph
+from s4c.layout_report import layout_report, layout_report_md
+from s4c.passes import PassManager, parse_pipeline
+from s4c.passes.instruments import format_stats
+from s4c.passes.pipelines import target_pipeline
+from s4c.passes.select_sparse_layout import LayoutSelection
 from s4c.text import INLINE_LIMIT, parse_graph, print_graph
 
 MANIFEST_VERSION = 1
-# target name -> module implementing the backend interface:
-#   build(graph, outdir, options) -> {"files": {key: relpath}, "report": {...}, "report_md": "..."}
-#   load(outdir, options) -> an object with .run(inputs) -> outputs (options: threads, trace, profile)
-# `options` holds the CLI's backend settings (cc, cflags, cores, ...). The graph a backend gets has
-# been through the pipeline and then passes/pipelines.py `target_pipeline(NAME)`
+# The backends (codegen/registry.py) implement codegen/protocol.py: typed options, build(graph,
+# outdir, options) -> Artifacts, load(outdir, options) -> Runner. The graph a backend gets has been
+# through the pipeline and then passes/pipelines.py `target_pipeline(NAME)`
 # (select-sparse-layout{target=NAME}), in the same PassManager context.
-BACKEND_MODULES = {"s4": "s4c.codegen.s4", "c": "s4c.codegen.c"}
-TARGETS = ("ir", "s4", "c", "all")
-# The C target's limit for one tensor and for its static activation arena: a library past it
-# could not be loaded on any host, so such a compile is refused before any code is generated.
-C_MAX_BYTES = 1 << 40
+TARGETS = ("ir", *BACKENDS, "all")
+
+# What `backend_options` may be: a mapping of option names (shared by the targets built: each takes
+# the names it has), one backend's typed options, or several.
+OptionsArg = Union[Mapping[str, object], BackendOptions, Iterable[BackendOptions], None]
 
 
-def available_backends() -> dict[str, object]:
-    """The backends whose code generator is present (import errors other than absence propagate)."""
-    found = {}
-    for name, module in BACKEND_MODULES.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                continue
-            raise
-        if hasattr(mod, "build"):
-            found[name] = mod
-    return found
+def available_backends() -> dict[str, Backend]:
+    """The registered backends, by name (codegen/registry.py)."""
+    return dict(BACKENDS)
+
+
+def backend_options(backend: Backend, options: OptionsArg, backends: Mapping[str, Backend] | None = None):
+    """`backend`'s typed options from what `compile` / `runner_for` were given.
+
+    A mapping is shared by every target: each backend takes the names it knows, and a name that no
+    backend knows (registered, or in `backends`) is a TargetError naming it. Typed options apply to
+    their own backend; a backend given none gets its defaults."""
+    if options is None:
+        return backend.options()
+    if isinstance(options, Mapping):
+        every = list(BACKENDS.values()) + [b for b in (backends or {}).values() if b not in BACKENDS.values()]
+        mine = option_names(backend.options_type)
+        known = {name for b in every for name in option_names(b.options_type)} | set(mine)
+        unknown = sorted(k for k in options if k not in known)
+        if unknown:
+            raise TargetError(f"unknown backend option{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(map(repr, unknown))}; options: "
+                              + "; ".join(f"{b.name}: {', '.join(option_names(b.options_type))}" for b in every))
+        return backend.options({k: v for k, v in options.items() if k in mine})
+    given = [options] if isinstance(options, BackendOptions) else list(options)
+    for item in given:
+        if not isinstance(item, BackendOptions):
+            raise TargetError(f"backend options must be a dict or typed options, not {type(item).__name__}")
+        if isinstance(item, backend.options_type):
+            return item
+    return backend.options()
 
 
 @dataclass
@@ -71,47 +90,36 @@ class CompiledModel:
     report: dict = field(default_factory=dict)  # what report.json holds (fusion per layer, targets')
 
     def run(self, inputs: dict[str, np.ndarray], backend: str = "ref", **options) -> dict[str, np.ndarray]:
-        """Run the compiled model: inputs and outputs keyed by the ONNX names."""
-        return runner_for(self, backend, options)(inputs)
+        """Run the compiled model: inputs and outputs keyed by the ONNX names (`options`: the
+        backend's load options, e.g. threads=2 for C)."""
+        return runner_for(self, backend, options).run(inputs)
 
 
 def run_pipeline(graph: Graph, passes: str, manager=None) -> Graph:
     """Run the pipeline text `passes` over `graph` in place (in `manager`, a PassManager, whose
     instruments and results then cover it; else a plain one)."""
-    from s4c.passes import PassManager, parse_pipeline
-
     return (manager or PassManager()).run(graph, parse_pipeline(passes))
 
 
 def compile(model, input_shapes: dict | None = None, target: str = "all", passes: str = "default",
             outdir: str | os.PathLike | None = None, instruments: Sequence = (),
-            backend_options: dict | None = None) -> CompiledModel:
+            backend_options: OptionsArg = None) -> CompiledModel:
     """Import `model` (path or ModelProto), run the pass pipeline, build the target(s).
 
     `instruments` (s4c.passes.instruments, e.g. standard_instruments(time_passes=True)) see every
     pass: the pipeline's and each target's layout selection, in one PassManager context.
+    `backend_options`: a dict of option names (e.g. {"cores": 2, "cflags": "-O2"}: each target
+    takes its own; a name no backend has is an error) or typed options (COptions, S4Options).
     With `outdir`, writes the artifacts there (atomically); without, keeps everything in memory
     (target "ir" only)."""
-    from s4c.passes import PassManager
-
     manager = PassManager(instruments=instruments)
     with manager:
-        return _compile(model, input_shapes, target, passes, outdir, manager, backend_options or {})
+        return _compile(model, input_shapes, target, passes, outdir, manager, backend_options)
 
 
-def _compile(model, input_shapes, target: str, passes: str, outdir, manager, backend_options: dict) -> CompiledModel:
+def _compile(model, input_shapes, target: str, passes: str, outdir, manager, options_arg: OptionsArg) -> CompiledModel:
     if target not in TARGETS:
         raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    timings = {}
-    start = time.perf_counter()
-    graph = load_onnx(model, input_shapes=input_shapes)
-    timings["import"] = time.perf_counter() - start
-    start = time.perf_counter()
-    graph = run_pipeline(graph, passes, manager)
-    timings["passes"] = time.perf_counter() - start
-    fusion = fusion_report(graph)
-    pass_section = {"pipeline": passes, "steps": pass_stats(manager.results), "targets": {}}
-
     backends = available_backends()
     if target == "all":
         targets = list(backends)
@@ -122,13 +130,25 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, bac
                           f"(available: ir{''.join(', ' + b for b in backends)})")
     else:
         targets = [target]
+    # every backend's typed options (a misspelt option fails before the import, whatever the target)
+    options = {name: backend_options(b, options_arg, backends) for name, b in backends.items()}
+    timings = {}
+    start = time.perf_counter()
+    graph = load_onnx(model, input_shapes=input_shapes)
+    timings["import"] = time.perf_counter() - start
+    start = time.perf_counter()
+    graph = run_pipeline(graph, passes, manager)
+    timings["passes"] = time.perf_counter() - start
+    fusion = fusion_report(graph)
+    pass_section = {"pipeline": passes, "steps": pass_stats(manager.results), "targets": {}}
+
     if outdir is None:
         if targets:
             raise TargetError("building a backend needs an output folder")
         return CompiledModel(graph, None, {}, [], timings, {"fusion": fusion, "passes": pass_section})
 
     for name in targets:  # every target's size limits, before any backend starts
-        check_sizes(graph, name, backends[name], backend_options)
+        backends[name].check_sizes(graph, options[name])
     outdir = os.fspath(outdir)
     source = model if isinstance(model, (str, os.PathLike)) else "<ModelProto>"
     with _atomic_dir(outdir) as tmp, ThreadPoolExecutor(max_workers=1) as background:
@@ -141,15 +161,15 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, bac
         for name in targets:
             start = time.perf_counter()
             done = len(manager.results)
-            target_graph = select_layouts(graph, name, backend_options, manager, report, report_md)
+            target_graph = select_layouts(graph, name, options[name], manager, report, report_md)
             pass_section["targets"][name] = pass_stats(manager.results[done:])
-            built = backends[name].build(target_graph, tmp, dict(backend_options)) or {}
+            built = backends[name].build(target_graph, tmp, options[name])
             timings[f"build-{name}"] = time.perf_counter() - start
-            built_files.update(built.get("files", {}))
-            if built.get("report"):
-                report[name] = built["report"]
-            if built.get("report_md"):
-                report_md.append(built["report_md"])
+            built_files.update(built.files)
+            if built.report:
+                report[name] = built.report
+            if built.report_md:
+                report_md.append(built.report_md)
         report_md.insert(1, pass_stats_md(pass_section))
         paths, timings["write-ir"] = ir_written.result()
         paths.update(built_files)
@@ -170,69 +190,30 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, bac
     return CompiledModel(graph, outdir, files, targets, timings, report)
 
 
-def value_bytes(value) -> int:
-    """A value's bytes in the IR (exact for shapes of any size: no int64 overflow)."""
-    itemsize = 2 if value.type.dtype == "bf16" else np.dtype(numpy_dtype(value.type.dtype)).itemsize
-    return math.prod(value.type.shape) * itemsize
-
-
-def check_sizes(graph: Graph, target: str, backend, options: dict) -> None:
-    """TargetError when a tensor cannot fit `target`: the backend's own check (S4: the device's
-    DRAM), and for C one tensor or the activations live at once (a lower bound of its arena)
-    above C_MAX_BYTES."""
-    check = getattr(backend, "check_sizes", None)
-    if check is not None:
-        check(graph, options)
-    if target != "c":
-        return
-    for value in graph.values():
-        if value_bytes(value) > C_MAX_BYTES:
-            raise TargetError(f"value {value.name!r} ({value.type}) takes {value_bytes(value)} bytes, more than "
-                              f"the C target's limit of {C_MAX_BYTES} bytes for one tensor")
-    last_use = {id(v): i for i, op in enumerate(graph.ops) for v in op.inputs}
-    public = {id(v) for v in graph.outputs}
-    live = peak = 0
-    ends: dict[int, int] = {}
-    for i, op in enumerate(graph.ops):
-        for v in op.outputs:
-            if id(v) in last_use and id(v) not in public:
-                live += value_bytes(v)
-                ends[last_use[id(v)]] = ends.get(last_use[id(v)], 0) + value_bytes(v)
-        peak = max(peak, live)
-        live -= ends.pop(i, 0)
-    if peak > C_MAX_BYTES:
-        raise TargetError(f"the C target's activation arena needs at least {peak} bytes, more than its limit "
-                          f"of {C_MAX_BYTES} bytes")
-
-
 def _timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
     return result, time.perf_counter() - start
 
 
-def select_layouts(graph: Graph, target: str, options: dict, manager=None,
+def select_layouts(graph: Graph, target: str, options: BackendOptions | Mapping | None = None, manager=None,
                    report: dict | None = None, report_md: list[str] | None = None) -> Graph:
     """A copy of `graph` after `target_pipeline(target)` (each weight's layout chosen for `target`;
     the original stays as is, so every target chooses for itself), run in `manager` (a PassManager:
     its instruments and results cover these passes too; else a plain one). With `report` /
     `report_md`, also adds the target's weight-layout report: report["layouts"][target]
-    (s4c.layout_report) and a markdown section."""
-    from s4c.passes import PassManager, parse_pipeline
-    from s4c.passes.pipelines import target_pipeline
-    from s4c.passes.select_sparse_layout import LayoutSelection
-
+    (s4c.layout_report) and a markdown section. `options`: the target's (typed, or a dict with
+    layout_overrides / layout_default)."""
+    if not isinstance(options, BackendOptions):
+        options = BackendOptions(**{k: v for k, v in (options or {}).items() if v is not None})
     manager = manager or PassManager()
-    steps = parse_pipeline(target_pipeline(target, options.get("layout_overrides") or (),
-                                           options.get("layout_default") or ""))
+    steps = parse_pipeline(target_pipeline(target, options.layout_overrides, options.layout_default))
     copy = graph.clone()
     done = len(manager.results)
     manager.run(copy, steps)
     selection = next((r.analysis for _, r in reversed(manager.results[done:])
                       if isinstance(r.analysis, LayoutSelection)), None)
     if report is not None and selection is not None:
-        from s4c.layout_report import layout_report, layout_report_md
-
         section = layout_report(selection.choices, selection.target)
         report.setdefault("layouts", {})[target] = section
         if report_md is not None:
@@ -247,8 +228,6 @@ def pass_stats(results) -> list[dict]:
 
 def pass_stats_md(section: dict) -> str:
     """The compile report's pass section: one row per pass run (the pipeline's, then each target's)."""
-    from s4c.passes.instruments import format_stats
-
     lines = ["## Passes", "", f"Pipeline `{section['pipeline']}`; each target's steps run on a copy of its result.", "",
              "| pass | target | changed | stats |", "|---|---|---|---|"]
     rows = [("", step) for step in section["steps"]]
@@ -302,19 +281,21 @@ def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
     return CompiledModel(graph, outdir, files, manifest["targets"], {})
 
 
-def runner_for(compiled: CompiledModel, backend: str, options: dict | None = None):
-    """A callable inputs -> outputs for `backend` ("ref" = the reference evaluator on the IR).
-
-    `options` (threads, trace, profile...) go to the backend's load(outdir, options)."""
+def runner_for(compiled: CompiledModel, backend: str, options: BackendOptions | Mapping | None = None) -> Runner:
+    """A Runner (run(feeds) -> outputs, summary()) for `backend` ("ref" = the reference evaluator
+    on the IR). `options` (threads, trace, profile...: typed, or a dict of the backend's option
+    names) go to the backend's load(outdir, options)."""
     if backend == "ref":
-        return lambda inputs: evaluate(compiled.graph, inputs)
+        if options:
+            raise TargetError(f"backend ref takes no options (got {', '.join(map(repr, options))})")
+        return EvaluatorRunner(compiled.graph)
     backends = available_backends()
     if backend not in backends:
         raise TargetError(f"unknown backend {backend!r}; available: ref{''.join(', ' + b for b in backends)}")
     if compiled.outdir is None or backend not in compiled.targets:
         raise TargetError(f"the model was not compiled for {backend!r} (compiled targets: "
                           f"{', '.join(compiled.targets) or 'none'}); compile with --target {backend}")
-    return backends[backend].load(compiled.outdir, dict(options or {})).run
+    return backends[backend].load(compiled.outdir, backends[backend].options(options))
 
 
 class _atomic_dir:

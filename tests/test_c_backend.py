@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -30,7 +31,7 @@ import s4c.codegen.c as cbackend
 from oracle import REPO, fixtures, make_feeds, max_abs_diff, ort_outputs
 from s4c.backend import EXECUTORS, S4CBackend, register_executor
 from s4c.codegen.c.cnames import comment_name
-from s4c.codegen.c.emit import lower_graph
+from s4c.codegen.c.lower import lower_graph
 from s4c.driver import compile as s4c_compile, run_pipeline, select_layouts
 from s4c.errors import S4CError, TargetError
 from s4c.evaluate import evaluate
@@ -39,6 +40,7 @@ from s4c.sparse import SUPPORTED_LAYOUTS
 
 FIXTURES = {m["name"]: m for m in fixtures()}
 STRICT = "-O2 -march=native -Wall -Wextra -Werror -pedantic"
+STRICT_OPTIONS = cbackend.COptions(cflags=STRICT)
 CLANG = shutil.which("clang")
 
 
@@ -160,7 +162,7 @@ def test_every_layout_and_int8_weight_kind(tmp_path):
     graph, feeds = _linear_zoo()
     want = evaluate(graph, feeds)
     built = cbackend.build(graph, tmp_path, {"cflags": STRICT})
-    report = built["report"]
+    report = built.report
     assert set(report["linear_layouts"]) == {str(lay) for lay in SUPPORTED_LAYOUTS}
     assert report["init_steps"] == 3 * len(SUPPORTED_LAYOUTS)  # one dequantisation per int8 weight
     got = cbackend.load(tmp_path).run(feeds)
@@ -191,18 +193,16 @@ def _c_default(graph, inputs):
         piped = select_layouts(run_pipeline(graph.clone(), "default"), "c", {}, None)
         _piped.clear()
         entry = _piped[id(graph)] = (graph, piped)
-    return cbackend.execute(entry[1], inputs)
+    return cbackend.execute(entry[1], inputs, STRICT_OPTIONS)
 
 
 @pytest.fixture(scope="module")
 def c_executors():
-    saved, saved_executors = dict(cbackend.EXECUTOR_OPTIONS), dict(EXECUTORS)
-    cbackend.EXECUTOR_OPTIONS.update(cflags=STRICT)  # every node case also checks the code is warning-free
-    register_executor("c", cbackend.execute, replace=True)
+    saved_executors = dict(EXECUTORS)
+    # every node case also checks the code is warning-free
+    register_executor("c", functools.partial(cbackend.execute, options=STRICT_OPTIONS), replace=True)
     register_executor("c-default", _c_default, replace=True)
     yield
-    cbackend.EXECUTOR_OPTIONS.clear()
-    cbackend.EXECUTOR_OPTIONS.update(saved)
     EXECUTORS.clear()
     EXECUTORS.update(saved_executors)
 
@@ -342,7 +342,7 @@ def test_comment_name_neutralises_everything():
 # -- errors and options -----------------------------------------------------------------------------
 
 def test_unsupported_op_names_op_and_node(monkeypatch):
-    from s4c.codegen.c import emit
+    from s4c.codegen.c import lower as emit
 
     x = Value("x", TensorType("f32", (4,)))
     y = Value("y", TensorType("f32", (4,)))
@@ -488,7 +488,7 @@ def _fused_zoo():
 def test_fused_ops_off_the_bert_path(tmp_path):
     graph, feeds = _fused_zoo()
     want = evaluate(graph, feeds)
-    report = cbackend.build(graph, tmp_path, {"cflags": STRICT})["report"]
+    report = cbackend.build(graph, tmp_path, {"cflags": STRICT}).report
     assert report["kernels"]["s4cx_attention_bias"] == 1 and report["kernels"]["s4c_attention_qkv"] == 3
     got = cbackend.load(tmp_path).run(feeds)
     for k in want:
@@ -496,7 +496,7 @@ def test_fused_ops_off_the_bert_path(tmp_path):
 
 
 def test_backend_adaptor_finds_the_c_backend_without_registration(monkeypatch):
-    """`backend="c"` works out of the box: the adaptor asks the driver for s4c.codegen.c.execute."""
+    """`backend="c"` works out of the box: the adaptor finds the C backend in the registry."""
     monkeypatch.setattr("s4c.backend.EXECUTORS", {"ref": EXECUTORS["ref"]})
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])

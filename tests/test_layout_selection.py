@@ -19,6 +19,7 @@ import pytest
 from oracle import REPO
 from s4c import ops
 from s4c.cli import main
+from s4c.codegen.protocol import Artifacts, Backend
 from s4c.driver import run_pipeline, select_layouts
 from s4c.errors import PassError
 from s4c.frontend import load_onnx
@@ -255,15 +256,23 @@ def test_select_layouts_adds_the_layout_report():
     assert "2 weights:" in text and "bsr16x1 x1" in text
 
 
-class _FakeBackend:
-    """A backend stand-in, so the driver path runs before the real backends land."""
+class _FakeBackend(Backend):
+    """A backend stand-in: the driver path without code generation."""
+
+    name = "fake"
 
     def __init__(self):
         self.graphs = []
 
-    def build(self, graph, outdir, options):
+    def build(self, graph, outdir, options=None):
         self.graphs.append(graph)
-        return {"files": {}, "report": {"built": True}, "report_md": "## fake backend"}
+        return Artifacts({}, {"built": True}, "## fake backend")
+
+    def load(self, outdir, options=None):
+        raise NotImplementedError
+
+    def prepare(self, graph, options):
+        raise NotImplementedError
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ import pytest
 
 from oracle import fixtures
 from s4c.cli import main
+from s4c.codegen.c import CBackend
+from s4c.codegen.protocol import Artifacts
+from s4c.codegen.s4 import S4Backend
 from s4c.errors import PassError, S4CError
 from s4c.ir import Graph, TensorType
 from s4c.passes import (DumpIR, Pass, PassInstrument, PassManager, PassResult, PassTimer, PrintIR, VerifyEach,
@@ -341,9 +344,13 @@ def test_standard_instruments_map_the_cli_flags(tmp_path):
 
 # -- the compile driver: layout selection goes through the same manager --------------------------
 
-class _FakeC:
-    def build(self, graph, outdir, options):
-        return {"files": {}, "report": {"built": True}, "report_md": "## fake backend"}
+class _FakeC(CBackend):
+    def build(self, graph, outdir, options=None):
+        return Artifacts({}, {"built": True}, "## fake backend")
+
+
+class _FakeS4(S4Backend):
+    build = _FakeC.build
 
 
 def test_compile_runs_layout_selection_under_the_same_instruments(tmp_path, monkeypatch, capsys):
@@ -352,7 +359,7 @@ def test_compile_runs_layout_selection_under_the_same_instruments(tmp_path, monk
     import s4c.driver
 
     monkeypatch.setenv("S4C_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(s4c.driver, "available_backends", lambda: {"c": _FakeC(), "s4": _FakeC()})
+    monkeypatch.setattr(s4c.driver, "available_backends", lambda: {"c": _FakeC(), "s4": _FakeS4()})
     entry = fixtures()[0]
     out, dump = tmp_path / "out", tmp_path / "dump"
     argv = ["compile", entry["path"], "-o", str(out), "--target", "all", "--time-passes", "--verify-each",

@@ -54,7 +54,7 @@ def _compile(model, out, cores=4, batch=2, seq=16):
 def test_fixture_matches_onnxruntime(name, tmp_path):
     model = FIXTURES[name]
     compiled, feeds = _compile(model, tmp_path / "out")
-    got = runner_for(compiled, "s4")(feeds)
+    got = runner_for(compiled, "s4").run(feeds)
     ref = ort_outputs(model["path"], feeds)
     diff = max_abs_diff({k: got[k] for k in ref}, ref)
     assert max(diff.values()) <= TOL, diff
@@ -64,7 +64,7 @@ def test_fixture_matches_onnxruntime(name, tmp_path):
 def test_fewer_cores_same_result(cores, tmp_path):
     model = FIXTURES["bert_tiny_ts_op17"]
     compiled, feeds = _compile(model, tmp_path / "out", cores=cores)
-    got = runner_for(compiled, "s4")(feeds)
+    got = runner_for(compiled, "s4").run(feeds)
     ref = ort_outputs(model["path"], feeds)
     assert max(max_abs_diff({k: got[k] for k in ref}, ref).values()) <= TOL
     report = json.loads((tmp_path / "out" / "report.json").read_text())["s4"]
@@ -77,7 +77,7 @@ def test_sentences_per_core_mode(tmp_path):
     """4 sentences on 4 cores: rows split by sentence, activations kept in SRAM (no K/V exchange)."""
     model = FIXTURES["bert_tiny_dynamo"]
     compiled, feeds = _compile(model, tmp_path / "out", batch=4, seq=16)
-    got = runner_for(compiled, "s4")(feeds)
+    got = runner_for(compiled, "s4").run(feeds)
     ref = ort_outputs(model["path"], feeds)
     assert max(max_abs_diff({k: got[k] for k in ref}, ref).values()) <= TOL
     report = json.loads((tmp_path / "out" / "report.json").read_text())["s4"]
@@ -288,7 +288,7 @@ def test_bert_base_matches_onnxruntime(exporter, sparsity, tmp_path):
     names = ["input_ids", "attention_mask", "token_type_ids"]
     feeds = make_feeds(names, batch=1, seq=128, vocab=30000)
     compiled = s4c_compile(path, input_shapes={n: (1, 128) for n in names}, target="s4", outdir=str(tmp_path / "out"))
-    got = runner_for(compiled, "s4")(feeds)
+    got = runner_for(compiled, "s4").run(feeds)
     ref = ort_outputs(path, feeds)
     diff = max_abs_diff({k: got[k] for k in ref}, ref)
     assert max(diff.values()) <= TOL, diff

@@ -212,10 +212,9 @@ def test_a_broken_calibration_file_is_a_one_line_error(content, message):
 
 def test_calibrate_measures_every_c_layout_and_writes_a_readable_file(tmp_path):
     """A tiny, fast calibration with the real kernels: the file's structure, not its numbers."""
-    from s4c.calibrate import calibrate_c
-    from s4c.codegen.c import kernels_build
+    from s4c.codegen.c.calibrate import calibrate_c
 
-    path, data = calibrate_c(kernels_build, tmp_path / "cal" / "c.json", tokens=16, out_features=64,
+    path, data = calibrate_c(tmp_path / "cal" / "c.json", tokens=16, out_features=64,
                              in_features=64, repeats=2, min_time=0.0, rounds=1)
     assert path.is_file() and json.loads(path.read_text()) == data
     assert set(data["layouts"]) == {str(layout) for layout in SUPPORTED_LAYOUTS}
@@ -227,17 +226,17 @@ def test_calibrate_measures_every_c_layout_and_writes_a_readable_file(tmp_path):
 
 
 def test_cli_calibrate_writes_the_cache_file(tmp_path, monkeypatch, capsys):
-    import s4c.calibrate
+    import s4c.codegen.c.calibrate
 
     seen = {}
 
-    def fake(kb, out, **kwargs):
-        seen.update(kb=kb, out=out, **kwargs)
+    def fake(out, **kwargs):
+        seen.update(out=out, **kwargs)
         return calibration_path(), {"call_us": 2.0, "cc": "cc", "cflags": "-O3"}
 
-    monkeypatch.setattr(s4c.calibrate, "calibrate_c", fake)
+    monkeypatch.setattr(s4c.codegen.c.calibrate, "calibrate_c", fake)
     assert main(["calibrate", "--target", "c"]) == 0
-    assert seen["out"] is None and seen["kb"].__name__.endswith("kernels_build")
+    assert seen["out"] is None
     assert f"wrote {calibration_path()}" in capsys.readouterr().out
     assert main(["calibrate", "--target", "c", "--out", str(tmp_path / "x.json"), "--cc", "gcc"]) == 0
     assert seen["out"] == str(tmp_path / "x.json") and seen["cc"] == "gcc"

@@ -22,11 +22,11 @@ from s4c import ops as registry
 from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import COMPUTE, int_literal, scalar_literal
 from s4c.codegen.c.loops import Access, broadcast_strides, nest, render
-from s4c.codegen.c.program import Lowering, Tensor
+from s4c.codegen.c.program import CProgram, Tensor
 from s4c.errors import TargetError
 from s4c.ir import Op, Value
 
-EMITTERS: dict[str, Callable[[Lowering, Op], None]] = {}
+EMITTERS: dict[str, Callable[[CProgram, Op], None]] = {}
 
 
 def emits(*names: str):
@@ -47,14 +47,14 @@ def attrs(op: Op) -> dict:
 
 # -- shared helpers ---------------------------------------------------------------------------------
 
-def load(lw: Lowering, t: Tensor, expr: str) -> str:
+def load(lw: CProgram, t: Tensor, expr: str) -> str:
     if t.dtype == "f16":
         lw.uses_extra = True
         return f"s4cx_h2f({expr})"
     return expr
 
 
-def store(lw: Lowering, dtype: str, expr: str) -> str:
+def store(lw: CProgram, dtype: str, expr: str) -> str:
     if dtype == "f16":
         lw.uses_extra = True
         return f"s4cx_d2h({expr})"
@@ -81,7 +81,7 @@ def ew_layout(shape, ins: list[Tensor]) -> int | None:
     return None
 
 
-def elementwise(lw: Lowering, op: Op, ins: list[Tensor], value: Value, expr: Callable[[list[str]], str] | None,
+def elementwise(lw: CProgram, op: Op, ins: list[Tensor], value: Value, expr: Callable[[list[str]], str] | None,
                 accesses: list[Access] | None = None, fm="auto", kind: str | None = None,
                 keep: tuple[int, ...] = (), body_fn=None) -> Tensor:
     """y = expr(operands) over `value`'s shape with numpy broadcasting (`expr` None: a plain copy of
@@ -101,7 +101,7 @@ def elementwise(lw: Lowering, op: Op, ins: list[Tensor], value: Value, expr: Cal
     return y
 
 
-def expand_to(lw: Lowering, value: Value, shape, name: str) -> Tensor:
+def expand_to(lw: CProgram, value: Value, shape, name: str) -> Tensor:
     """`value` broadcast to `shape`, contiguous token-major (built at compile time for constants)."""
     shape = tuple(shape)
     if value.shape == shape:
@@ -120,7 +120,7 @@ def expand_to(lw: Lowering, value: Value, shape, name: str) -> Tensor:
     return y
 
 
-def as_dtype(lw: Lowering, t: Tensor, dtype: str, name: str) -> Tensor:
+def as_dtype(lw: CProgram, t: Tensor, dtype: str, name: str) -> Tensor:
     if t.dtype == dtype:
         return t
     y = lw.temp(dtype, t.shape, t.fm, [t], f"{t.label} ({dtype})")
@@ -154,7 +154,7 @@ def c_int(n: int, what: str, op: Op) -> int:
     return int(n)
 
 
-def feature_vector(lw: Lowering, v: Value, shape, what: str) -> Tensor:
+def feature_vector(lw: CProgram, v: Value, shape, what: str) -> Tensor:
     t = expand_to(lw, v, shape, what)
     if t.dtype != "f32":
         raise unsupported(lw.op, f"{what} must be f32")

@@ -15,7 +15,7 @@ from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import COMPUTE, UNSIGNED
 from s4c.codegen.c.emit_common import EMITTERS, attrs, elementwise, emits, fsuffix, lit
 from s4c.codegen.c.loops import Access
-from s4c.codegen.c.program import Lowering, Tensor
+from s4c.codegen.c.program import CProgram, Tensor
 from s4c.ir import Op
 from s4c.ops.elementwise import BINARY, UNARY
 
@@ -94,7 +94,7 @@ def _binary_expr(name: str, dtype: str, dtype_b: str) -> Callable[[list[str]], s
     return lambda xs: fn(xs[0], xs[1])
 
 
-def _emit_unary(lw: Lowering, op: Op) -> None:
+def _emit_unary(lw: CProgram, op: Op) -> None:
     x = lw.home(op.inputs[0])
     dtype = op.inputs[0].dtype
     if op.op == "Identity":
@@ -103,7 +103,7 @@ def _emit_unary(lw: Lowering, op: Op) -> None:
     elementwise(lw, op, [x], op.output, _unary_expr(op.op, dtype))
 
 
-def _emit_binary(lw: Lowering, op: Op) -> None:
+def _emit_binary(lw: CProgram, op: Op) -> None:
     a, b = lw.home(op.inputs[0]), lw.home(op.inputs[1])
     elementwise(lw, op, [a, b], op.output, _binary_expr(op.op, op.inputs[0].dtype, op.inputs[1].dtype))
 
@@ -115,7 +115,7 @@ for _n in BINARY:
 
 
 @emits("Max", "Min", "Sum")
-def _emit_variadic(lw: Lowering, op: Op) -> None:
+def _emit_variadic(lw: CProgram, op: Op) -> None:
     ins = [lw.home(v) for v in op.inputs]
     dtype = op.inputs[0].dtype
 
@@ -140,13 +140,13 @@ def _emit_variadic(lw: Lowering, op: Op) -> None:
 
 
 @emits("Where")
-def _emit_where(lw: Lowering, op: Op) -> None:
+def _emit_where(lw: CProgram, op: Op) -> None:
     ins = [lw.home(v) for v in op.inputs]
     elementwise(lw, op, ins, op.output, lambda xs: f"{xs[0]} ? {xs[1]} : {xs[2]}")
 
 
 @emits("Clip")
-def _emit_clip(lw: Lowering, op: Op) -> None:
+def _emit_clip(lw: CProgram, op: Op) -> None:
     ins = [lw.home(v) for v in op.inputs]
 
     def expr(xs):
@@ -161,7 +161,7 @@ def _emit_clip(lw: Lowering, op: Op) -> None:
 
 
 @emits("Cast")
-def _emit_cast(lw: Lowering, op: Op) -> None:
+def _emit_cast(lw: CProgram, op: Op) -> None:
     x = lw.home(op.inputs[0])
     src, dst = op.inputs[0].dtype, op.output.dtype
     if src == dst:
@@ -182,7 +182,7 @@ def _emit_cast(lw: Lowering, op: Op) -> None:
 
 
 @emits("Expand")
-def _emit_expand(lw: Lowering, op: Op) -> None:
+def _emit_expand(lw: CProgram, op: Op) -> None:
     x = lw.home(op.inputs[0])
     if x.shape == op.output.shape:
         lw.set(op.output, lw.alias(x, x.shape, x.fm, op.output.name))
@@ -207,7 +207,7 @@ def _axis_access(name: str, t: Tensor, out_shape, axis: int, block: int = 0) -> 
 
 
 @emits("DequantizeLinear")
-def _emit_dequantize_linear(lw: Lowering, op: Op) -> None:
+def _emit_dequantize_linear(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
     ins = [x] + [lw.home(v) for v in op.inputs[1:]]
@@ -224,7 +224,7 @@ def _emit_dequantize_linear(lw: Lowering, op: Op) -> None:
 
 
 @emits("DequantizeWeight")
-def _emit_dequantize_weight(lw: Lowering, op: Op) -> None:
+def _emit_dequantize_weight(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     q, s = lw.home(op.inputs[0]), lw.home(op.inputs[1])
     shape = op.output.shape

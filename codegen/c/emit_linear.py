@@ -16,14 +16,14 @@ import numpy as np
 from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import COMPUTE
 from s4c.codegen.c.emit_common import attrs, c_int, emits, expand_to, feature_vector, load, store, unsupported
-from s4c.codegen.c.program import Lowering, Tensor
+from s4c.codegen.c.program import CProgram, Tensor
 from s4c.ir import Op, Value
 
 _ACT = {"none": "S4C_ACT_NONE", "gelu": "S4C_ACT_GELU_ERF", "gelu_tanh": "S4C_ACT_GELU_TANH",
         "relu": "S4C_ACT_RELU"}
 
 
-def absorb_weight_dequant(lw: Lowering) -> None:
+def absorb_weight_dequant(lw: CProgram) -> None:
     """DequantizeWeight ops that only feed f32 Linear weights: the Linear stores the int8 values and
     dequantises them itself (at init, in the weight's sparse layout)."""
     for op in lw.graph.ops:
@@ -38,7 +38,7 @@ def absorb_weight_dequant(lw: Lowering) -> None:
 
 
 @emits("Linear")
-def _emit_linear(lw: Lowering, op: Op) -> None:
+def _emit_linear(lw: CProgram, op: Op) -> None:
     from s4c.sparse import parse_layout
     from s4c.sparse.errors import SparseFormatError
 
@@ -90,7 +90,7 @@ def _emit_linear(lw: Lowering, op: Op) -> None:
     lw.step("Linear", ins, [y], call, kernel=fn, fails=True, note=f"{layout} weight{note}")
 
 
-def _linear_weight(lw: Lowering, op: Op, wv: Value, layout) -> tuple[list[Tensor], str]:
+def _linear_weight(lw: CProgram, op: Op, wv: Value, layout) -> tuple[list[Tensor], str]:
     """The weight's arrays in `layout`, as the kernel takes them (float; int8 dequantised at init)."""
     dq = wv.producer if wv.producer is not None and id(wv.producer) in lw.absorbed else None
     if dq is None and not wv.is_constant:
@@ -138,7 +138,7 @@ def _linear_weight(lw: Lowering, op: Op, wv: Value, layout) -> tuple[list[Tensor
     return packed[:-1] + [vf], note
 
 
-def _packed(lw: Lowering, tensor, layout, label: str, key) -> list[Tensor]:
+def _packed(lw: CProgram, tensor, layout, label: str, key) -> list[Tensor]:
     arrays = tensor.arrays
     out_f, in_f = tensor.shape
     names = ["indptr", "indices", "values"] if layout.kind in ("csr", "bsr") else ["indices", "values"]
@@ -152,7 +152,7 @@ def _packed(lw: Lowering, tensor, layout, label: str, key) -> list[Tensor]:
     return result
 
 
-def _linear_generic(lw: Lowering, op: Op, a: dict) -> None:
+def _linear_generic(lw: CProgram, op: Op, a: dict) -> None:
     """A Linear the kernels do not take (non-f32): y[t][o] = act(sum_i x[t][i] w[o][i] + b[o])."""
     xv, wv = op.inputs[0], op.inputs[1]
     x = lw.get(xv, None)

@@ -14,19 +14,19 @@ from s4c import ops as registry
 from s4c.codegen.c.cnames import float_literal, int_literal
 from s4c.codegen.c.emit_common import attrs, elementwise, emits, lit, product_sum, size_of, store, unsupported
 from s4c.codegen.c.loops import Access, nest, render, row_major_strides
-from s4c.codegen.c.program import Lowering
+from s4c.codegen.c.program import CProgram
 from s4c.ir import Op, numpy_dtype
 from s4c.ops.shape_ops import slice_params
 
 
 @emits("Reshape", "Squeeze", "Unsqueeze", "Flatten")
-def _emit_reshape(lw: Lowering, op: Op) -> None:
+def _emit_reshape(lw: CProgram, op: Op) -> None:
     x = lw.get(op.inputs[0], None)
     lw.set(op.output, lw.alias(x, op.output.shape, None, op.output.name))
 
 
 @emits("Transpose")
-def _emit_transpose(lw: Lowering, op: Op) -> None:
+def _emit_transpose(lw: CProgram, op: Op) -> None:
     x = lw.home(op.inputs[0])
     perm = attrs(op).get("perm") or list(range(x.rank))[::-1]
     strides = x.strides
@@ -34,7 +34,7 @@ def _emit_transpose(lw: Lowering, op: Op) -> None:
 
 
 @emits("Slice")
-def _emit_slice(lw: Lowering, op: Op) -> None:
+def _emit_slice(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
     sl = slice_params(x.shape, a["starts"], a["ends"], a.get("axes"), a.get("steps"))
@@ -47,7 +47,7 @@ def _emit_slice(lw: Lowering, op: Op) -> None:
 
 
 @emits("Split")
-def _emit_split(lw: Lowering, op: Op) -> None:
+def _emit_split(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
     axis = a["axis"] % x.rank
@@ -65,7 +65,7 @@ def _emit_split(lw: Lowering, op: Op) -> None:
 
 
 @emits("Concat")
-def _emit_concat(lw: Lowering, op: Op) -> None:
+def _emit_concat(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     ins = [lw.home(v) for v in op.inputs]
     axis = a["axis"] % op.output.type.rank
@@ -85,14 +85,14 @@ def _emit_concat(lw: Lowering, op: Op) -> None:
 
 
 @emits("Tile")
-def _emit_tile(lw: Lowering, op: Op) -> None:
+def _emit_tile(lw: CProgram, op: Op) -> None:
     x = lw.home(op.inputs[0])
     acc = Access("x0", list(x.strides), mod=[int(d) for d in x.shape])
     elementwise(lw, op, [x], op.output, None, accesses=[acc], fm=None)
 
 
 @emits("Trilu")
-def _emit_trilu(lw: Lowering, op: Op) -> None:
+def _emit_trilu(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
     r = x.rank
@@ -107,7 +107,7 @@ def _emit_trilu(lw: Lowering, op: Op) -> None:
 
 
 @emits("Gather")
-def _emit_gather(lw: Lowering, op: Op) -> None:
+def _emit_gather(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     data = lw.get(op.inputs[0], None)
     idx = lw.get(op.inputs[1], None)
@@ -140,7 +140,7 @@ def _emit_gather(lw: Lowering, op: Op) -> None:
 
 
 @emits("GatherElements")
-def _emit_gather_elements(lw: Lowering, op: Op) -> None:
+def _emit_gather_elements(lw: CProgram, op: Op) -> None:
     """y[..j..] = x0[..x1[..j..]..] along `axis`: one loop nest over the indices' shape; off the
     axis the data offset steps with the loops, on it the (normalised) index picks the element."""
     a = attrs(op)
@@ -165,7 +165,7 @@ def _emit_gather_elements(lw: Lowering, op: Op) -> None:
 
 
 @emits("GatherND")
-def _emit_gather_nd(lw: Lowering, op: Op) -> None:
+def _emit_gather_nd(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     data = lw.get(op.inputs[0], None)
     idx = lw.get(op.inputs[1], None)
@@ -199,7 +199,7 @@ def _emit_gather_nd(lw: Lowering, op: Op) -> None:
 # -- compile-time values ----------------------------------------------------------------------------
 
 @emits("Shape", "Size", "Range")
-def _emit_constant_result(lw: Lowering, op: Op) -> None:
+def _emit_constant_result(lw: CProgram, op: Op) -> None:
     """Results known at compile time (shapes are static): stored as constants."""
     if op.op == "Range" and not all(v.is_constant for v in op.inputs):
         raise unsupported(op, "Range needs constant operands")
@@ -213,7 +213,7 @@ def _emit_constant_result(lw: Lowering, op: Op) -> None:
 
 
 @emits("ConstantOfShape")
-def _emit_constant_of_shape(lw: Lowering, op: Op) -> None:
+def _emit_constant_of_shape(lw: CProgram, op: Op) -> None:
     value = op.attrs.get("value")
     value = np.zeros((1,), np.float32) if value is None else np.asarray(value)
     y = lw.out(op.output, None, [])

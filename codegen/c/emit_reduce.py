@@ -14,7 +14,7 @@ from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import COMPUTE, float_literal
 from s4c.codegen.c.emit_common import attrs, c_int, emits, fsuffix, load, plus, product_sum, size_of, store
 from s4c.codegen.c.loops import Access, broadcast_strides, nest, render, row_major_strides
-from s4c.codegen.c.program import Lowering
+from s4c.codegen.c.program import CProgram
 from s4c.ir import Op
 from s4c.ops.nn import _reduce_axes
 
@@ -31,7 +31,7 @@ def _minmax_init(dtype: str, is_max: bool) -> str:
 
 
 @emits("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2")
-def _emit_reduce(lw: Lowering, op: Op) -> None:
+def _emit_reduce(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
     rank = x.rank
@@ -96,7 +96,7 @@ def _emit_reduce(lw: Lowering, op: Op) -> None:
 
 
 @emits("CumSum")
-def _emit_cumsum(lw: Lowering, op: Op) -> None:
+def _emit_cumsum(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
     y = lw.out(op.output, None, [x])
@@ -123,7 +123,7 @@ def _emit_cumsum(lw: Lowering, op: Op) -> None:
 
 
 @emits("Softmax", "LogSoftmax")
-def _emit_softmax(lw: Lowering, op: Op) -> None:
+def _emit_softmax(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     x = lw.home(op.inputs[0])
     y = lw.out(op.output, None, [x])
@@ -152,7 +152,7 @@ def _emit_softmax(lw: Lowering, op: Op) -> None:
 
 
 @emits("MatMul")
-def _emit_matmul(lw: Lowering, op: Op) -> None:
+def _emit_matmul(lw: CProgram, op: Op) -> None:
     av, bv = op.inputs
     a_t, b_t = lw.get(av, None), lw.get(bv, None)
     a_shape = (1,) + av.shape if av.type.rank == 1 else av.shape
@@ -192,7 +192,7 @@ def _emit_matmul(lw: Lowering, op: Op) -> None:
 
 
 @emits("Gemm")
-def _emit_gemm(lw: Lowering, op: Op) -> None:
+def _emit_gemm(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     A, B = lw.get(op.inputs[0], None), lw.get(op.inputs[1], None)
     ins = [A, B]

@@ -18,7 +18,7 @@ from s4c.codegen.c.cnames import COMPUTE, float_literal, int_literal
 from s4c.codegen.c.emit_common import (as_dtype, attrs, c_int, elementwise, emits, expand_to, feature_vector,
                                        fsuffix, load, size_of, store, unsupported)
 from s4c.codegen.c.loops import Access, broadcast_strides, nest, render
-from s4c.codegen.c.program import Lowering, Tensor
+from s4c.codegen.c.program import CProgram, Tensor
 from s4c.ir import Op, Value
 from s4c.ops.elementwise import BINARY, UNARY
 
@@ -29,7 +29,7 @@ _POINTWISE = set(UNARY) | set(BINARY) | {"Where", "Cast", "Clip", "Max", "Min", 
 
 
 @emits("Gelu")
-def _emit_gelu(lw: Lowering, op: Op) -> None:
+def _emit_gelu(lw: CProgram, op: Op) -> None:
     x = lw.home(op.inputs[0])
     tanh = attrs(op)["approximate"] == "tanh"
     if x.dtype == "f32":
@@ -49,7 +49,7 @@ def _emit_gelu(lw: Lowering, op: Op) -> None:
 
 
 @emits("LayerNorm")
-def _emit_layernorm(lw: Lowering, op: Op) -> None:
+def _emit_layernorm(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     xv = op.inputs[0]
     axis = a["axis"] % xv.type.rank
@@ -70,7 +70,7 @@ def _emit_layernorm(lw: Lowering, op: Op) -> None:
 
 
 @emits("SkipLayerNorm")
-def _emit_skip_layernorm(lw: Lowering, op: Op) -> None:
+def _emit_skip_layernorm(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     xv = op.inputs[0]
     if xv.dtype != "f32":
@@ -90,7 +90,7 @@ def _emit_skip_layernorm(lw: Lowering, op: Op) -> None:
             f"{y.name}, NULL)", kernel="s4c_skip_layernorm")
 
 
-def _layernorm_generic(lw: Lowering, op: Op, x_value: Value, scale: Value, bias: Value | None, axis: int,
+def _layernorm_generic(lw: CProgram, op: Op, x_value: Value, scale: Value, bias: Value | None, axis: int,
                        eps: float, results: list[Value]) -> None:
     x = lw.get(x_value, None)
     axis = axis % x.rank
@@ -127,13 +127,13 @@ def _layernorm_generic(lw: Lowering, op: Op, x_value: Value, scale: Value, bias:
 
 
 @emits("LayerNormalization")
-def _emit_layer_normalization(lw: Lowering, op: Op) -> None:
+def _emit_layer_normalization(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     _layernorm_generic(lw, op, op.inputs[0], op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else None,
                        a["axis"], a["epsilon"], op.outputs)
 
 
-def uniform_along(lw: Lowering, v: Value, axis_from_right: int) -> bool:
+def uniform_along(lw: CProgram, v: Value, axis_from_right: int) -> bool:
     """True when `v`'s values do not change along the axis `axis_from_right` (-1 = last) — size 1
     there, a constant equal along it, or pointwise ops of such values."""
     key = ("uniform", id(v), axis_from_right)
@@ -160,7 +160,7 @@ def attention_scratch_floats(seq: int) -> int:
 
 
 @emits("MultiHeadAttention")
-def _emit_attention(lw: Lowering, op: Op) -> None:
+def _emit_attention(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     qv = op.inputs[0]
     if qv.dtype != "f32":
@@ -214,7 +214,7 @@ def _emit_attention(lw: Lowering, op: Op) -> None:
 
 
 @emits("Embedding")
-def _emit_embedding(lw: Lowering, op: Op) -> None:
+def _emit_embedding(lw: CProgram, op: Op) -> None:
     a = attrs(op)
     ids_v, word_v, pos_ids_v, pos_v, gamma_v, beta_v = op.inputs[:6]
     for v in (word_v, pos_v, gamma_v, beta_v) + tuple(op.inputs[7:8]):

@@ -1,4 +1,5 @@
-"""Lowering an IR graph to a C program: tensors, buffers, steps, layouts and the memory plan.
+"""The C program an IR graph is lowered to (`CProgram`, built by lower.py): tensors, buffers,
+steps, layouts and the memory plan.
 
     Tensor   a typed view the generated C names (t12 run-time, w3 weight, d5 computed at init),
              in one of two layouts: token-major (the ONNX row-major layout, `fm=None`) or
@@ -10,13 +11,13 @@
              function, with the tensors it reads and writes and the IR op / ONNX nodes it
              implements.
 
-`Lowering.get(value, fm)` returns a value in the layout a consumer asks for, adding an explicit
+`CProgram.get(value, fm)` returns a value in the layout a consumer asks for, adding an explicit
 layout conversion (s4c_transpose) the first time and reusing it after; when the two layouts put
 the bytes in the same order (T or F is 1) the view is an alias, not a copy. Steps whose inputs
 are all weights (or computed from weights) run once at init (`phase="init"`); their results live in
 the init-time memory, so e.g. an int8 weight is dequantised once, not per run.
 
-The per-op emitters (emit.py, emit_*.py) call back into this module; `finish()` binds graph outputs
+The per-op emitters (emit_*.py, driven by lower.py) call back into this module; `finish()` binds graph outputs
 to the caller's buffers (a producer writes straight into them when it can), then plans the arena.
 """
 
@@ -31,7 +32,8 @@ from s4c.codegen.memory_plan import Interval, align_up, plan_arena
 from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import comment_name, ctype
 from s4c.codegen.c.loops import Access, nest, render, row_major_strides
-from s4c.codegen.c.weights import WeightStore
+from s4c.codegen.c.options import COptions
+from s4c.codegen.c.weights_bin import WeightStore
 from s4c.errors import TargetError
 from s4c.ir import Graph, Op, Value, dtype_name
 
@@ -165,12 +167,12 @@ class Step:
         return "; ".join(parts)
 
 
-class Lowering:
+class CProgram:
     """Builds the step list for one graph. See the module docstring."""
 
-    def __init__(self, graph: Graph, options: dict | None = None):
+    def __init__(self, graph: Graph, options: COptions | None = None):
         self.graph = graph
-        self.options = dict(options or {})
+        self.options = options or COptions()
         self.buffers: list[Buffer] = []
         self.tensors: list[Tensor] = []
         self.steps: list[Step] = []

@@ -1,4 +1,4 @@
-"""The generated files: jinja2 templates (templates/*.j2) for the skeletons, filled from a Lowering."""
+"""The generated files: jinja2 templates (templates/*.j2) for the skeletons, filled from a CProgram."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jinja2
 from s4c import __version__
 from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import comment_name
-from s4c.codegen.c.program import Lowering, Tensor
+from s4c.codegen.c.program import CProgram, Tensor
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
@@ -46,7 +46,7 @@ def declaration(t: Tensor) -> str:
     return f"{const}{t.ctype} *const {t.name} = {cast}({base}); /* {comment_name(t.label)} {t.describe()} */"
 
 
-def context(lw: Lowering, weights_id: int, source: str) -> dict:
+def context(lw: CProgram, weights_id: int, source: str) -> dict:
     run_steps = lw.run_steps
     init_steps = lw.init_steps
     # run-time tensors each step touches, declared once at the top of s4c_model_run_steps
@@ -126,7 +126,7 @@ def kernel_sources(texts: list[str]) -> list[Path]:
     return sorted(needed)
 
 
-def write_sources(lw: Lowering, cdir: Path, weights_id: int, source: str) -> dict[str, list[str]]:
+def write_sources(lw: CProgram, cdir: Path, weights_id: int, source: str) -> dict[str, list[str]]:
     """Write model.h, model.c, main.c, the kernels used, Makefile and model.json into `cdir`."""
     ctx = context(lw, weights_id, source)
     model_c = _env.get_template("model.c.j2").render(**ctx)

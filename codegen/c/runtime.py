@@ -22,6 +22,8 @@ import weakref
 import numpy as np
 
 from s4c.codegen.c import cnames
+from s4c.codegen.c.options import COptions
+from s4c.codegen.protocol import Runner
 from s4c.errors import S4CError, TargetError
 
 _lock = threading.Lock()
@@ -89,7 +91,7 @@ def _release(entry: dict) -> None:
             entry["weights"] = None
 
 
-class CModel:
+class CModel(Runner):
     """A compiled C model: `run({input name: array}) -> {output name: array}`."""
 
     def __init__(self, cdir: str, threads: int | None = None, profile: bool = False):
@@ -202,9 +204,9 @@ class CModel:
             print(self.profile_report(), file=sys.stderr)
 
 
-def load(outdir: str, options: dict | None = None) -> CModel:
-    options = dict(options or {})
+def load(outdir: str, options: COptions | None = None) -> CModel:
+    options = options or COptions()
     cdir = os.path.join(outdir, "c")
     if not os.path.isdir(cdir):
         raise TargetError(f"{outdir}: no C build (OUTDIR/c missing); compile with --target c")
-    return CModel(cdir, threads=options.get("threads"), profile=bool(options.get("profile")))
+    return CModel(cdir, threads=options.threads, profile=options.profile)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from s4c.codegen.c import kernels_build
+from s4c.codegen.c.options import COptions
 from s4c.errors import TargetError
 
 DEFAULT_CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast"]
@@ -26,23 +27,22 @@ DEFAULT_CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast"]
 REQUIRED = ["-std=c99", "-fPIC", "-fno-strict-aliasing", "-fvisibility=hidden"]
 
 
-def resolve(options: dict) -> tuple[str, list[str]]:
+def resolve(options: COptions) -> tuple[str, list[str]]:
     """(compiler, flags) from the backend options cc / cflags / openmp."""
     try:
-        cc = kernels_build.find_cc(options.get("cc"))
+        cc = kernels_build.find_cc(options.cc)
     except RuntimeError as e:
         raise TargetError(f"C backend: {e}") from None
-    if options.get("cc") and not shutil.which(options["cc"]):
-        raise TargetError(f"C backend: compiler {options['cc']!r} not found")
-    cflags = options.get("cflags")
+    if options.cc and not shutil.which(options.cc):
+        raise TargetError(f"C backend: compiler {options.cc!r} not found")
+    cflags = options.cflags
     if cflags is None:
         flags = list(DEFAULT_CFLAGS)
     elif isinstance(cflags, str):
         flags = shlex.split(cflags)
     else:
         flags = list(cflags)
-    openmp = options.get("openmp", True)
-    if openmp and "-fno-openmp" not in flags and "-fopenmp" not in flags:
+    if options.openmp and "-fno-openmp" not in flags and "-fopenmp" not in flags:
         flags += kernels_build.openmp_flags(cc)
     flags = [f for f in flags if f != "-fno-openmp"]
     return cc, REQUIRED + flags
@@ -69,7 +69,7 @@ def _run(cmds: list[tuple[list[str], str]], cwd: str) -> None:
         raise TargetError(f"C backend: compilation failed: {errors[0]}{more}")
 
 
-def compile_library(cdir: Path, sources: list[str], options: dict, out_name: str = "libmodel.so") -> dict:
+def compile_library(cdir: Path, sources: list[str], options: COptions, out_name: str = "libmodel.so") -> dict:
     """Build cdir/out_name from cdir's sources; returns {"cc", "flags"}."""
     cc, flags = resolve(options)
     version = kernels_build._cc_version(cc)

@@ -1,13 +1,18 @@
 """The S4 backend: IR graph -> per-core S4 instruction streams (s4c's S4 ISA v1, docs/isa.md).
 
-    built = build(graph, outdir, {"cores": 4})        # OUTDIR/model.s4, model.s4.asm, model.s4.json
-    built["report"]                                    # cycles, latency, throughput, per-op/unit ...
-    runner = load(outdir, {"trace": True})
-    outputs = runner.run({"input_ids": ids, ...})      # the reference interpreter (s4c.s4.run)
+`BACKEND` (an `S4Backend`, registered in codegen/registry.py) implements the backend protocol
+(codegen/protocol.py) with the typed options `S4Options`:
 
-`execute(graph, inputs)` is what the ONNX backend adaptor (s4c.backend, through the driver) runs for
+    built = BACKEND.build(graph, outdir, S4Options(cores=4))  # model.s4, model.s4.asm, model.s4.json
+    built.report                                       # cycles, latency, throughput, per-op/unit ...
+    runner = BACKEND.load(outdir, S4Options(trace=True))
+    outputs = runner.run({"input_ids": ids, ...})      # the reference interpreter (s4c.s4.run)
+    runner.summary()                                   # one line: the last run's modelled time
+
+`BACKEND.execute(graph, feeds)` is what the ONNX backend adaptor (s4c.backend) runs for
 `backend="s4"`, so ONNX's own node tests run through the S4 path too:
-`S4CBackend.prepare(model, backend="s4")`.
+`S4CBackend.prepare(model, backend="s4")`. `build`, `load`, `execute` and `check_sizes` are also
+module functions (the same bound methods); each accepts an `S4Options` or a dict of its fields.
 
 Modules: lower.py (planning, memory placement, kernel emission, assembly), emit.py (the emitter,
 SRAM scratch, regions), deps.py and schedule.py (dependencies, the list scheduler), weights.py (the
@@ -56,21 +61,53 @@ import math
 import os
 import threading
 import time
-import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
+from s4c.codegen.protocol import Artifacts, Backend, BackendOptions, Runner
 from s4c.errors import S4CError, S4ProgramError, TargetError
+from s4c.evaluate import check_inputs
+from s4c.ir import Graph, numpy_dtype
+from s4c.s4 import Program, disassemble, load_machine
+from s4c.s4 import run as run_program
 
 from .lower import Lowered, lower
+from .report import make_report
 
 FILES = {"s4": "model.s4", "s4_asm": "model.s4.asm", "s4_io": "model.s4.json"}
 ASM_DATA_LIMIT = 16 << 20        # constant segments above this are left out of model.s4.asm
 
 
+
+@dataclass(frozen=True)
+class S4Options(BackendOptions):
+    """cores:     S4 cores to use (1 .. the machine's)
+    machine:   the machine description (a name, e.g. s4v1, or a .json path)
+    precision: "mixed" (timed as the MixInt8bf16 machine) or "f32"
+    trace:     when run, one line per executed instruction (True: printed; or a callable)
+    sub_blocks, residency, lane_slack, debug_schedule: lowering knobs (lower.py; None = its default)"""
+
+    cores: int = 4
+    machine: str = "s4v1"
+    precision: str = "mixed"
+    trace: object = None
+    sub_blocks: int | None = None
+    residency: bool = True
+    lane_slack: bool = False
+    debug_schedule: bool = False
+
+    def lowering(self) -> dict:
+        """The options as lower.py reads them (a dict)."""
+        opts = {"cores": self.cores, "machine": self.machine, "precision": self.precision,
+                "residency": self.residency, "lane_slack": self.lane_slack, "debug_schedule": self.debug_schedule}
+        if self.sub_blocks is not None:
+            opts["sub_blocks"] = self.sub_blocks
+        return opts
+
+
 def largest_value(graph):
     """(value, bytes) of the graph's largest tensor (IR storage bytes; shapes of any size), or (None, 0)."""
-    from s4c.ir import numpy_dtype
     best, best_bytes = None, 0
     for v in graph.values():
         itemsize = 2 if v.type.dtype == "bf16" else numpy_dtype(v.type.dtype).itemsize
@@ -80,48 +117,76 @@ def largest_value(graph):
     return best, best_bytes
 
 
-def check_sizes(graph, options: dict | None = None) -> None:
-    """Before any lowering: every tensor must fit the device's DRAM (the machine's dram_bytes), else
-    a TargetError naming the value (lowering one that cannot fit would only take forever)."""
-    from s4c.s4 import load_machine
-    m = load_machine((options or {}).get("machine") or "s4v1")
-    value, nbytes = largest_value(graph)
-    if nbytes > m.dram_bytes:
-        raise TargetError(f"value {value.name!r} ({value.type}) takes {nbytes} bytes, more than the "
-                          f"{m.dram_bytes} bytes of DRAM of the S4 device ({m.name}); it cannot run on S4")
+class S4Backend(Backend):
+    name = "s4"
+    options_type = S4Options
+    description = "S4 instruction streams (model.s4, model.s4.asm) run by the bundled interpreter"
 
+    def check_sizes(self, graph: Graph, options=None) -> None:
+        """Before any lowering: every tensor must fit the device's DRAM (the machine's dram_bytes), else
+        a TargetError naming the value (lowering one that cannot fit would only take forever)."""
+        m = load_machine(self.options(options).machine or "s4v1")
+        value, nbytes = largest_value(graph)
+        if nbytes > m.dram_bytes:
+            raise TargetError(f"value {value.name!r} ({value.type}) takes {nbytes} bytes, more than the "
+                              f"{m.dram_bytes} bytes of DRAM of the S4 device ({m.name}); it cannot run on S4")
 
-def build(graph, outdir: str, options: dict | None = None) -> dict:
-    options = dict(options or {})
-    check_sizes(graph, options)
-    t0 = time.perf_counter()
-    with _gc_paused():
-        lowered = lower(graph, options)
-    t1 = time.perf_counter()
-    program = lowered.program
-    errors: list = []
-    writer = threading.Thread(target=_write, args=(program, os.path.join(outdir, FILES["s4"]), errors))
-    # model.s4 (~300 MB: its checksum and write release the GIL) is written while this thread
-    # validates the program, disassembles it and runs the report; a failed validation still
-    # raises (an invalid model.s4 is left only in the driver's temporary folder)
-    writer.start()
-    try:
-        program.validate()
-        with open(os.path.join(outdir, FILES["s4_asm"]), "w") as f:
-            f.write(_assembly(program))
-        from .report import make_report
-        report, md = make_report(lowered, graph)
-    finally:
-        writer.join()
-    if errors:
-        if isinstance(errors[0], OSError):
-            raise S4CError(f"cannot write {FILES['s4']}: {errors[0]}")
-        raise errors[0]
-    t2 = time.perf_counter()
-    report["compile_s"] = {"lower": round(t1 - t0, 3), "write": round(t2 - t1, 3)}
-    with open(os.path.join(outdir, FILES["s4_io"]), "w") as f:
-        json.dump({"version": 1, "io": lowered.io}, f, indent=1)
-    return {"files": dict(FILES), "report": report, "report_md": md}
+    def build(self, graph: Graph, outdir, options=None) -> Artifacts:
+        options = self.options(options)
+        outdir = os.fspath(outdir)
+        self.check_sizes(graph, options)
+        t0 = time.perf_counter()
+        with _gc_paused():
+            lowered = lower(graph, options.lowering())
+        t1 = time.perf_counter()
+        program = lowered.program
+        errors: list = []
+        writer = threading.Thread(target=_write, args=(program, os.path.join(outdir, FILES["s4"]), errors))
+        # model.s4 (~300 MB: its checksum and write release the GIL) is written while this thread
+        # validates the program, disassembles it and runs the report; a failed validation still
+        # raises (an invalid model.s4 is left only in the driver's temporary folder)
+        writer.start()
+        try:
+            program.validate()
+            with open(os.path.join(outdir, FILES["s4_asm"]), "w") as f:
+                f.write(_assembly(program))
+            report, md = make_report(lowered, graph)
+        finally:
+            writer.join()
+        if errors:
+            if isinstance(errors[0], OSError):
+                raise S4CError(f"cannot write {FILES['s4']}: {errors[0]}")
+            raise errors[0]
+        t2 = time.perf_counter()
+        report["compile_s"] = {"lower": round(t1 - t0, 3), "write": round(t2 - t1, 3)}
+        with open(os.path.join(outdir, FILES["s4_io"]), "w") as f:
+            json.dump({"version": 1, "io": lowered.io}, f, indent=1)
+        return Artifacts(dict(FILES), report, md)
+
+    def load(self, outdir, options=None) -> "S4Runner":
+        options = self.options(options)
+        outdir = os.fspath(outdir)
+        path = os.path.join(outdir, FILES["s4"])
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+            with open(os.path.join(outdir, FILES["s4_io"])) as f:
+                meta = json.load(f)
+        except FileNotFoundError as e:
+            raise S4CError(f"{outdir}: not compiled for s4 ({os.path.basename(e.filename)} missing)") from None
+        except (OSError, ValueError) as e:
+            raise S4CError(f"{outdir}: {FILES['s4_io']} is corrupt ({e})") from None
+        try:
+            program = Program.from_bytes(blob)
+        except S4ProgramError as e:
+            raise S4ProgramError(f"{path}: {e}") from None
+        return S4Runner(program, meta["io"], trace=options.trace)
+
+    def prepare(self, graph: Graph, options: S4Options) -> "S4Runner":
+        """Lower `graph` (as it is: no passes) in memory."""
+        self.check_sizes(graph, options)
+        lowered = lower(graph, options.lowering())
+        return S4Runner(lowered.program, lowered.io, trace=options.trace, graph=graph)
 
 
 @contextlib.contextmanager
@@ -140,7 +205,6 @@ def _gc_paused():
 
 def _assembly(program) -> str:
     """model.s4.asm: the disassembly of a validated program, its data only if small."""
-    from s4c.s4 import disassemble
     include = len(program.const) <= ASM_DATA_LIMIT
     text = disassemble(program, data=include, validate=False)
     if not include:
@@ -158,17 +222,20 @@ def _write(program, path: str, errors: list) -> None:
         errors.append(e)
 
 
-class S4Runner:
-    """Runs a program in the reference interpreter, converting at the host boundary."""
+class S4Runner(Runner):
+    """Runs a program in the reference interpreter, converting at the host boundary. With `graph`
+    (BACKEND.execute), feeds are first checked against its inputs (s4c.evaluate.check_inputs)."""
 
-    def __init__(self, program, io: dict, trace=None):
+    def __init__(self, program, io: dict, trace=None, graph: Graph | None = None):
         self.program = program
         self.io = io
         self.trace = trace
+        self.graph = graph
         self.last_report = None
 
     def run(self, inputs: dict) -> dict:
-        from s4c.s4 import run
+        if self.graph is not None:
+            inputs = check_inputs(self.graph, inputs)
         feeds = {}
         known = {e["name"] for e in self.io["inputs"]}
         unknown = sorted(set(inputs) - known)
@@ -187,11 +254,11 @@ class S4Runner:
         trace = self.trace
         if trace is True:
             trace = print
-        outs, report = run(self.program, feeds, trace=trace)
+        outs, report = run_program(self.program, feeds, trace=trace)
         self.last_report = report
         result = {}
         for e in self.io["outputs"]:
-            dtype = _np_dtype(e["irdt"])
+            dtype = numpy_dtype(e["irdt"])
             if e["symbol"] is None:
                 result[e["name"]] = np.zeros(e["shape"], dtype)
                 continue
@@ -199,19 +266,13 @@ class S4Runner:
             result[e["name"]] = (raw != 0) if e["irdt"] == "bool" else raw.astype(dtype)
         return result
 
-
-    def run_summary(self) -> str | None:
+    def summary(self) -> str | None:
         """One line on the last run's modelled time (the cycle model of the machine it was built for)."""
         r = self.last_report
         if r is None:
             return None
         return (f"s4: modelled {r.total_cycles} cycles = {r.latency_s * 1e3:.3f} ms at {r.clock_hz / 1e9:g} GHz "
                 f"on {len(self.program.cores)} core(s), {r.instructions} instructions ({r.machine})")
-
-
-def _np_dtype(irdt: str):
-    from s4c.ir import numpy_dtype
-    return numpy_dtype(irdt)
 
 
 def to_device(a: np.ndarray, e: dict) -> np.ndarray:
@@ -232,43 +293,11 @@ def to_device(a: np.ndarray, e: dict) -> np.ndarray:
     return a.astype(info.dtype)
 
 
-def load(outdir: str, options: dict | None = None) -> S4Runner:
-    from s4c.s4 import Program
-    options = dict(options or {})
-    path = os.path.join(outdir, FILES["s4"])
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-        with open(os.path.join(outdir, FILES["s4_io"])) as f:
-            meta = json.load(f)
-    except FileNotFoundError as e:
-        raise S4CError(f"{outdir}: not compiled for s4 ({os.path.basename(e.filename)} missing)") from None
-    except (OSError, ValueError) as e:
-        raise S4CError(f"{outdir}: {FILES['s4_io']} is corrupt ({e})") from None
-    try:
-        program = Program.from_bytes(blob)
-    except S4ProgramError as e:
-        raise S4ProgramError(f"{path}: {e}") from None
-    return S4Runner(program, meta["io"], trace=options.get("trace"))
+BACKEND = S4Backend()
+build = BACKEND.build
+load = BACKEND.load
+execute = BACKEND.execute
+check_sizes = BACKEND.check_sizes
 
-
-# -- the ONNX backend adaptor's "s4" executor (found by s4c.backend through the driver) --------------
-_COMPILED: dict[int, tuple] = {}
-
-
-def execute(graph, inputs: dict) -> dict:
-    """Compile `graph` for S4 (memoised on the graph object) and run it in the interpreter."""
-    key = id(graph)
-    entry = _COMPILED.get(key)
-    if entry is None or entry[0]() is not graph:
-        check_sizes(graph)
-        lowered = lower(graph, {"cores": 4})
-        runner = S4Runner(lowered.program, lowered.io)
-        _COMPILED[key] = (weakref.ref(graph), runner)
-        weakref.finalize(graph, _COMPILED.pop, key, None)
-        entry = _COMPILED[key]
-    from s4c.evaluate import check_inputs
-    return entry[1].run(check_inputs(graph, inputs))
-
-
-__all__ = ["build", "load", "execute", "check_sizes", "S4Runner", "lower", "Lowered", "FILES"]
+__all__ = ["BACKEND", "S4Backend", "S4Options", "S4Runner", "build", "load", "execute", "check_sizes", "lower",
+           "Lowered", "FILES"]

@@ -32,7 +32,7 @@ beats dense below ~49% density and r x 1 blocks of such weights are ~all kept; 4
 weights choose an r x 1 BSR, 90% unstructured ones CSR (4 x 1 blocks of those keep ~34% of the
 slots).
 
-Calibration (s4c/calibrate.py) measures `rate` and `row_ns` for each layout and `call_s`; the
+Calibration (codegen/c/calibrate.py) measures `rate` and `row_ns` for each layout and `call_s`; the
 file lives at $S4C_CACHE/c-costs.json (default ~/.cache/s4c/c-costs.json). Layouts it lacks keep
 their defaults.
 """

@@ -1,6 +1,6 @@
-"""The emission table: how each IR op becomes C.
+"""Lowering an IR graph to C: `lower_graph` and the emission table (how each IR op becomes C).
 
-`EMITTERS[op_name](lw, op)` lowers one op instance through the `Lowering` `lw` (program.py): it
+`EMITTERS[op_name](lw, op)` lowers one op instance through the `CProgram` `lw` (program.py): it
 asks for its operands in the layout it needs (`lw.get(value, fm)`), allocates its results
 (`lw.out`) and appends steps: a call to a library kernel (s4c_kernels.h) or a generated function
 `opN_kind(...)` with a strided loop nest (loops.py).
@@ -19,7 +19,7 @@ asks for its operands in the layout it needs (`lw.get(value, fm)`), allocates it
 
 Where the entries live (each module registers into emit_common.EMITTERS on import):
 
-    emit.py               lower_graph: the driver (inputs, int8-weight absorption, ops in order,
+    lower.py              lower_graph: the driver (inputs, int8-weight absorption, ops in order,
                           outputs, memory plan); re-exports EMITTERS
     emit_common.py        the registry (EMITTERS, @emits) and the helpers the emitters share
     emit_elementwise.py   unary / binary / variadic ops, Where, Cast, Clip, Expand, Dequantize*
@@ -39,16 +39,17 @@ from __future__ import annotations
 from s4c.codegen.c import emit_elementwise, emit_movement, emit_reduce, emit_transformer  # noqa: F401
 from s4c.codegen.c.emit_common import EMITTERS, unsupported
 from s4c.codegen.c.emit_linear import absorb_weight_dequant
-from s4c.codegen.c.program import Lowering
+from s4c.codegen.c.options import COptions
+from s4c.codegen.c.program import CProgram
 from s4c.errors import TargetError
 from s4c.ir import Graph
 
 __all__ = ["EMITTERS", "lower_graph"]
 
 
-def lower_graph(graph: Graph, options: dict | None = None) -> Lowering:
+def lower_graph(graph: Graph, options: COptions | None = None) -> CProgram:
     """The whole graph as steps, outputs bound, memory planned."""
-    lw = Lowering(graph, options)
+    lw = CProgram(graph, options)
     for i, v in enumerate(graph.inputs):
         buf = lw._buffer(v.type.nbytes, "input", v.name, index=i)
         lw.set(v, lw._tensor(v.dtype, v.shape, None, buf, v.name))

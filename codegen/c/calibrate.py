@@ -1,7 +1,6 @@
 """`s4c calibrate --target c`: measure the C kernels on this machine for the C cost model.
 
-Method: build the kernel library (s4c.codegen.c.kernels_build, handed in by the CLI), run on
-one thread, and for every layout the C target offers time the layout's linear kernel at
+Method: build the kernel library (kernels_build), run on one thread, and for every layout the C target offers time the layout's linear kernel at
 out = in = 768, T = 128 tokens on a synthetic weight the layout stores without fill-in (dense: all
 nonzero; CSR: random at `density`; BSR r x c: whole random blocks at block density `density`;
 N:M: exactly N per group), and for CSR and each BSR shape also on an all-zero weight (no stored
@@ -13,7 +12,8 @@ Then, per layout, the two parameters of the model in s4c/targets/c.py, per token
     rate   = V / ((t - call) / T - out * row_ns)    (V = stored values, MAC/ns on one core)
 
 `call` is the median time of a 4x4x16 dense call. The result is a small JSON file (default
-$S4C_CACHE/c-costs.json, else ~/.cache/s4c/c-costs.json) that `get_target("c")` reads.
+$S4C_CACHE/c-costs.json, else ~/.cache/s4c/c-costs.json) that `get_target("c")` reads
+(s4c/targets/c.py: the C cost model lives below codegen, its measurement here, beside the kernels).
 """
 
 from __future__ import annotations
@@ -29,19 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from s4c.codegen.c import kernels_build
 from s4c.errors import S4CError
 from s4c.sparse import BSRLayout, CSRLayout, DenseLayout, Layout, NMLayout
 from s4c.targets.c import CALIBRATION_VERSION, CTarget, calibration_path
 
 
-def calibrate_c(kb, out: str | os.PathLike | None = None, *, cc: str | None = None, cflags: str | None = None,
+def calibrate_c(out: str | os.PathLike | None = None, *, cc: str | None = None, cflags: str | None = None,
                 tokens: int = 128, out_features: int = 768, in_features: int = 768, density: float = 0.1,
                 repeats: int = 5, min_time: float = 0.05, rounds: int = 2, layouts: list[Layout] | None = None,
                 progress=None) -> tuple[Path, dict]:
-    """Measure, write the calibration file (atomically) and return (its path, its JSON).
-
-    `kb` is the kernel builder, s4c.codegen.c.kernels_build (load / find_cc / FAST_CFLAGS); the
-    CLI passes it in, so this module stays below codegen in the layering."""
+    """Measure, write the calibration file (atomically) and return (its path, its JSON)."""
+    kb = kernels_build
     path = Path(out) if out is not None else calibration_path()
     flags = tuple(cflags.split()) if cflags else kb.FAST_CFLAGS
     try:
