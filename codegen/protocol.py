@@ -143,6 +143,11 @@ class Backend(abc.ABC):
         """A runner on `graph` as it is (no passes), compiled wherever the backend likes (memory,
         a temporary folder that lives as long as the runner)."""
 
+    def check_feeds(self, graph: Graph, feeds: dict) -> dict:
+        """The feeds `execute` runs `prepare`'s runner on (a backend may check or convert them
+        against the graph's inputs here: the runner keeps no reference to the graph)."""
+        return feeds
+
     def cost_model(self, options=None) -> Target:
         """The target description layout selection prices this backend's layouts with."""
         return get_target(self.name)
@@ -157,7 +162,7 @@ class Backend(abc.ABC):
             runner = self.prepare(graph, options)
             entry = _PREPARED[key] = (weakref.ref(graph), runner)
             weakref.finalize(graph, _PREPARED.pop, key, None)
-        return entry[1].run(feeds)
+        return entry[1].run(self.check_feeds(graph, feeds))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -186,7 +186,11 @@ class S4Backend(Backend):
         """Lower `graph` (as it is: no passes) in memory."""
         self.check_sizes(graph, options)
         lowered = lower(graph, options.lowering())
-        return S4Runner(lowered.program, lowered.io, trace=options.trace, graph=graph)
+        return S4Runner(lowered.program, lowered.io, trace=options.trace)
+
+    def check_feeds(self, graph: Graph, feeds: dict) -> dict:
+        """Feeds of the graph's dtypes and shapes (s4c.evaluate.check_inputs), as the evaluator takes them."""
+        return check_inputs(graph, feeds)
 
 
 @contextlib.contextmanager
@@ -223,19 +227,15 @@ def _write(program, path: str, errors: list) -> None:
 
 
 class S4Runner(Runner):
-    """Runs a program in the reference interpreter, converting at the host boundary. With `graph`
-    (BACKEND.execute), feeds are first checked against its inputs (s4c.evaluate.check_inputs)."""
+    """Runs a program in the reference interpreter, converting at the host boundary."""
 
-    def __init__(self, program, io: dict, trace=None, graph: Graph | None = None):
+    def __init__(self, program, io: dict, trace=None):
         self.program = program
         self.io = io
         self.trace = trace
-        self.graph = graph
         self.last_report = None
 
     def run(self, inputs: dict) -> dict:
-        if self.graph is not None:
-            inputs = check_inputs(self.graph, inputs)
         feeds = {}
         known = {e["name"] for e in self.io["inputs"]}
         unknown = sorted(set(inputs) - known)
