@@ -90,7 +90,12 @@ class Pattern:
 
 class Rewriter:
     """The graph being rewritten, with a use map kept up to date across rewrites, plus the small
-    queries and builders patterns need."""
+    queries and builders patterns need.
+
+    It starts from the graph's use lists and name table (Graph.users / Graph.names) and works on its
+    own copies while it rewrites: matched ops are only marked erased until `finish`, and a name once
+    in the graph or handed out stays taken for the whole run (so a rewrite never reuses the name of
+    a value another pattern still holds)."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -98,7 +103,7 @@ class Rewriter:
         self.erased: set[int] = set()
         self._users: dict[int, list[Op]] = graph.users()
         self._outputs: set[int] = {id(v) for v in graph.outputs}
-        self._names: set[str] = {v.name for v in graph.values()}
+        self._names: set[str] = graph.names()
         self.counts: dict[str, int] = {}
 
     # -- queries ---------------------------------------------------------------------------------

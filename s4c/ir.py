@@ -11,6 +11,17 @@
 
 Shapes are fully static after import. Ops are defined once in `s4c.ops` (inference + numpy reference).
 The IR never imports passes or backends.
+
+Use lists and the name table: `graph.users_of(v)`, `graph.users()`, `graph.is_output(v)`,
+`graph.value_named(name)` and `graph.fresh_name(hint)` answer from an index of the graph (per value:
+the ops reading it, in op order, and how often the graph mentions it; per name: the values carrying
+it), built on first use and kept until the IR changes. Every way of changing what the index records
+is seen: assigning or mutating in place `graph.ops` / `graph.inputs` / `graph.outputs`, an op's
+`inputs` / `outputs`, or a value's `name` bumps a global mutation epoch, and an index built at
+another epoch is rebuilt on its next query, so passes may keep editing those lists directly. The
+graph's own edits (`add_op`, `remove_ops`, `set_input`, `rename`, `replace_all_uses`,
+`remove_dead_ops`) update the index in place instead of dropping it. `graph.check_index()` compares
+it with a fresh scan (the tests run it after every pass).
 """
 
 from __future__ import annotations
@@ -82,16 +93,97 @@ class TensorType:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]"
 
 
+# The IR mutation epoch: bumped by every change a graph index records (see the module docstring). Only
+# the bump's uniqueness matters (itertools.count's next() is atomic in CPython), never its order.
+_EPOCHS = itertools.count(1)
+_epoch = 0
+
+
+def _touch() -> None:
+    global _epoch
+    _epoch = next(_EPOCHS)
+
+
+class _TrackedList(list):
+    """A list whose in-place changes bump the IR mutation epoch (reads are plain list reads)."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key, value):
+        list.__setitem__(self, key, value)
+        _touch()
+
+    def __delitem__(self, key):
+        list.__delitem__(self, key)
+        _touch()
+
+    def __iadd__(self, other):
+        list.extend(self, other)
+        _touch()
+        return self
+
+    def __imul__(self, n):
+        list.__imul__(self, n)
+        _touch()
+        return self
+
+    def append(self, item):
+        list.append(self, item)
+        _touch()
+
+    def extend(self, items):
+        list.extend(self, items)
+        _touch()
+
+    def insert(self, index, item):
+        list.insert(self, index, item)
+        _touch()
+
+    def pop(self, index=-1):
+        item = list.pop(self, index)
+        _touch()
+        return item
+
+    def remove(self, item):
+        list.remove(self, item)
+        _touch()
+
+    def clear(self):
+        list.clear(self)
+        _touch()
+
+    def sort(self, *, key=None, reverse=False):
+        list.sort(self, key=key, reverse=reverse)
+        _touch()
+
+    def reverse(self):
+        list.reverse(self)
+        _touch()
+
+    def __reduce_ex__(self, protocol):  # copies and pickles are plain lists
+        return (list, (list(self),))
+
+
+def _tracked(items) -> _TrackedList:
+    return items if type(items) is _TrackedList else _TrackedList(items)
+
+
 class Value:
     """An SSA value. Constants carry `data`; op results carry `producer`."""
 
     __slots__ = ("name", "type", "producer", "data", "__weakref__")
 
     def __init__(self, name: str, type: TensorType, producer: "Op | None" = None, data=None):
-        self.name = name
-        self.type = type
-        self.producer = producer
-        self.data = data
+        set_ = object.__setattr__  # a new value is in no graph yet: nothing to invalidate
+        set_(self, "name", name)
+        set_(self, "type", type)
+        set_(self, "producer", producer)
+        set_(self, "data", data)
+
+    def __setattr__(self, attr: str, value) -> None:
+        object.__setattr__(self, attr, value)
+        if attr == "name":
+            _touch()  # graph name tables
 
     @staticmethod
     def constant(name: str, array: np.ndarray) -> "Value":
@@ -121,13 +213,21 @@ class Op:
 
     def __init__(self, op: str, inputs: list[Value], outputs: list[Value], attrs: dict | None = None,
                  onnx_nodes: Iterable[str] = ()):
-        self.op = op
-        self.inputs = list(inputs)
-        self.outputs = list(outputs)
-        self.attrs = dict(attrs or {})
-        self.onnx_nodes = tuple(onnx_nodes)
+        set_ = object.__setattr__  # a new op is in no graph yet: nothing to invalidate
+        set_(self, "op", op)
+        set_(self, "inputs", _TrackedList(inputs))
+        set_(self, "outputs", _TrackedList(outputs))
+        set_(self, "attrs", dict(attrs or {}))
+        set_(self, "onnx_nodes", tuple(onnx_nodes))
         for v in self.outputs:
             v.producer = self
+
+    def __setattr__(self, attr: str, value) -> None:
+        if attr == "inputs" or attr == "outputs":
+            object.__setattr__(self, attr, _tracked(value))
+            _touch()  # graph use lists and name tables
+        else:
+            object.__setattr__(self, attr, value)
 
     @property
     def output(self) -> Value:
@@ -145,6 +245,117 @@ class Op:
         return f"Op({self.describe()})"
 
 
+class _UseIndex:
+    """What a graph's queries answer from: built by one scan of the graph, then kept up to date by the
+    graph's own edits (see the module docstring)."""
+
+    __slots__ = ("epoch", "ops", "refs", "users", "names")
+
+    def __init__(self, graph: "Graph"):
+        self.epoch = _epoch  # read before the scan: a change during it leaves the index stale
+        self.ops: set[int] = set()                    # id(op) of the graph's ops
+        self.refs: dict[int, list] = {}               # id(value) -> [value, times the graph mentions it]
+        self.users: dict[int, list[Op]] = {}          # id(value) -> ops reading it, in op order, each once
+        self.names: dict[str, list[Value]] = {}       # name -> the graph's values carrying it
+        refs, users, names = self.refs, self.users, self.names
+        add_op = self.ops.add
+
+        def mention(v: Value) -> None:  # self.mention, inlined where it is hot
+            entry = refs.get(id(v))
+            if entry is None:
+                refs[id(v)] = [v, 1]
+                names.setdefault(v.name, []).append(v)
+            else:
+                entry[1] += 1
+
+        for v in graph.inputs:
+            mention(v)
+        for op in graph.ops:
+            add_op(id(op))
+            for v in op.inputs:
+                key = id(v)
+                entry = refs.get(key)
+                if entry is None:
+                    refs[key] = [v, 1]
+                    names.setdefault(v.name, []).append(v)
+                    users[key] = [op]
+                else:
+                    entry[1] += 1
+                    bucket = users.get(key)
+                    if bucket is None:
+                        users[key] = [op]
+                    elif bucket[-1] is not op:
+                        bucket.append(op)
+            for v in op.outputs:
+                mention(v)
+        for v in graph.outputs:
+            mention(v)
+
+    def mention(self, v: Value, n: int = 1) -> None:
+        entry = self.refs.get(id(v))
+        if entry is None:
+            self.refs[id(v)] = [v, n]
+            self.names.setdefault(v.name, []).append(v)
+        else:
+            entry[1] += n
+
+    def forget(self, v: Value, n: int = 1) -> None:
+        entry = self.refs[id(v)]
+        entry[1] -= n
+        if entry[1] == 0:
+            del self.refs[id(v)]
+            self._unname(v, v.name)
+            self.users.pop(id(v), None)
+
+    def _unname(self, v: Value, name: str) -> None:
+        bucket = self.names[name]
+        del bucket[next(i for i, u in enumerate(bucket) if u is v)]
+        if not bucket:
+            del self.names[name]
+
+    def rename(self, v: Value, old: str) -> None:
+        if id(v) in self.refs:
+            self._unname(v, old)
+            self.names.setdefault(v.name, []).append(v)
+
+    def add_reader(self, v: Value, op: Op, positions) -> None:
+        """`op` (at the end of the graph's ops if `positions` is None) now reads `v`."""
+        bucket = self.users.setdefault(id(v), [])
+        if any(u is op for u in bucket):
+            return
+        bucket.append(op)
+        if positions is not None and len(bucket) > 1:
+            bucket.sort(key=lambda u: positions()[id(u)])
+
+    def drop_reader(self, v: Value, op: Op) -> None:
+        bucket = self.users.get(id(v), [])
+        kept = [u for u in bucket if u is not op]
+        if kept:
+            self.users[id(v)] = kept
+        else:
+            self.users.pop(id(v), None)
+
+    def differences(self, other: "_UseIndex") -> list[str]:
+        """How this index differs from `other` (a fresh scan), for check_index."""
+        diffs = []
+        if self.ops != other.ops:
+            diffs.append(f"ops: {len(self.ops - other.ops)} extra, {len(other.ops - self.ops)} missing")
+        counts = lambda idx: {k: e[1] for k, e in idx.refs.items()}
+        if counts(self) != counts(other):
+            bad = {k for k in counts(self).keys() | counts(other).keys() if counts(self).get(k) != counts(other).get(k)}
+            diffs.append("mentions of " + ", ".join(sorted((self.refs.get(k) or other.refs[k])[0].name for k in bad)))
+        users = lambda idx: {k: [id(u) for u in us] for k, us in idx.users.items()}
+        if users(self) != users(other):
+            bad = {k for k in users(self).keys() | users(other).keys() if users(self).get(k) != users(other).get(k)}
+            diffs.append("users of " + ", ".join(sorted(str((self.refs.get(k) or other.refs.get(k) or ["?"])[0])
+                                                         for k in bad)))
+        names = lambda idx: {n: sorted(map(id, vs)) for n, vs in idx.names.items()}
+        if names(self) != names(other):
+            bad = names(self).keys() ^ names(other).keys() or {n for n in names(self) if names(self)[n] != names(other)[n]}
+            diffs.append("names " + ", ".join(sorted(bad)))
+        return diffs
+
+
 @dataclass
 class Graph:
     name: str = "main"
@@ -155,6 +366,40 @@ class Graph:
     # exporter's metadata where it has any; reports group ops by it (s4c/fusion_report.py).
     source_scopes: dict[str, str] = field(default_factory=dict)
     _name_counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    _uses: "_UseIndex | None" = field(default=None, init=False, repr=False, compare=False)
+
+    def __setattr__(self, attr: str, value) -> None:
+        if attr == "ops" or attr == "inputs" or attr == "outputs":
+            object.__setattr__(self, attr, _tracked(value))
+            _touch()
+        else:
+            object.__setattr__(self, attr, value)
+
+    # -- the index -------------------------------------------------------------------------------
+    def _index(self) -> _UseIndex:
+        """The use lists and name table, scanned again if the IR changed since they were built."""
+        idx = self._uses
+        if idx is None or idx.epoch != _epoch:
+            idx = self._uses = _UseIndex(self)
+        return idx
+
+    def _positions(self):
+        """A function giving {id(op): position}, computed on the first call."""
+        cache: list[dict[int, int]] = []
+
+        def get() -> dict[int, int]:
+            if not cache:
+                cache.append({id(op): i for i, op in enumerate(self.ops)})
+            return cache[0]
+        return get
+
+    def check_index(self) -> list[str]:
+        """Differences between the use lists / name table the queries would use and a fresh scan
+        (empty when they agree)."""
+        idx = self._uses
+        if idx is None or idx.epoch != _epoch:
+            return []  # the next query scans again
+        return idx.differences(_UseIndex(self))
 
     # -- queries ---------------------------------------------------------------------------------
     def values(self) -> Iterator[Value]:
@@ -170,21 +415,28 @@ class Graph:
         return [v for v in self.values() if v.is_constant]
 
     def users(self) -> dict[int, list[Op]]:
-        """id(value) -> ops reading it (in op order). Recompute after rewrites."""
-        result: dict[int, list[Op]] = {}
-        for op in self.ops:
-            for v in op.inputs:
-                bucket = result.setdefault(id(v), [])
-                if not bucket or bucket[-1] is not op:
-                    bucket.append(op)
-        return result
+        """id(value) -> ops reading it (in op order, each once); a copy, the caller may keep it."""
+        return {k: list(us) for k, us in self._index().users.items()}
+
+    def users_of(self, value: Value) -> list[Op]:
+        """The ops reading `value`, in op order, each once."""
+        return list(self._index().users.get(id(value), ()))
 
     def is_output(self, value: Value) -> bool:
         return any(value is o for o in self.outputs)
 
+    def value_named(self, name: str) -> Value | None:
+        """The graph's value called `name` (the first one found if, wrongly, several are)."""
+        bucket = self._index().names.get(name)
+        return bucket[0] if bucket else None
+
+    def names(self) -> set[str]:
+        """The names of the graph's values."""
+        return set(self._index().names)
+
     def fresh_name(self, hint: str) -> str:
         """A value name not used in the graph yet, derived from `hint`."""
-        taken = {v.name for v in self.values()}
+        taken = self._index().names
         name = hint
         while name in taken:
             name = f"{hint}.{next(self._name_counter)}"
@@ -204,7 +456,69 @@ class Graph:
                for op in self.ops]
         return Graph(self.name, inputs, [copy(v) for v in self.outputs], ops, self.source_scopes)
 
-    # -- edits -----------------------------------------------------------------------------------
+    # -- edits (each keeps the index up to date) -------------------------------------------------
+    def add_op(self, op: Op, index: int | None = None) -> None:
+        """Put `op` into the graph at position `index` (the end when None)."""
+        idx = self._index()
+        if id(op) in idx.ops:
+            raise ValueError(f"{op.describe()} is in the graph already")
+        at_end = index is None or index >= len(self.ops)
+        if at_end:
+            self.ops.append(op)
+        else:
+            self.ops.insert(index, op)
+        idx.ops.add(id(op))
+        positions = None if at_end else self._positions()
+        for v in op.inputs:
+            idx.mention(v)
+            idx.add_reader(v, op, positions)
+        for v in op.outputs:
+            idx.mention(v)
+        idx.epoch = _epoch
+
+    def remove_ops(self, ops: Iterable[Op]) -> int:
+        """Take `ops` out of the graph (those in it); returns how many were removed."""
+        idx = self._index()
+        drop = {id(op) for op in ops if id(op) in idx.ops}
+        if not drop:
+            return 0
+        removed = [op for op in self.ops if id(op) in drop]
+        self.ops = [op for op in self.ops if id(op) not in drop]
+        for op in removed:
+            idx.ops.discard(id(op))
+            for v in op.inputs:
+                idx.drop_reader(v, op)
+            for v in (*op.inputs, *op.outputs):
+                idx.forget(v)
+        idx.epoch = _epoch
+        return len(removed)
+
+    def remove_op(self, op: Op) -> None:
+        if not self.remove_ops([op]):
+            raise ValueError(f"{op.describe()} is not in the graph")
+
+    def set_input(self, op: Op, i: int, value: Value) -> None:
+        """Make operand `i` of `op` read `value`."""
+        idx = self._index()
+        old = op.inputs[i]
+        op.inputs[i] = value
+        if id(op) in idx.ops and old is not value:
+            if not any(v is old for v in op.inputs):
+                idx.drop_reader(old, op)
+            idx.add_reader(value, op, self._positions())
+            idx.mention(value)
+            idx.forget(old)
+        idx.epoch = _epoch
+
+    def rename(self, value: Value, name: str) -> None:
+        """Give `value` the name `name` (the caller makes sure it is free)."""
+        idx = self._index()
+        old = value.name
+        value.name = name
+        if old != name:
+            idx.rename(value, old)
+        idx.epoch = _epoch
+
     def replace_all_uses(self, old: Value, new: Value) -> None:
         """Make every reader of `old` (ops and graph outputs) read `new` instead.
 
@@ -213,30 +527,49 @@ class Graph:
         op appended to the graph carries it. `old` is renamed out of the way."""
         if new is old:
             return
-        for op in self.ops:
+        idx = self._index()
+        readers = idx.users.pop(id(old), [])
+        for op in readers:
+            n = sum(1 for v in op.inputs if v is old)
             op.inputs = [new if v is old else v for v in op.inputs]
+            idx.mention(new, n)
+            idx.forget(old, n)
+        if readers:
+            bucket = idx.users.get(id(new))
+            if bucket:
+                merged = bucket + [op for op in readers if not any(op is u for u in bucket)]
+                positions = self._positions()
+                merged.sort(key=lambda u: positions()[id(u)])
+                idx.users[id(new)] = merged
+            else:
+                idx.users[id(new)] = readers
+        idx.epoch = _epoch
         if self.is_output(old):
             public = old.name
-            old.name = self.fresh_name(f"{public}.replaced")
+            self.rename(old, self.fresh_name(f"{public}.replaced"))
             if new.producer is not None and not self.is_output(new):
-                new.name = public
+                self.rename(new, public)
             else:
                 carrier = Value(public, new.type)
-                self.ops.append(Op("Identity", [new], [carrier]))
+                self.add_op(Op("Identity", [new], [carrier]))
                 new = carrier
+            idx = self._index()
+            n = sum(1 for v in self.outputs if v is old)
             self.outputs = [new if v is old else v for v in self.outputs]
+            idx.mention(new, n)
+            idx.forget(old, n)
+            idx.epoch = _epoch
 
     def remove_dead_ops(self) -> int:
         """Drop ops none of whose results reach an output. Returns how many were removed."""
         live: set[int] = {id(v) for v in self.outputs}
-        kept: list[Op] = []
+        dead: list[Op] = []
         for op in reversed(self.ops):
             if any(id(o) in live for o in op.outputs):
-                kept.append(op)
                 live.update(id(i) for i in op.inputs)
-        removed = len(self.ops) - len(kept)
-        self.ops = kept[::-1]
-        return removed
+            else:
+                dead.append(op)
+        return self.remove_ops(dead)
 
 
 def content_hash(array: np.ndarray) -> str:
