@@ -54,22 +54,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "driver": _MID | {"frontend", "sparse", "isa", "targets", "passes", "codegen"},
 }
 
-# Imports that close a cycle today, as (importer, imported). codegen/s4's kernels import the
-# orchestrator `lower` (RowInfo, ALIAS_OPS) and it imports them back, with function-local imports; the
-# codegen/s4 restructuring (issue 13 item 1) removes these.
-KNOWN_CYCLE_EDGES: set[tuple[str, str]] = {
-    ("s4c.codegen.s4.elementwise", "s4c.codegen.s4.lower"),
-    ("s4c.codegen.s4.elementwise", "s4c.codegen.s4.movement"),
-    ("s4c.codegen.s4.kernels", "s4c.codegen.s4.elementwise"),
-    ("s4c.codegen.s4.kernels", "s4c.codegen.s4.lower"),
-    ("s4c.codegen.s4.kernels", "s4c.codegen.s4.movement"),
-    ("s4c.codegen.s4.kernels", "s4c.codegen.s4.reductions"),
-    ("s4c.codegen.s4.lower", "s4c.codegen.s4.kernels"),
-    ("s4c.codegen.s4.lower", "s4c.codegen.s4.movement"),
-    ("s4c.codegen.s4.movement", "s4c.codegen.s4.lower"),
-    ("s4c.codegen.s4.reductions", "s4c.codegen.s4.lower"),
-    ("s4c.codegen.s4.reductions", "s4c.codegen.s4.movement"),
-}
+# Imports that close a cycle today, as (importer, imported); none today (codegen/s4's kernels and its
+# orchestrator imported each other until issue 13 item 1 gave them a base module and a kernel registry).
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 # Layering violations allowed for now, as (importer, imported); none today.
 KNOWN_LAYER_EDGES: set[tuple[str, str]] = set()
 
@@ -186,8 +173,25 @@ def test_the_reader_sees_top_level_local_and_relative_imports(graph):
     assert ("s4c.passes.rewrite", "s4c.ops", False) in edges            # from s4c import ops as op_registry
     assert ("s4c.passes.rewrite", "s4c.ir", False) in edges
     assert ("s4c.ops", "s4c.ops.nn", False) in edges                    # from s4c.ops import ..., nn, ...
-    assert any(i.importer == "s4c.codegen.s4.lower" and i.imported == "s4c.codegen.s4.kernels" and i.local
-               for i in imports)                                        # from . import kernels, in a method
+
+
+def test_the_reader_sees_function_local_relative_imports(tmp_path):
+    pkg = tmp_path / "p"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "k.py").write_text("x = 1\n")
+    (pkg / "m.py").write_text("class C:\n    def f(self):\n        from . import k\n        from .k import x\n")
+    mods = {"p": pkg / "__init__.py", "p.k": pkg / "k.py", "p.m": pkg / "m.py"}
+    found = {(i.importer, i.imported, i.line, i.local) for i in read_imports(mods)}
+    assert found == {("p.m", "p.k", 3, True), ("p.m", "p.k", 4, True)}
+
+
+def test_codegen_s4_has_no_function_local_imports(graph):
+    """codegen/s4's modules import each other at the top (base.py holds what they share, the kernel
+    modules register themselves), so a function-local import there can only be dodging a cycle."""
+    _, imports = graph
+    local = [repr(i) for i in imports if i.importer.startswith("s4c.codegen.s4") and i.local]
+    assert not local, "function-local imports in codegen/s4:\n" + "\n".join(local)
 
 
 def test_every_module_has_a_layer(graph):

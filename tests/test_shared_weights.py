@@ -22,7 +22,7 @@ from oracle import REPO, max_abs_diff, ort_outputs
 
 import s4c
 from s4c.codegen.c.weights_bin import HEADER_BYTES, WeightStore
-from s4c.codegen.s4.weights import ConstSegment
+from s4c.codegen.s4.constants import ConstSegment
 from s4c.s4 import Program
 from s4c.sparse import parse_layout
 

@@ -14,15 +14,25 @@
 `S4CBackend.prepare(model, backend="s4")`. `build`, `load`, `execute` and `check_sizes` are also
 module functions (the same bound methods); each accepts an `S4Options` or a dict of its fields.
 
-Modules: lower.py (planning, memory placement, kernel emission, assembly), emit.py (the emitter,
-SRAM scratch, regions), deps.py and schedule.py (dependencies, the list scheduler), weights.py (the
-constant segment, Linear weight packing), report.py (the cycle report), kernels.py (the fused row
-kernels: Linear, MultiHeadAttention, SkipLayerNorm, LayerNorm, Embedding; the op -> kernel registry)
-and the generic kernels (any shape, operands in DRAM): base.py (the Kernel interface, `reject`, the
-tile budget), movement.py (Transpose / Slice / Concat / ... as index maps -> DMA), gather.py
-(run-time-index Gather / GatherND / GatherElements), elementwise.py (elementwise ops, also as row
-kernels; their VPU sequences in vmath.py), reductions.py (Reduce*, CumSum, Softmax, LayerNormalization),
-matmul.py (MatMul / Gemm of run-time operands).
+Modules (the same shape as codegen/c; no import cycle, tests/test_imports.py):
+
+    lower.py        lower(): the driver (plan, emit, assemble: relocation, deps.py, schedule.py)
+    plan.py         Plan: constants evaluated, values, kernel selection, aliases, SRAM residency,
+                    DRAM placement (codegen/memory_plan.py)
+    program.py      S4Program(Plan): what kernels emit through (row helpers), the emission loop
+    stream.py       the instruction stream (Stream), SRAM scratch (Scratch), regions (Region)
+    constants.py    the constant segment, Linear weight packing per layout
+    base.py         the shared tables (SIZE, S4DT, UNITS, MAX_BLOCK / MAX_M, ALIAS_OPS), the Kernel
+                    interface, RowInfo, reject, and the registry KERNELS / @kernel("Op", ...)
+    deps.py, schedule.py   dependencies, the list scheduler and semaphores
+    report.py       the cycle report
+
+Kernels (each module registers its own; the S4 kernel of op X is the class under `@kernel("X")`
+or, for the elementwise family derived from s4c.ops, elementwise.ELEMENTWISE): linear.py (Linear,
+MatMul), transformer.py (MultiHeadAttention, SkipLayerNorm, LayerNorm, Embedding), movement.py
+(Transpose / Slice / Concat / ... as index maps -> DMA), gather.py (Gather / GatherND /
+GatherElements), elementwise.py (their VPU sequences in vmath.py), reductions.py (Reduce*,
+CumSum, Softmax, LayerNormalization), matmul.py (Gemm, MatMul of run-time operands).
 
 How a graph is lowered:
 
@@ -86,7 +96,7 @@ class S4Options(BackendOptions):
     machine:   the machine description (a name, e.g. s4v1, or a .json path)
     precision: "mixed" (timed as the MixInt8bf16 machine) or "f32"
     trace:     when run, one line per executed instruction (True: printed; or a callable)
-    sub_blocks, residency, lane_slack, debug_schedule: lowering knobs (lower.py; None = its default)"""
+    sub_blocks, residency, lane_slack, debug_schedule: lowering knobs (plan.py; None = its default)"""
 
     cores: int = 4
     machine: str = "s4v1"
@@ -98,7 +108,7 @@ class S4Options(BackendOptions):
     debug_schedule: bool = False
 
     def lowering(self) -> dict:
-        """The options as lower.py reads them (a dict)."""
+        """The options as the lowering (plan.py, program.py) reads them (a dict)."""
         opts = {"cores": self.cores, "machine": self.machine, "precision": self.precision,
                 "residency": self.residency, "lane_slack": self.lane_slack, "debug_schedule": self.debug_schedule}
         if self.sub_blocks is not None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from s4c.s4 import isa
 from s4c.s4.program import region_blocks
 
-_UNIT = {"dma": 0, "spu": 1, "vpu": 2}
+from .base import UNIT_INDEX
 
 
 def _ids(arr: np.ndarray) -> set[int]:
@@ -77,7 +76,7 @@ def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> 
                     continue
                 mem, slot = dram, core
             else:
-                mem, slot = srams[core], _UNIT[unit]
+                mem, slot = srams[core], UNIT_INDEX[unit]
             blocks = mem.blocks(acc, align)
             if acc.mode == "r":
                 deps |= _ids(mem.w[blocks])

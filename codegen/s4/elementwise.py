@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from s4c.ops.elementwise import BINARY, UNARY
 from s4c.ranges import fp32_exact_op
 
-from .base import INT32ISH, TILE_BUDGET, Kernel, reject
-from .emit import SIZE, Region, rup
+from .base import ALIAS_OPS, INT32ISH, SIZE, TILE_BUDGET, Kernel, RowInfo, kernel, reject, rup
 from .movement import emit_map
+from .stream import Region
 from .vmath import POW_EXPONENTS, VM, compute
 
 ARITH_OR_COMPARE = {"Add", "Sub", "Mul", "Div", "Pow", "Neg", "Abs", "Sum", "Max", "Min", "Clip", "Sign",
@@ -51,6 +52,14 @@ def ew_operands(op):
     return list(op.inputs), [v.shape if v is not None else None for v in op.inputs]
 
 
+# s4c.ops' unary and binary ops (Identity is an alias, movement.py) and the rest of the family;
+# LogSoftmax only to be refused by name (the VPU has no logarithm)
+ELEMENTWISE = sorted((set(UNARY) | set(BINARY)) - ALIAS_OPS
+                     | {"Max", "Min", "Sum", "Where", "Cast", "CastLike", "Clip", "Gelu", "DequantizeLinear",
+                        "LogSoftmax"})
+
+
+@kernel(*ELEMENTWISE)
 class Elementwise(Kernel):
     def check(self, L, op):
         name = op.op
@@ -106,7 +115,6 @@ class Elementwise(Kernel):
         vals, _ = ew_operands(op)
         local = tuple(j for j, (v, md) in enumerate(zip(vals, modes)) if v is not None and md == "full"
                       and not v.is_constant and L.info(v).dt == "f32")
-        from .lower import RowInfo
         return RowInfo(R, local)
 
     def temp_dram(self, L, op):

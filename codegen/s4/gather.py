@@ -1,6 +1,7 @@
-"""Gather / GatherND / GatherElements with indices known only at run time (constant indices are
-data movement, movement.py): the indices normalised (negative -> +n) in fp32, cvt to i32, then
-`dma.gather` from the data in DRAM (GatherElements: 1-element rows of the flattened data).
+"""Gather / GatherND / GatherElements: the registered kernels dispatch on the indices. Constant
+indices are data movement (movement.py); indices known only at run time are normalised
+(negative -> +n) in fp32, cvt to i32, then `dma.gather` reads the data in DRAM (GatherElements:
+1-element rows of the flattened data).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import numpy as np
 
 from s4c.ranges import FP32_EXACT
 
-from .base import Kernel, reject
-from .emit import SIZE, Region
+from .base import SIZE, Kernel, kernel, reject
+from .movement import MoveKernel
+from .stream import Region
 from .vmath import VM
 
 
@@ -180,3 +182,43 @@ def _strided_vector(L, c, dst: Region, addr: int, count: int, stride: int) -> No
     L.em.ld(c, t, Region.dram(addr, count, 1, dst.dt, pitch=stride))
     L.em.trans(c, dst, t)
     L.scratch(c).release(t)
+
+
+class _Dispatch(Kernel):
+    """Constant indices: data movement (movement.MoveKernel); else the run-time kernel."""
+    move = MoveKernel()
+    runtime: Kernel
+
+    def _k(self, op):
+        return self.move if op.inputs[1].is_constant else self.runtime
+
+    def check(self, L, op):
+        self._k(op).check(L, op)
+
+    def emit(self, L, op):
+        self._k(op).emit(L, op)
+
+
+@kernel("Gather")
+class GatherDispatch(_Dispatch):
+    runtime = GatherRuntime()
+
+
+@kernel("GatherND")
+class GatherNDDispatch(_Dispatch):
+    runtime = GatherNDRuntime()
+
+
+@kernel("GatherElements")
+class GatherElementsDispatch(_Dispatch):
+    """Constant indices in range: data movement; else (run-time indices, or constant ones out of
+    range, which then stop the run like the reference's error) the run-time kernel."""
+    runtime = GatherElementsRuntime()
+
+    def _k(self, op):
+        if op.inputs[1].is_constant:
+            shape = op.inputs[0].shape
+            idx, n = np.asarray(op.inputs[1].data), shape[op.attrs.get("axis", 0) % len(shape)]
+            if not idx.size or (idx.min() >= -n and idx.max() < n):
+                return self.move
+        return self.runtime

@@ -1,4 +1,4 @@
-"""MatMul / Gemm with run-time operands (a constant 2-D weight is a Linear, kernels.py):
+"""MatMul / Gemm with run-time operands (a constant 2-D weight is a Linear, linear.py, which also registers MatMul):
 numpy-style batched MatMul as spu.mm per batch; Gemm with B^T through tb=1, A^T through a
 transpose, alpha / beta and the C operand on the VPU.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import TILE_BUDGET, Kernel, reject
-from .emit import Region, rup
+from .base import TILE_BUDGET, Kernel, kernel, reject, rup
+from .stream import Region
 
 
 class MatMulGeneric(Kernel):
@@ -64,6 +64,7 @@ class MatMulGeneric(Kernel):
                 sc.release(A, B, C)
 
 
+@kernel("Gemm")
 class GemmKernel(Kernel):
     def check(self, L, op):
         if any(v is not None and v.dtype != "f32" for v in op.inputs):

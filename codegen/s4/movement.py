@@ -20,8 +20,8 @@ import numpy as np
 
 from s4c import ops as irops
 
-from .base import TILE_BUDGET, Kernel, reject
-from .emit import SIZE, Region, rup
+from .base import ALIAS_OPS, SIZE, TILE_BUDGET, Kernel, kernel, reject, rup
+from .stream import Region
 
 MAX_PATTERNS = 48
 
@@ -196,6 +196,8 @@ def index_map(L, op, out: int = 0):
     return np.asarray(res, dtype=np.int64).reshape(-1) - 1, sources
 
 
+# the Gather family registers in gather.py (constant indices come back here)
+@kernel(*sorted(set(MOVE_DATA) - {"Gather", "GatherND", "GatherElements"}))
 class MoveKernel(Kernel):
     def check(self, L, op):
         data = MOVE_DATA[op.op]
@@ -207,7 +209,6 @@ class MoveKernel(Kernel):
             reject(op, "operand and result storage dtypes differ")
 
     def emit(self, L, op):
-        from .lower import ALIAS_OPS
         if op.op in ALIAS_OPS and L.info(op.outputs[0]).root is not L.info(op.outputs[0]):
             return                                   # shares its operand's DRAM
         for k, v in enumerate(op.outputs):

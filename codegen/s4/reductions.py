@@ -10,7 +10,7 @@
 - **ReduceL2** as ReduceSum of the squares (vpu.mul) followed by vpu.sqrt of the row sums.
 - **Softmax** on the last axis as a row kernel (others: moved last and back).
 - **LayerNormalization** with the optional Mean / InvStdDev outputs (`layernorm_generic`, called
-  by kernels.py's LayerNorm kernel).
+  by transformer.py's LayerNorm kernel).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 
 from s4c.ranges import fp32_exact_op
 
-from .base import INT32ISH, TILE_BUDGET, Kernel, reject
-from .emit import SIZE, Region, rup
+from .base import INT32ISH, SIZE, TILE_BUDGET, Kernel, RowInfo, kernel, reject, rup
 from .movement import copy_dram, emit_map, transpose_map
+from .stream import Region
 
 
 def _reduce_axes(op, rank):
@@ -33,6 +33,7 @@ def _reduce_axes(op, rank):
     return tuple(sorted(a % max(rank, 1) for a in axes))
 
 
+@kernel("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2")
 class ReduceKernel(Kernel):
     def check(self, L, op):
         if op.inputs[0].dtype in INT32ISH:
@@ -127,6 +128,7 @@ class ReduceKernel(Kernel):
             sc.release(*owned)
 
 
+@kernel("CumSum")
 class CumSumKernel(Kernel):
     """CumSum on the VPU (module docstring): sums in fp32, in the reference's order along the axis."""
 
@@ -241,6 +243,7 @@ def store_vector(L, c, vec: Region, dst: Region) -> None:
         L.em.st(c, dst, vec)
 
 
+@kernel("Softmax")
 class SoftmaxKernel(Kernel):
     def check(self, L, op):
         if op.inputs[0].dtype != "f32":
@@ -253,7 +256,6 @@ class SoftmaxKernel(Kernel):
         x = op.inputs[0]
         if not x.shape or self._axis(op) != len(x.shape) - 1:
             return None
-        from .lower import RowInfo
         return RowInfo(L.info(x).R, (0,))
 
     def temp_dram(self, L, op):

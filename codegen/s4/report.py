@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from s4c.s4.cycles import schedule as cycle_schedule
 
-UNITS = ("dma", "spu", "vpu")
+from .base import UNITS
 
 
 def make_report(lowered, graph=None) -> tuple[dict, str]:

@@ -29,8 +29,7 @@ from s4c.s4 import isa, make
 from s4c.s4.isa import SIGNAL, WAIT, Instr
 from s4c.s4.ops_sync import GLOBAL_BIT as GLOBAL
 
-UNITS = ("dma", "spu", "vpu")
-_U = {u: i for i, u in enumerate(UNITS)}
+from .base import UNIT_INDEX as _U
 _LOCAL_PAIRS = [(a, b) for a in range(3) for b in range(3) if a != b]
 
 

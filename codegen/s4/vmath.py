@@ -26,7 +26,7 @@ import numpy as np
 
 from s4c.errors import TargetError
 
-from .emit import Region
+from .stream import Region
 
 TWO100 = 2.0 ** 100
 TWO49 = 2.0 ** 49

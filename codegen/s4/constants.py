@@ -11,8 +11,8 @@ Layouts (the Linear's `layout` attribute, s4c.sparse spellings; docs/isa.md "Spa
 | layout | SPU op | arrays per output tile (each contiguous in the constant segment) |
 |---|---|---|
 | `dense` | `spu.mm tb=1` | `w`: W[o0:o1, :] row-major |
-| `nmN:M` (any 1 <= N <= M <= 32) | `spu.nm` | `val`: values[o0:o1], `idx`: u8 offsets[o0:o1] |
-| `bsrRxC` | `spu.bsr` | `ptr`: i32 block-row pointers re-based to the tile, `col`, `val` (slices of the global arrays) |
+| `nmN:M` (any 1 <= N <= M <= MAX_M = 32) | `spu.nm` | `val`: values[o0:o1], `idx`: u8 offsets[o0:o1] |
+| `bsrRxC` (R, C <= MAX_BLOCK = 32) | `spu.bsr` | `ptr`: i32 block-row pointers re-based to the tile, `col`, `val` (slices of the global arrays) |
 | `csr` | `spu.bsr r=1 c=1` | as BSR 1x1 (CSR's own arrays; runs at 1/8 of the BSR rate) |
 
 The array conventions are exactly s4c.sparse's (N:M patterns s4c.sparse does not list, e.g. 1:20
@@ -33,14 +33,11 @@ from s4c.errors import TargetError
 from s4c.s4.program import ConstPieces
 from s4c.sparse import BSRLayout, CSRLayout, DenseLayout, NMLayout, SparseFormatError, parse_layout
 
-ALIGN = 64
+from .base import MAX_BLOCK, MAX_M, rup
+
 _NM_RE = re.compile(r"^nm<?(\d+):(\d+)>?$")
-_DT = {np.dtype(np.float32): "f32", np.dtype(np.int32): "i32", np.dtype(np.uint8): "u8",
-       np.dtype(np.uint16): "u16", np.dtype(np.int8): "i8"}
-
-
-def rup(n: int, a: int = ALIGN) -> int:
-    return -(-n // a) * a
+# the S4 dtype of a numpy index array (the BSR / CSR column indices s4c.sparse packs)
+_DT = {np.dtype(np.int32): "i32", np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16"}
 
 
 class ConstSegment:
@@ -100,6 +97,23 @@ class ConstSegment:
                            self.nbytes)
 
 
+def to_storage(array: np.ndarray, dt: str) -> np.ndarray:
+    """A host array in the S4 storage dtype `dt` (bool -> u8 0/1, i64 -> i32 range-checked, floats -> f32)."""
+    a = np.asarray(array)
+    if dt == "f32":
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8)
+    target = {"i32": np.int32, "i8": np.int8, "u8": np.uint8, "u16": np.uint16}[dt]
+    if a.dtype.kind == "f":
+        a = np.trunc(a)
+    info = np.iinfo(target)
+    if a.size and (a.min() < info.min or a.max() > info.max):
+        raise TargetError(f"S4 lowering: integer constant outside the {dt} range the S4 backend stores "
+                          f"[{info.min}, {info.max}]")
+    return np.ascontiguousarray(a.astype(target))
+
+
 @dataclass
 class WeightTile:
     o0: int
@@ -133,8 +147,8 @@ def parse_s4_layout(text: str):
     match = _NM_RE.match(name)
     if match:
         n, m = int(match.group(1)), int(match.group(2))
-        if not 1 <= n <= m <= 32:
-            raise TargetError(f"layout {text!r}: the SPU runs N:M with 1 <= N <= M <= 32")
+        if not 1 <= n <= m <= MAX_M:
+            raise TargetError(f"layout {text!r}: the SPU runs N:M with 1 <= N <= M <= {MAX_M}")
         return ("nm", n, m)
     try:
         layout = parse_layout(name)
@@ -146,8 +160,8 @@ def parse_s4_layout(text: str):
         return ("csr",)
     if isinstance(layout, BSRLayout):
         r, c = layout.block_shape
-        if r > 32 or c > 32:
-            raise TargetError(f"layout {text!r}: SPU blocks are at most 32x32")
+        if r > MAX_BLOCK or c > MAX_BLOCK:
+            raise TargetError(f"layout {text!r}: SPU blocks are at most {MAX_BLOCK}x{MAX_BLOCK}")
         return ("bsr", r, c)
     raise TargetError(f"layout {text!r} is not one the S4 SPU runs")
 

@@ -1,7 +1,7 @@
-"""Instruction emission for the S4 lowering: memory regions, the per-core scratch allocator and the
-Emitter that kernels call.
+"""The instruction stream the S4 kernels write: memory regions, the per-core SRAM scratch
+allocator and `Stream` (program.py's `S4Program.em`), which appends instructions in program order.
 
-    em = Emitter(machine, cores=4, precision="mixed")
+    em = Stream(machine, cores=4, precision="mixed")
     em.begin_op(op_index, debug_id)
     x = em.scratch[c].tile(rows, cols, "f32")           # an SRAM tile in core c's scratch area
     em.ld(c, x, Region.dram(addr, rows, cols, pitch, "f32"))
@@ -31,16 +31,7 @@ from s4c.s4 import make
 from s4c.s4.isa import BY_MNEMONIC, NO_DEBUG, Instr
 from s4c.s4.ops_vpu import BCAST_NAMES
 
-SIZE = {"f32": 4, "bf16": 2, "i8": 1, "i32": 4, "u8": 1, "u16": 2}
-ALIGN = 64
-
-
-def rup(n: int, a: int = ALIGN) -> int:
-    return -(-n // a) * a
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+from .base import ALIGN, SIZE, rup
 
 
 @dataclass(frozen=True)
@@ -205,7 +196,7 @@ class Scratch:
             self.free(addr)
 
 
-class Emitter:
+class Stream:
     """Collects instructions (core, Instr) in program order; helpers build the common ones."""
 
     def __init__(self, machine, cores: int, precision: str = "mixed"):

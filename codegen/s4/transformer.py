@@ -1,23 +1,18 @@
-"""Row kernels: the fused transformer ops on token matrices, each core on its own rows.
+"""The fused transformer row kernels on token matrices, each core on its own rows.
 
-- **Linear** (every layout of weights.py, activation none / gelu / gelu_tanh / relu): per core, the X rows
-  (resident, or loaded in token tiles); per output tile of the packed weight: the tile's arrays
-  DMA'd from the constant segment, one SPU op (spu.mm tb=1 / spu.nm / spu.bsr) into the output
-  columns, then on the VPU the bias (row broadcast) and the activation in place; stored when the
-  result lives in DRAM. Weight tiles are allocated next-fit in scratch, so the DMA loads the next
-  tiles while the SPU works on the current one.
 - **MultiHeadAttention**: per core and sentence part, Q of all heads pre-scaled once (axpb), then
   per head Q K^T (spu.mm tb=1), the additive bias, row softmax, P V (spu.mm) straight into the
   head's output columns. K and V come from the core's own SRAM when the core holds the whole
   sentence, else from the qkv DRAM copy every core stored (the cross-core exchange). A bias that
   may hold -inf gets the contract's zero rows (rmax flag through cvt).
-- **SkipLayerNorm / LayerNorm**: vpu.add (+ bias) then vpu.layernorm, per row tile.
+- **SkipLayerNorm / LayerNorm**: vpu.add (+ bias) then vpu.layernorm, per row tile (LayerNorm over
+  more than the last axis: reductions.layernorm_generic).
 - **Embedding**: ids to SRAM, dma.gather of the word rows, position / token-type rows (plain DMA
   runs when the ids are a compile-time range, else gathers), two vpu.add, vpu.layernorm.
 
-With `precision="mixed"` each matmul is surrounded by the MixInt8bf16 machine's quantise (i8)
-and dequantise (bf16) passes, modelled as in-place fp32 identity cvts (emit.Emitter.timing_cvt),
-as s4c.s4.estimate counts them.
+(Linear is linear.py.) With `precision="mixed"` each matmul is surrounded by the MixInt8bf16
+machine's quantise (i8) and dequantise (bf16) passes, modelled as in-place fp32 identity cvts
+(stream.Stream.timing_cvt), as s4c.s4.estimate counts them.
 """
 
 from __future__ import annotations
@@ -26,204 +21,18 @@ import numpy as np
 
 from s4c.errors import TargetError
 
-from .emit import Region, rup
-from .base import Kernel, reject
-from .elementwise import Elementwise
-from .gather import GatherElementsRuntime, GatherNDRuntime, GatherRuntime
-from .movement import MOVE_DATA, MoveKernel
-from .lower import RowInfo
-from .weights import pack_linear, parse_s4_layout
+from .base import X_BUDGET, Kernel, RowInfo, kernel, reject, rup
+from .reductions import layernorm_generic
+from .stream import Region
 
 F32_MAX = float(np.finfo(np.float32).max)
-X_BUDGET = 1536 << 10
-PIN_BUDGET = 800 << 10   # a packed weight up to this size is kept in SRAM across token tiles
-MIN_TILES = 2          # output tiles per weight at least: the VPU epilogue of one overlaps the SPU on the next
 
 
 def _rows(shape) -> int:
     return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
 
 
-class LinearKernel(Kernel):
-    def check(self, L, op):
-        w = op.inputs[1]
-        if not w.is_constant:
-            reject(op, "the weight must be a compile-time constant (or a DequantizeWeight of one)")
-        if len(op.inputs) > 2 and op.inputs[2] is not None and op.inputs[2].dtype != "f32":
-            reject(op, "bias must be f32")
-        if op.inputs[0].dtype != "f32":
-            reject(op, f"activations must be f32, not {op.inputs[0].dtype}")
-        try:
-            parse_s4_layout(op.attrs.get("layout", "dense"))
-        except TargetError as e:
-            reject(op, str(e))
-
-    def row_info(self, L, op):
-        R = _rows(op.inputs[0].shape)
-        return RowInfo(R, (0,)) if L.rows_mode(R) else None
-
-    def emit(self, L, op):
-        """Rows mode (at least one sentence per core): each core its token rows, every weight tile.
-        Features mode (fewer sentences than cores, e.g. batch 1): each core every token row and its
-        share of the weight's output tiles (tensor parallel: each weight byte is loaded once), X
-        from DRAM, Y column slices to DRAM."""
-        x, w = op.inputs[0], op.inputs[1]
-        b = op.inputs[2] if len(op.inputs) > 2 else None
-        out = op.outputs[0]
-        oinfo = L.root(out)
-        if oinfo.n == 0:
-            return
-        R, K = _rows(x.shape), x.shape[-1]
-        rows_mode = L.rows_mode(R)
-        packed = L.packed_linear(op, MIN_TILES if rows_mode else L.cores)
-        act = op.attrs.get("activation", "none")
-        em = L.em
-        to_dram = oinfo.dram is not None and (oinfo.needs_dram or not oinfo.resident)
-        if rows_mode:
-            work = [((p0, p1), packed.tiles) for p0, p1 in L.part(R)]
-        else:
-            groups = _split_tiles(packed.tiles, L.cores)
-            work = [((0, R), g) for g in groups]
-        for core, ((p0, p1), tiles) in enumerate(work):
-            L.em.block = 0
-            if p1 <= p0 or not tiles:
-                continue
-            sc = L.scratch(core)
-            bias = None
-            if b is not None:
-                bias = L.const_vector(core, b.data) if b.is_constant else L.load_vector(core, b)
-            if rows_mode:
-                tts = []
-                pin = self._pinned(L, op, packed)
-                for b0, b1 in L.blocks(R, core):
-                    for s0, s1 in (L.sub_blocks(b0, b1) if pin else [(b0, b1)]):
-                        res = L.resident_rows(x, core, s0, s1) is not None
-                        step = (s1 - s0) if res else max(1, X_BUDGET // rup(K * 4))
-                        tts += [(t, min(s1, t + step)) for t in range(s0, s1, step)]
-            else:
-                step = max(1, X_BUDGET // rup(K * 4))
-                tts = [(t, min(p1, t + step)) for t in range(p0, p1, step)]
-            resident_x = all(L.resident_rows(x, core, t0, t1) is not None for t0, t1 in tts)
-            pinned = len(tts) > 1 and self._pinned(L, op, packed)
-            if len(tts) > 1 and not pinned and resident_x:
-                # weights too big to keep: weight tile outer, every token tile inner
-                Xs = [L.src_rows(core, x, t0, t1)[0] for t0, t1 in tts]
-                for X in Xs:
-                    em.timing_cvt(core, X, "i8")
-                for tile in tiles:
-                    L.set_block(R, core, tts[0][0])
-                    bufs = self._load(L, core, packed, tile, K)
-                    for (t0, t1), X in zip(tts, Xs):
-                        L.set_block(R, core, t0)
-                        self._tile(L, core, op, packed, tile, bufs, X, t0, t1, K, bias, act, to_dram)
-                    sc.release(*bufs.values())
-                continue
-            held: dict = {}
-            for t0, t1 in tts:
-                L.set_block(R, core, t0)
-                X, own_x = L.src_rows(core, x, t0, t1)
-                em.timing_cvt(core, X, "i8")
-                for tile in tiles:
-                    bufs = held.get(id(tile)) or self._load(L, core, packed, tile, K)
-                    self._tile(L, core, op, packed, tile, bufs, X, t0, t1, K, bias, act, to_dram)
-                    if pinned:
-                        held[id(tile)] = bufs
-                    else:
-                        sc.release(*bufs.values())
-                if own_x:
-                    sc.release(X)
-            for bufs in held.values():
-                sc.release(*bufs.values())
-
-    @staticmethod
-    def _pinned(L, op, packed=None) -> bool:
-        """Whether the whole packed weight stays in SRAM across the token tiles (then the op works
-        block after block; else weight tile outer, blocks interleaved)."""
-        packed = packed or L.packed_linear(op, MIN_TILES)
-        K = op.inputs[0].shape[-1]
-        return sum(_tile_sram_bytes(packed, t, K) for t in packed.tiles) <= PIN_BUDGET
-
-    def interleaved(self, L, op):
-        R = _rows(op.inputs[0].shape)
-        if not L.rows_mode(R):
-            return False
-        nb = max(len(L.blocks(R, c)) for c in range(L.cores))
-        return nb > 1 and not self._pinned(L, op)
-
-    def _tile(self, L, core, op, packed, tile, bufs, X, t0, t1, K, bias, act, to_dram):
-        em, sc = L.em, L.scratch(core)
-        out = op.outputs[0]
-        o0, o1 = tile.o0, tile.o1
-        yres = L.resident_rows(out, core, t0, t1)
-        Y = yres.sub(0, t1 - t0, o0, o1 - o0) if yres is not None else sc.tile(t1 - t0, o1 - o0, "f32")
-        self._compute(L, core, packed, tile, bufs, X, Y, K)
-        em.timing_cvt(core, Y, "bf16")
-        if bias is not None:
-            em.vbin(core, "add", Y, Y, bias.sub(0, 1, o0, o1 - o0), bcast="row")
-        if act != "none":
-            em.vun(core, act, Y, Y)  # the activation names are the VPU's unary opcodes
-        if to_dram:
-            em.st(core, L.dram_of(out).sub(t0, t1 - t0, o0, o1 - o0), Y)
-        if yres is None:
-            sc.release(Y)
-
-    @staticmethod
-    def _load(L, core, packed, tile, K) -> dict:
-        """The tile's weight arrays DMA'd into scratch (empty for an all-zero BSR tile). Weight loads
-        """
-        return LinearKernel._load_arrays(L, core, packed, tile, K)
-
-    @staticmethod
-    def _load_arrays(L, core, packed, tile, K) -> dict:
-        em, sc = L.em, L.scratch(core)
-        o = tile.o1 - tile.o0
-        if packed.fmt == "dense":
-            addr, nbytes, dt = tile.arrays["w"]
-            Wt = sc.tile(o, K, "f32")
-            em.ld(core, Wt, Region.dram(addr, o, K, "f32"), weight=True)
-            return {"w": Wt}
-        bufs = {}
-        for name, (addr, nbytes, dt) in tile.arrays.items():
-            t = sc.tile(1, nbytes // {"f32": 4, "i32": 4, "u16": 2}.get(dt, 1), dt)
-            em.ld_bytes(core, t.addr, addr, nbytes, dt, weight=True)
-            bufs[name] = t
-        return bufs
-
-    @staticmethod
-    def _compute(L, core, packed, tile, bufs, X, Y, K):
-        em = L.em
-        if packed.fmt == "dense":
-            em.mm(core, Y, X, bufs["w"], tb=True)
-        elif packed.fmt == "bsr" and tile.nnzb == 0:
-            em.fill(core, Y, 0.0)
-        elif packed.fmt == "nm":
-            em.nm(core, Y, X, bufs["val"].addr, bufs["idx"].addr, K, packed.n, packed.m)
-        else:
-            em.bsr(core, Y, X, bufs["val"].addr, bufs["col"].addr, bufs["ptr"].addr, K, packed.r, packed.c,
-                   tile.nnzb, packed.cdt)
-
-
-def _tile_sram_bytes(packed, tile, K) -> int:
-    if packed.fmt == "dense":
-        return (tile.o1 - tile.o0) * rup(K * 4)
-    return tile.nbytes
-
-
-def _split_tiles(tiles, cores: int) -> list[list]:
-    """Contiguous groups of output tiles with about equal work (stored values) per core."""
-    work = [max(1, t.nbytes) for t in tiles]
-    total = sum(work)
-    groups, cur, acc = [], [], 0
-    for t, wk in zip(tiles, work):
-        cur.append(t)
-        acc += wk
-        if acc >= total * (len(groups) + 1) / cores and len(groups) < cores - 1:
-            groups.append(cur)
-            cur = []
-    groups.append(cur)
-    return groups + [[] for _ in range(cores - len(groups))]
-
-
+@kernel("MultiHeadAttention")
 class MultiHeadAttentionKernel(Kernel):
     def check(self, L, op):
         if op.inputs[0].dtype != "f32":
@@ -444,6 +253,7 @@ def may_be_neg_inf(L, v, depth: int = 0) -> bool:
     return any(may_be_neg_inf(L, x, depth + 1) for x in op.inputs if x is not None)
 
 
+@kernel("SkipLayerNorm")
 class SkipLayerNormKernel(Kernel):
     def check(self, L, op):
         if any(v is not None and v.dtype != "f32" for v in op.inputs):
@@ -502,6 +312,7 @@ def emit_layernorm_rows(L, op, x, gamma, beta, eps, skip=None, bias=None, out=No
                 sc.release(X)
 
 
+@kernel("LayerNorm", "LayerNormalization")
 class LayerNormKernel(Kernel):
     """The fused LayerNorm (and ONNX LayerNormalization) over the axes from `axis` on."""
 
@@ -532,10 +343,10 @@ class LayerNormKernel(Kernel):
         if axis == len(x.shape) - 1 and len(op.outputs) == 1:
             return emit_layernorm_rows(L, op, x, gamma, beta, eps)
         # generic: [prod(shape[:axis]), prod(shape[axis:])] in DRAM
-        from .reductions import layernorm_generic
         layernorm_generic(L, op, axis, eps)
 
 
+@kernel("Embedding")
 class EmbeddingKernel(Kernel):
     def check(self, L, op):
         for j in (1, 3, 4, 5, 7):
@@ -651,102 +462,3 @@ def _lookup(L, core, dst, idx, table, tab: Region, ids_shape, p0, T):
 
 def _broadcast_ids(idx, shape):
     return idx
-
-
-# ==================================================================================================
-KERNELS: dict = {}
-
-
-def _register():
-    from .matmul import GemmKernel
-    from .reductions import CumSumKernel, ReduceKernel, SoftmaxKernel
-    move = MoveKernel()
-    ew = Elementwise()
-    for name in MOVE_DATA:
-        KERNELS[name] = move
-    for name in ("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
-                 "And", "Or", "Xor", "Not", "Max", "Min", "Sum", "Where", "Cast", "CastLike", "Clip", "Relu", "Neg",
-                 "Abs", "Exp", "Log", "Erf", "Tanh", "Sqrt", "Reciprocal", "Sigmoid", "Floor", "Ceil", "Sign",
-                 "IsNaN", "Gelu", "DequantizeLinear"):
-        KERNELS[name] = ew
-    KERNELS["Linear"] = LinearKernel()
-    KERNELS["MultiHeadAttention"] = MultiHeadAttentionKernel()
-    KERNELS["SkipLayerNorm"] = SkipLayerNormKernel()
-    KERNELS["LayerNorm"] = LayerNormKernel()
-    KERNELS["LayerNormalization"] = LayerNormKernel()
-    KERNELS["Embedding"] = EmbeddingKernel()
-    KERNELS["Gather"] = GatherDispatch(move, GatherRuntime())
-    KERNELS["GatherND"] = GatherDispatch(move, GatherNDRuntime())
-    KERNELS["GatherElements"] = GatherElementsDispatch(move, GatherElementsRuntime())
-    KERNELS["MatMul"] = MatMulDispatch()
-    KERNELS["Gemm"] = GemmKernel()
-    KERNELS["Softmax"] = SoftmaxKernel()
-    KERNELS["LogSoftmax"] = ew
-    for name in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"):
-        KERNELS[name] = ReduceKernel()
-    KERNELS["CumSum"] = CumSumKernel()
-
-
-class GatherDispatch(Kernel):
-    def __init__(self, move, runtime):
-        self.move, self.runtime = move, runtime
-
-    def _k(self, op):
-        return self.move if op.inputs[1].is_constant else self.runtime
-
-    def check(self, L, op):
-        self._k(op).check(L, op)
-
-    def emit(self, L, op):
-        self._k(op).emit(L, op)
-
-
-class GatherElementsDispatch(GatherDispatch):
-    """Constant indices in range: data movement; else (run-time indices, or constant ones out of
-    range, which then stop the run like the reference's error) the run-time kernel."""
-
-    def _k(self, op):
-        if op.inputs[1].is_constant:
-            shape = op.inputs[0].shape
-            idx, n = np.asarray(op.inputs[1].data), shape[op.attrs.get("axis", 0) % len(shape)]
-            if not idx.size or (idx.min() >= -n and idx.max() < n):
-                return self.move
-        return self.runtime
-
-
-class MatMulDispatch(Kernel):
-    def _k(self, op):
-        a, w = op.inputs
-        if w.is_constant and len(w.shape) == 2 and len(a.shape) >= 2 and a.dtype == "f32":
-            return MatMulConstWrapped()
-        from .matmul import MatMulGeneric
-        return MatMulGeneric()
-
-    def check(self, L, op):
-        self._k(op).check(L, op)
-
-    def row_info(self, L, op):
-        return self._k(op).row_info(L, op)
-
-    def temp_dram(self, L, op):
-        return self._k(op).temp_dram(L, op)
-
-    def emit(self, L, op):
-        self._k(op).emit(L, op)
-
-
-class MatMulConstWrapped(LinearKernel):
-    def check(self, L, op):
-        if op.inputs[0].dtype != "f32":
-            reject(op, "MatMul on S4 is fp32")
-
-    def emit(self, L, op):
-        return super().emit(L, op)
-
-
-def MatMulGeneric():
-    from .matmul import MatMulGeneric as M
-    return M()
-
-
-_register()
