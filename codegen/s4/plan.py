@@ -2,8 +2,8 @@
 
     plan = Plan(graph, {"cores": 4}); plan.make()       # S4Program (program.py) is a Plan
 
-1. **Constants**: a copy of the graph with the ops on constants only evaluated
-   (`evaluate_constant_ops`: int8 weights' dequantisation, which fold-constants leaves); the
+1. **Constants**: a copy of the graph without ops on constants only (`evaluate_constant_ops`:
+   the fold-constants pass, and the int8 weights' dequantisation that pass leaves); the
    integer ranges (s4c.ranges) that let the fp32 VPU compute small integers exactly.
 2. **Values**: every IR value's `VInfo` (S4 storage dtype, [R, C] view, producer, last use).
 3. **Kernels**: every op's kernel from the registry (base.KERNELS, filled by the kernel modules
@@ -32,6 +32,7 @@ from s4c import ops as irops
 from s4c.codegen.memory_plan import Interval, plan_arena
 from s4c.errors import S4CError, TargetError
 from s4c.ir import Graph, Value, numpy_dtype
+from s4c.passes.fold_constants import FoldConstants, is_weight_dequantization
 from s4c.ranges import integer_ranges
 from s4c.s4 import load_machine
 
@@ -115,28 +116,35 @@ def row_partition(R: int, cores: int, unit: int = 1, min_rows: int = 8) -> list[
 
 
 def evaluate_constant_ops(graph: Graph) -> Graph:
-    """A copy of `graph` whose ops with only constant operands are replaced by their results,
-    computed by the op registry's references (the evaluator's code). The pipeline's fold-constants
-    has folded everything else already; what it leaves on purpose is an 8-bit weight's
-    dequantisation (the S4 stores weights fp32), and a graph lowered without passes (`execute`,
-    ONNX's node tests) may hold any such op."""
+    """A copy of `graph` without ops whose operands are all constants. The folding is the
+    fold-constants pass's (a no-op after the pipelines, which run it; `execute` lowers graphs as
+    they are). What that pass leaves on purpose, an 8-bit weight's dequantisation, is evaluated
+    here by the op's reference (s4c.ops): the S4 stores weights fp32."""
     g = graph.clone()
-    kept = []
+    folder = FoldConstants()
+    while True:
+        folder.run(g)
+        if not _dequantize_constant_weights(g):
+            return g
+
+
+def _dequantize_constant_weights(g: Graph) -> bool:
+    kept, changed = [], False
     for op in g.ops:
-        args = [v for v in op.inputs if v is not None]
-        if op.op not in ("ConstantOfShape",) and (not args or not all(v.is_constant for v in args)):
+        if not (all(v is not None and v.is_constant for v in op.inputs) and is_weight_dequantization(op)):
             kept.append(op)
             continue
         try:
-            results = irops.REGISTRY[op.op].run([v.data if v is not None else None for v in op.inputs], op.attrs)
+            results = irops.REGISTRY[op.op].run([v.data for v in op.inputs], op.attrs)
         except Exception as e:  # noqa: BLE001 - the model's own failure, reported as such
             raise S4CError(f"evaluating constant op {op.describe()}: {type(e).__name__}: {e}") from None
         for v, r in zip(op.outputs, results):
-            v.data = np.asarray(r).astype(numpy_dtype(v.type.dtype), copy=False) if v.type.dtype != "bf16" else r
+            v.data = np.asarray(r).astype(numpy_dtype(v.type.dtype), copy=False)
             v.producer = None
-    g.ops = kept
-    return g
-
+        changed = True
+    if changed:
+        g.ops = kept
+    return changed
 
 
 class Plan:
