@@ -45,7 +45,7 @@ class _Rule:
 
 
 class SelectSparseLayout(Pass):
-    """For every Linear, store the weight in the layout with the lowest modelled cost on `target`
+    """For every Linear (and LinearInt8: an i8 weight), store the weight in the layout with the lowest modelled cost on `target`
     (s4c.targets: `s4` from the S4 machine model, `c` from the C kernels' calibration or defaults)
     among the layouts the target runs that can hold it: dense always, CSR, every BSR block shape
     (the cost counts the zeros stored in kept blocks), N:M only where the weight complies. Ties go
@@ -84,7 +84,7 @@ class SelectSparseLayout(Pass):
         except S4CError as e:
             raise self._fail(str(e)) from None
         self.target_model = target
-        uses = [use for use in weight_uses(graph) if use.op.op == "Linear"]
+        uses = [use for use in weight_uses(graph) if use.op.op in ("Linear", "LinearInt8")]
         rules = self._rules()
         layouts = {rule: self._validate(rule, target, uses) for rule in rules}
         overrides = [rule for rule in rules if rule.glob is not None]

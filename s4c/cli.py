@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--cores", type=int, default=4, help="S4 cores to use (1-4)")
     c.add_argument("--cc", default=None, help="C compiler for --target c (default: $CC or cc)")
     c.add_argument("--cflags", default=None, help="C flags (default: -O3 -march=native, plus OpenMP when available)")
+    c.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                   help="int8: quantize-int8 after the pipeline (int8 weights per channel, int8 activations)")
+    c.add_argument("--calibration-data", metavar="CALIB.npz",
+                   help="int8: samples for static activation scales, one array per input shaped [N, *input shape]")
+    c.add_argument("--calibration-method", default="percentile", choices=("minmax", "percentile", "entropy"),
+                   help="int8: how a calibrated activation's clip threshold is chosen (default: percentile 99.99)")
+    c.add_argument("--accuracy-data", metavar="HELDOUT.npz",
+                   help="int8: held-out samples (same format) the report's accuracy is also measured on")
 
     r = sub.add_parser("run", help="run a compiled model")
     r.add_argument("outdir", metavar="OUTDIR")
@@ -85,7 +93,9 @@ def cmd_compile(args) -> None:
     backend_options = {"layout_overrides": args.layout, "layout_default": args.layout_default,
                        "cores": args.cores, "cc": args.cc, "cflags": args.cflags}
     result = compile(args.model, input_shapes=shapes, target=args.target, passes=args.passes,
-                     outdir=args.output, instruments=instruments, backend_options=backend_options)
+                     outdir=args.output, instruments=instruments, backend_options=backend_options,
+                     precision=args.precision, calibration_data=args.calibration_data,
+                     calibration_method=args.calibration_method, accuracy_data=args.accuracy_data)
     if args.print_ir:
         sys.stdout.write(print_graph(result.graph))
     ops = len(result.graph.ops)
@@ -94,6 +104,8 @@ def cmd_compile(args) -> None:
     print(f"compiled {args.model} -> {args.output} ({ops} ops; targets: {built}; {times})")
     if result.report["fusion"]["warning"]:  # layers that run on generic kernels: say so, once
         print(f"warning: {result.report['fusion']['warning']}", file=sys.stderr)
+    if result.report.get("quantization", {}).get("warning"):  # int8 without calibration data, ...
+        print(f"warning: {result.report['quantization']['warning']}", file=sys.stderr)
 
 
 def _load_inputs(path: str | None, graph) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ from s4c.passes import PassManager, parse_pipeline
 from s4c.passes.instruments import format_stats
 from s4c.passes.pipelines import target_pipeline
 from s4c.passes.select_sparse_layout import LayoutSelection
+from s4c.precision import DEFAULT_METHOD, check_precision, quantize_model
 from s4c.text import INLINE_LIMIT, parse_graph, print_graph
 
 MANIFEST_VERSION = 1
@@ -103,7 +104,8 @@ def run_pipeline(graph: Graph, passes: str, manager=None) -> Graph:
 
 def compile(model, input_shapes: dict | None = None, target: str = "all", passes: str = "default",
             outdir: str | os.PathLike | None = None, instruments: Sequence = (),
-            backend_options: OptionsArg = None) -> CompiledModel:
+            backend_options: OptionsArg = None, precision: str = "fp32", calibration_data=None,
+            calibration_method: str = "percentile", accuracy_data=None) -> CompiledModel:
     """Import `model` (path or ModelProto), run the pass pipeline, build the target(s).
 
     `instruments` (s4c.passes.instruments, e.g. standard_instruments(time_passes=True)) see every
@@ -111,13 +113,19 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     `backend_options`: a dict of option names (e.g. {"cores": 2, "cflags": "-O2"}: each target
     takes its own; a name no backend has is an error) or typed options (COptions, S4Options).
     With `outdir`, writes the artifacts there (atomically); without, keeps everything in memory
-    (target "ir" only)."""
+    (target "ir" only). `precision` "int8" quantises after the pipeline (s4c/precision.py), with
+    static activation scales from `calibration_data` (an .npz, [N, *input shape] per input;
+    `calibration_method` minmax, percentile or entropy) and the accuracy measured on it and on
+    `accuracy_data`."""
     manager = PassManager(instruments=instruments)
+    quant = dict(precision=precision, calibration_data=calibration_data, method=calibration_method,
+                 accuracy_data=accuracy_data)
     with manager:
-        return _compile(model, input_shapes, target, passes, outdir, manager, backend_options)
+        return _compile(model, input_shapes, target, passes, outdir, manager, backend_options, quant)
 
 
-def _compile(model, input_shapes, target: str, passes: str, outdir, manager, options_arg: OptionsArg) -> CompiledModel:
+def _compile(model, input_shapes, target: str, passes: str, outdir, manager, options_arg: OptionsArg,
+             quant: dict | None = None) -> CompiledModel:
     if target not in TARGETS:
         raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     backends = available_backends()
@@ -132,6 +140,9 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
         targets = [target]
     # every backend's typed options (a misspelt option fails before the import, whatever the target)
     options = {name: backend_options(b, options_arg, backends) for name, b in backends.items()}
+    quant = quant or {"precision": "fp32"}
+    check_precision(quant["precision"], quant.get("calibration_data"), quant.get("method", DEFAULT_METHOD),
+                    targets, backends)
     timings = {}
     start = time.perf_counter()
     graph = load_onnx(model, input_shapes=input_shapes)
@@ -140,12 +151,21 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
     graph = run_pipeline(graph, passes, manager)
     timings["passes"] = time.perf_counter() - start
     fusion = fusion_report(graph)
+    quantized = None
+    if quant["precision"] != "fp32":
+        start = time.perf_counter()
+        quantized = quantize_model(graph, manager, quant["precision"], quant.get("calibration_data"),
+                                   quant.get("method", DEFAULT_METHOD), quant.get("accuracy_data"))
+        timings["quantize"] = time.perf_counter() - start
     pass_section = {"pipeline": passes, "steps": pass_stats(manager.results), "targets": {}}
 
     if outdir is None:
         if targets:
             raise TargetError("building a backend needs an output folder")
-        return CompiledModel(graph, None, {}, [], timings, {"fusion": fusion, "passes": pass_section})
+        report = {"fusion": fusion, "passes": pass_section}
+        if quantized is not None:
+            report["quantization"] = quantized.section
+        return CompiledModel(graph, None, {}, [], timings, report)
 
     for name in targets:  # every target's size limits, before any backend starts
         backends[name].check_sizes(graph, options[name])
@@ -157,6 +177,9 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
         ir_written = background.submit(_timed, write_ir, graph, tmp)
         report: dict = {"fusion": fusion, "passes": pass_section}
         report_md: list[str] = [fusion_report_md(fusion)]
+        if quantized is not None:
+            report["quantization"] = quantized.section
+            report_md.append(quantized.markdown)
         built_files: dict[str, str] = {}
         for name in targets:
             start = time.perf_counter()
@@ -184,6 +207,8 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
             "files": {k: os.path.relpath(v, tmp) if os.path.isabs(v) else v for k, v in paths.items()},
             "weights": [v.name for v in _stored_weights(graph)],
         }
+        if quantized is not None:
+            manifest["precision"] = quant["precision"]
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
     files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}

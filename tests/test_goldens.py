@@ -9,6 +9,9 @@ A case file holds header comments, the input IR, a `# ---- expected ----` line a
     # partial: yes                        a neg_ case whose allowed part does change (see below)
     # evaluate-before: untyped            the input's types are stale (infer-shapes): evaluate it
                                           without checking each result's type
+    # tolerance: 0.05                     max abs difference allowed before/after (default 1e-5):
+                                          for passes that change the numbers on purpose
+                                          (quantize-int8), the error the case accepts
     <input IR>
     # ---- expected ----
     <expected IR>
@@ -19,8 +22,8 @@ Weights too big to print inline (more than s4c.text.INLINE_LIMIT elements) come 
 Rules, for every case:
 - the pipeline runs with the verifier after each pass; its text is exactly the expected IR, and
   both the input and the expected IR round-trip through the text form;
-- numbers as well as text: the reference evaluator gives the same outputs (within 1e-5) before and
-  after, on random inputs;
+- numbers as well as text: the reference evaluator gives the same outputs (within 1e-5, or the
+  case's `tolerance`) before and after, on random inputs;
 - `pos_*` cases change the graph and their passes say so (PassResult.changed);
 - `neg_*` cases are near misses: the graph stays exactly as it was and no pass reports a change,
   unless the header says `partial: yes` (e.g. fuse-gelu fusing a Gelu but keeping it out of a
@@ -105,7 +108,7 @@ def test_golden(path):
         expected = actual
     assert actual == expected, f"{path.name}: the pass output differs from the golden text"
     assert print_graph(parse_graph(expected, weights=weights)) == expected, f"{path.name}: expected IR does not round-trip"
-    assert_outputs_close(before, evaluate(graph, feeds), path.name, tol=TOL)
+    assert_outputs_close(before, evaluate(graph, feeds), path.name, tol=float(header.get("tolerance", TOL)))
 
     if path.stem.startswith("pos_"):
         assert pm.changed and actual != original, f"{path.name}: a positive case changed nothing"

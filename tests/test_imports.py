@@ -31,14 +31,15 @@ ROOTS = {"s4c": "s4c", "passes": "s4c.passes", "codegen": "s4c.codegen"}
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("s4c", "s4c.errors"),
     # the IR, the op registry, and what works on IR alone: text form, verifier, reference evaluator, ranges
-    "ir": ("s4c.ir", "s4c.ops", "s4c.text", "s4c.verify", "s4c.evaluate", "s4c.ranges"),
+    "ir": ("s4c.ir", "s4c.ops", "s4c.text", "s4c.verify", "s4c.evaluate", "s4c.ranges",
+           "s4c.quantization", "s4c.accuracy"),  # int8 math, calibration observers, accuracy metrics
     "frontend": ("s4c.frontend", "s4c.export_onnx"),
     "sparse": ("s4c.sparse",),          # sparse formats and the weight analyses
     "isa": ("s4c.s4",),                 # the S4 ISA, machine description, interpreter, cycle model
     "targets": ("s4c.targets",),        # per-target cost models
     "passes": ("s4c.passes",),
     "codegen": ("s4c.codegen",),
-    "driver": ("s4c.driver", "s4c.cli", "s4c.backend", "s4c.__main__", "s4c.inspect", "s4c.calibrate",
+    "driver": ("s4c.driver", "s4c.cli", "s4c.backend", "s4c.__main__", "s4c.inspect", "s4c.calibrate", "s4c.precision",
                "s4c.fusion_report", "s4c.layout_report"),
 }
 _MID = {"core", "ir"}

@@ -158,4 +158,4 @@ def is_weight_dequantization(op_name: str, operand_dtypes: list[str], attrs: dic
 
 
 # Populate the registry (import order does not matter; each module registers its ops).
-from s4c.ops import elementwise, shape_ops, nn, fused  # noqa: E402,F401
+from s4c.ops import elementwise, shape_ops, nn, fused, quant  # noqa: E402,F401

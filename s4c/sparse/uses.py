@@ -1,7 +1,7 @@
 """Which weights a graph's weight-consuming ops read, and their sparsity: the analysis behind the
 analyze-sparsity and select-sparse-layout passes, the layout report and `s4c inspect`.
 
-A weight use is the weight operand of a Linear, or of a MatMul / Gemm whose second operand is a 2-D
+A weight use is the weight operand of a Linear or LinearInt8 (an i8 weight), or of a MatMul / Gemm whose second operand is a 2-D
 weight (the unfused forms), seen as W[out, in] (`in` = the reduction dim, the orientation the
 layouts use). A weight is a constant, or a DequantizeWeight of an int8 constant (the zeros are the
 int8 constant's; its values are what a backend stores).
@@ -78,7 +78,7 @@ def weight_uses(graph: Graph) -> list[WeightUse]:
     """Every weight operand of a Linear / MatMul / Gemm, in op order."""
     uses = []
     for op in graph.ops:
-        if op.op not in ("Linear", "MatMul", "Gemm") or len(op.inputs) < 2:
+        if op.op not in ("Linear", "LinearInt8", "MatMul", "Gemm") or len(op.inputs) < 2:
             continue
         x, w = op.inputs[0], op.inputs[1]
         if op.op == "Gemm" and op.attrs.get("transA", 0):

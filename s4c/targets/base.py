@@ -18,7 +18,7 @@ from s4c.sparse import (BSRLayout, CSRLayout, DenseLayout, Layout, NMLayout, Spa
                         SparsityReport, parse_layout)
 
 # The ops a cost model prices: a weight W[out, in] applied to `tokens` activation rows.
-WEIGHT_OPS = ("Linear", "MatMul", "Gemm")
+WEIGHT_OPS = ("Linear", "LinearInt8", "MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
