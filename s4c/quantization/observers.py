@@ -129,7 +129,9 @@ class PercentileObserver(HistogramObserver):
 class EntropyObserver(HistogramObserver):
     """amax minimising KL(P || Q): P = the |x| histogram cut at a candidate threshold (the counts
     beyond it added to its last bin, where clipping puts them), Q = P quantised onto 128 levels (each
-    level's count spread evenly over the bins it covers that P has nonzero). Candidates: every bin
+    level's count spread evenly over the bins it covers where P is nonzero; Q is made from the
+    histogram without the clipped counts, so clipping too much costs). Empty bins of Q where P is
+    not are smoothed to 1e-4 (as TensorRT / onnxruntime do). Candidates: every bin
     edge from 128 bins up, every `stride` bins (4: the threshold to 0.2% of the range seen)."""
 
     method = "entropy"
@@ -145,12 +147,15 @@ class EntropyObserver(HistogramObserver):
         return float(min(i * self.bin_width, self.absmax))
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
+def _kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-4) -> float:
+    """KL(p || q) of two histograms (normalised here); q's empty bins where p is not get `eps`."""
+    if q.sum() == 0:
+        return np.inf
     p = p / p.sum()
     q = q / q.sum()
     mask = p > 0
-    if np.any(q[mask] == 0):
-        return np.inf
+    q = np.where(mask & (q == 0), eps, q)
+    q = q / q.sum()
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
