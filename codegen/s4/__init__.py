@@ -82,6 +82,7 @@ from s4c.ir import Graph, numpy_dtype
 from s4c.s4 import Program, disassemble, load_machine
 from s4c.s4 import run as run_program
 
+from .base import STORAGE
 from .lower import Lowered, lower
 from .report import make_report
 
@@ -296,7 +297,7 @@ def to_device(a: np.ndarray, e: dict) -> np.ndarray:
         a = a.astype(np.uint8)
     if a.dtype.kind not in "iub":
         raise S4CError(f"input {e['name']!r} has dtype {a.dtype}; the model takes integers ({e['irdt']})")
-    info = np.iinfo({"i32": np.int32, "i8": np.int8, "u8": np.uint8, "u16": np.uint16}[dt])
+    info = np.iinfo(STORAGE[dt])
     if a.size and (a.min() < info.min or a.max() > info.max):
         raise S4CError(f"input {e['name']!r}: values outside [{info.min}, {info.max}], the range of the S4 "
                        f"{dt} this {e['irdt']} input is stored as")

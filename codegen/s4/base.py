@@ -1,9 +1,9 @@
 """What the S4 lowering's modules share (this module imports none of them):
 
-- the tables: `S4DT` (IR dtype -> the S4 storage dtype it is carried in), `SIZE` (bytes per
-  element of an S4 dtype, from the ISA's s4c.s4.dtypes), `UNITS` / `UNIT_INDEX` (the per-core unit
-  queues, the ISA's), `MAX_BLOCK` / `MAX_M` (the SPU's largest BSR block side and N:M group,
-  s4c.s4.ops_spu), `ALIGN` and `rup`;
+- the tables: `S4DT` (IR dtype -> the S4 storage dtype it is carried in), `SIZE` / `STORAGE`
+  (bytes per element / numpy storage dtype of an S4 dtype, from the ISA's s4c.s4.dtypes),
+  `UNITS` / `UNIT_INDEX` (the per-core unit queues, the ISA's), `MAX_BLOCK` / `MAX_M` (the SPU's
+  largest BSR block side and N:M group, s4c.s4.ops_spu), `ALIGN` and `rup`;
 - the kernel interface: `Kernel` (check, interleaved, row_info, temp_dram, emit; `L` is the
   S4Program, program.py), `RowInfo` (how a row kernel uses an op), `reject` (the TargetError naming
   the op and its ONNX node) and the registry: `KERNELS[op name]`, filled by `@kernel("Op", ...)` on
@@ -27,6 +27,7 @@ from s4c.s4.isa import UNITS
 from s4c.s4.ops_spu import MAX_BLOCK, MAX_M
 
 SIZE = {_dtypes.NAMES[code]: nbytes for code, nbytes in _dtypes.SIZE.items()}
+STORAGE = {_dtypes.NAMES[code]: dtype for code, dtype in _dtypes.STORAGE.items()}   # numpy storage dtype
 UNIT_INDEX = {unit: i for i, unit in enumerate(UNITS)}     # a unit's queue within its core
 ALIGN = 64               # SRAM rows and buffers, constant arrays (the machine's align)
 # the S4 storage dtype of each IR dtype (S4 has no i64 / bool / f16 / f64 storage)
@@ -100,5 +101,5 @@ def kernel(*names: str):
     return register
 
 
-__all__ = ["SIZE", "ALIGN", "S4DT", "UNITS", "UNIT_INDEX", "MAX_BLOCK", "MAX_M", "ALIAS_OPS", "TILE_BUDGET", "X_BUDGET",
+__all__ = ["SIZE", "STORAGE", "ALIGN", "S4DT", "UNITS", "UNIT_INDEX", "MAX_BLOCK", "MAX_M", "ALIAS_OPS", "TILE_BUDGET", "X_BUDGET",
            "INT32ISH", "rup", "reject", "no_kernel", "RowInfo", "Kernel", "KERNELS", "kernel"]

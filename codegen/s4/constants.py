@@ -33,7 +33,7 @@ from s4c.errors import TargetError
 from s4c.s4.program import ConstPieces
 from s4c.sparse import BSRLayout, CSRLayout, DenseLayout, NMLayout, SparseFormatError, parse_layout
 
-from .base import MAX_BLOCK, MAX_M, rup
+from .base import MAX_BLOCK, MAX_M, STORAGE, rup
 
 _NM_RE = re.compile(r"^nm<?(\d+):(\d+)>?$")
 # the S4 dtype of a numpy index array (the BSR / CSR column indices s4c.sparse packs)
@@ -104,7 +104,7 @@ def to_storage(array: np.ndarray, dt: str) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float32)
     if a.dtype == np.bool_:
         a = a.astype(np.uint8)
-    target = {"i32": np.int32, "i8": np.int8, "u8": np.uint8, "u16": np.uint16}[dt]
+    target = STORAGE[dt]
     if a.dtype.kind == "f":
         a = np.trunc(a)
     info = np.iinfo(target)
