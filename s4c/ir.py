@@ -20,7 +20,7 @@ is seen: assigning or mutating in place `graph.ops` / `graph.inputs` / `graph.ou
 `inputs` / `outputs`, or a value's `name` bumps a global mutation epoch, and an index built at
 another epoch is rebuilt on its next query, so passes may keep editing those lists directly. The
 graph's own edits (`add_op`, `remove_ops`, `set_input`, `rename`, `replace_all_uses`,
-`remove_dead_ops`) update the index in place instead of dropping it. `graph.check_index()` compares
+`remove_dead_ops`) update a current index in place instead of dropping it. `graph.check_index()` compares
 it with a fresh scan (the tests run it after every pass).
 """
 
@@ -287,7 +287,13 @@ class _UseIndex:
                     elif bucket[-1] is not op:
                         bucket.append(op)
             for v in op.outputs:
-                mention(v)
+                key = id(v)
+                entry = refs.get(key)
+                if entry is None:
+                    refs[key] = [v, 1]
+                    names.setdefault(v.name, []).append(v)
+                else:
+                    entry[1] += 1
         for v in graph.outputs:
             mention(v)
 
@@ -456,17 +462,25 @@ class Graph:
                for op in self.ops]
         return Graph(self.name, inputs, [copy(v) for v in self.outputs], ops, self.source_scopes)
 
-    # -- edits (each keeps the index up to date) -------------------------------------------------
+    # -- edits ---------------------------------------------------------------------------------
+    # Each edit updates a current index in place (and re-stamps it: its own changes are the only ones
+    # since the stamp); a stale one it leaves stale, for the next query to scan, rather than scan now.
+    def _current_index(self) -> _UseIndex | None:
+        idx = self._uses
+        return idx if idx is not None and idx.epoch == _epoch else None
+
     def add_op(self, op: Op, index: int | None = None) -> None:
         """Put `op` into the graph at position `index` (the end when None)."""
-        idx = self._index()
-        if id(op) in idx.ops:
+        idx = self._current_index()
+        if (id(op) in idx.ops) if idx is not None else any(o is op for o in self.ops):
             raise ValueError(f"{op.describe()} is in the graph already")
         at_end = index is None or index >= len(self.ops)
         if at_end:
             self.ops.append(op)
         else:
             self.ops.insert(index, op)
+        if idx is None:
+            return
         idx.ops.add(id(op))
         positions = None if at_end else self._positions()
         for v in op.inputs:
@@ -478,12 +492,14 @@ class Graph:
 
     def remove_ops(self, ops: Iterable[Op]) -> int:
         """Take `ops` out of the graph (those in it); returns how many were removed."""
-        idx = self._index()
-        drop = {id(op) for op in ops if id(op) in idx.ops}
-        if not drop:
-            return 0
+        idx = self._current_index()
+        drop = {id(op) for op in ops}
         removed = [op for op in self.ops if id(op) in drop]
+        if not removed:
+            return 0
         self.ops = [op for op in self.ops if id(op) not in drop]
+        if idx is None:
+            return len(removed)
         for op in removed:
             idx.ops.discard(id(op))
             for v in op.inputs:
@@ -499,9 +515,11 @@ class Graph:
 
     def set_input(self, op: Op, i: int, value: Value) -> None:
         """Make operand `i` of `op` read `value`."""
-        idx = self._index()
+        idx = self._current_index()
         old = op.inputs[i]
         op.inputs[i] = value
+        if idx is None:
+            return
         if id(op) in idx.ops and old is not value:
             if not any(v is old for v in op.inputs):
                 idx.drop_reader(old, op)
@@ -512,9 +530,11 @@ class Graph:
 
     def rename(self, value: Value, name: str) -> None:
         """Give `value` the name `name` (the caller makes sure it is free)."""
-        idx = self._index()
+        idx = self._current_index()
         old = value.name
         value.name = name
+        if idx is None:
+            return
         if old != name:
             idx.rename(value, old)
         idx.epoch = _epoch
@@ -527,38 +547,44 @@ class Graph:
         op appended to the graph carries it. `old` is renamed out of the way."""
         if new is old:
             return
-        idx = self._index()
-        readers = idx.users.pop(id(old), [])
-        for op in readers:
-            n = sum(1 for v in op.inputs if v is old)
-            op.inputs = [new if v is old else v for v in op.inputs]
-            idx.mention(new, n)
-            idx.forget(old, n)
-        if readers:
-            bucket = idx.users.get(id(new))
-            if bucket:
-                merged = bucket + [op for op in readers if not any(op is u for u in bucket)]
-                positions = self._positions()
-                merged.sort(key=lambda u: positions()[id(u)])
-                idx.users[id(new)] = merged
-            else:
-                idx.users[id(new)] = readers
-        idx.epoch = _epoch
+        idx = self._current_index()
+        if idx is None:
+            for op in self.ops:
+                if any(v is old for v in op.inputs):
+                    op.inputs = [new if v is old else v for v in op.inputs]
+        else:
+            readers = idx.users.pop(id(old), [])
+            for op in readers:
+                n = sum(1 for v in op.inputs if v is old)
+                op.inputs = [new if v is old else v for v in op.inputs]
+                idx.mention(new, n)
+                idx.forget(old, n)
+            if readers:
+                bucket = idx.users.get(id(new))
+                if bucket:
+                    merged = bucket + [op for op in readers if not any(op is u for u in bucket)]
+                    positions = self._positions()
+                    merged.sort(key=lambda u: positions()[id(u)])
+                    idx.users[id(new)] = merged
+                else:
+                    idx.users[id(new)] = readers
+            idx.epoch = _epoch
         if self.is_output(old):
             public = old.name
-            self.rename(old, self.fresh_name(f"{public}.replaced"))
+            self.rename(old, self.fresh_name(f"{public}.replaced"))  # fresh_name makes the index current
             if new.producer is not None and not self.is_output(new):
                 self.rename(new, public)
             else:
                 carrier = Value(public, new.type)
                 self.add_op(Op("Identity", [new], [carrier]))
                 new = carrier
-            idx = self._index()
+            idx = self._current_index()
             n = sum(1 for v in self.outputs if v is old)
             self.outputs = [new if v is old else v for v in self.outputs]
-            idx.mention(new, n)
-            idx.forget(old, n)
-            idx.epoch = _epoch
+            if idx is not None:
+                idx.mention(new, n)
+                idx.forget(old, n)
+                idx.epoch = _epoch
 
     def remove_dead_ops(self) -> int:
         """Drop ops none of whose results reach an output. Returns how many were removed."""
