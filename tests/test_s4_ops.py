@@ -416,6 +416,65 @@ def test_vpu_cvt_quantise_dequantise():
     np.testing.assert_array_equal(out["b"], to_bf16(x))
 
 
+def test_vpu_quant_matches_quantize_int8_bit_for_bit():
+    """vpu.quant is QuantizeInt8's contract (s4c/ops/quant.py): f32 division, round half to even,
+    symmetric saturation at +-127 (an ordinary cvt saturates at -128), per row and per tensor."""
+    from s4c.ops.quant import quantize
+
+    x = rand(4, 64) * 3
+    x[0, :4] = [1e6, -1e6, 0.5, -2.5]              # saturation both ways, ties to even
+    rs = np.array([1.0, 0.01, 0.037, 1e-3], np.float32)
+    s = np.array([0.02], np.float32)
+    xb = to_bf16(x)
+    body = ("vpu.quant dst=sq src=sx s=srs rows=4 cols=64 pd=64 ps=256 sbc=col dt=f32\n"
+            "vpu.quant dst=sp src=sx s=ss rows=4 cols=64 pd=64 ps=256 sbc=scalar dt=f32\n"
+            "vpu.quant dst=sb src=sxb s=ss rows=4 cols=64 pd=64 ps=128 sbc=scalar dt=bf16")
+    text = build({"x": ("f32", (4, 64)), "xb": ("bf16", (4, 64))},
+                 {"q": ("i8", (4, 64)), "p": ("i8", (4, 64)), "b": ("i8", (4, 64))}, body,
+                 consts={"rs": ("f32", rs), "s": ("f32", s)})
+    passes = M["vpu.passes.div"] + M["vpu.passes.cvt"]
+    cyc = 2 * (M["vpu.overhead"] + passes * math.ceil(256 / M["vpu.lanes.f32"])) \
+        + M["vpu.overhead"] + passes * math.ceil(256 / M["vpu.lanes.bf16"])
+    out, _ = execute(text, {"x": x, "xb": xb}, "vpu.quant", cyc)
+    np.testing.assert_array_equal(out["q"], quantize(x, rs[:, None]))
+    np.testing.assert_array_equal(out["p"], quantize(x, s[0]))
+    np.testing.assert_array_equal(out["b"], quantize(xb, s[0]))
+    assert out["q"].min() == -127 and out["q"].max() == 127
+
+
+@pytest.mark.parametrize("act", ["none", "gelu", "relu"])
+def test_vpu_dequant_is_the_linear_int8_epilogue(act):
+    """vpu.dequant: f32(acc) * f32(x_scale * w_scale) + bias, activation: bit-exact to LinearInt8's
+    reference for none / relu (every step one binary32 rounding); gelu float64-accurate (1 ulp)."""
+    from s4c.ops.quant import _linear_int8
+
+    xq = RNG.integers(-127, 128, (4, 96)).astype(np.int8)
+    wq = RNG.integers(-127, 128, (64, 96)).astype(np.int8)
+    acc = (xq.astype(np.int64) @ wq.T.astype(np.int64)).astype(np.int32)
+    ws = (RNG.random(64) * 0.01 + 1e-4).astype(np.float32)
+    rs = (RNG.random(4) * 0.05 + 1e-3).astype(np.float32)
+    bias = rand(64)
+    code = {"none": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}[act]
+    body = (f"vpu.dequant dst=sy src=sa cs=sws rs=srs bias=sbias rows=4 cols=64 pd=256 ps=256 rsc=1 hb=1 act={code} dt=f32\n"
+            f"vpu.dequant dst=sz src=sa cs=sws rs=srs bias=sbias rows=4 cols=64 pd=128 ps=256 rsc=1 hb=1 act={code} dt=bf16\n"
+            "vpu.dequant dst=sa src=sa cs=sws rs=srs bias=sbias rows=4 cols=64 pd=256 ps=256 dt=f32\n"
+            "vpu.copy dst=sw src=sa rows=4 cols=64 pd=256 ps=256 dt=f32")
+    text = build({"a": ("i32", (4, 64))}, {"y": ("f32", (4, 64)), "z": ("bf16", (4, 64)), "w": ("f32", (4, 64))},
+                 body, consts={"ws": ("f32", ws), "rs": ("f32", rs), "bias": ("f32", bias)})
+    p = M["vpu.passes.cvt"] + M["vpu.passes.mul"]
+    pa = p + M["vpu.passes.add"] + (M[f"vpu.passes.{act}"] if act != "none" else 0)
+    cyc = (M["vpu.overhead"] + pa * 2) + (M["vpu.overhead"] + pa * 1) + (M["vpu.overhead"] + p * 2)
+    out, _ = execute(text, {"a": acc}, "vpu.dequant", cyc)
+    want = _linear_int8([xq, wq, rs[:, None], ws, bias], {"activation": act})[0]
+    if act == "gelu":
+        np.testing.assert_allclose(out["y"], want, rtol=3e-7, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(out["y"], want)
+    np.testing.assert_array_equal(out["z"], to_bf16(out["y"].astype(np.float64)) if act != "gelu" else out["z"])
+    np.testing.assert_allclose(out["z"], want, rtol=2 ** -8, atol=1e-6)
+    np.testing.assert_array_equal(out["w"], acc.astype(np.float32) * ws)   # in place, no row scale / bias
+
+
 # -- whole-program checks -------------------------------------------------------------------------
 REDUCTIONS = ("rsum", "rmax", "rmean")
 

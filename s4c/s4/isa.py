@@ -163,6 +163,20 @@ VPU_TRANS = (F("dst", "sram", "result [cols, rows]"), F("src", "sram", "input [r
              F("pd", "u32", "dst row pitch"), F("ps", "u32", "src row pitch"), _dt("any dtype"), _TDT)
 VPU_CVT = VPU_UN[:6] + (F("scale", "f32", "multiplier applied before rounding"),
                         F("sdt", "dtype", "source dtype"), _dt("destination dtype"), _TDT)
+VPU_QUANT = (F("dst", "sram", "i8 result [rows, cols]"), F("src", "sram", "input [rows, cols] (dt)"),
+             F("s", "sram", "f32 scales: [rows] packed (sbc=col) or one scalar (sbc=scalar)"),
+             F("rows", "u32", "rows"), F("cols", "u32", "columns"), F("pd", "u32", "dst row pitch"),
+             F("ps", "u32", "src row pitch"), F("sbc", "bcast", "scale per row (2 col) or one scalar (3 scalar)"),
+             _dt("input dtype: f32 or bf16"), _TDT)
+VPU_DEQUANT = (F("dst", "sram", "result [rows, cols] (dt)"), F("src", "sram", "i32 accumulator [rows, cols]"),
+               F("cs", "sram", "f32 per-column scales [cols], packed"),
+               F("rs", "sram", "f32 per-row scales [rows], packed (read when rsc=1)"),
+               F("bias", "sram", "f32 bias [cols], packed (read when hb=1)"),
+               F("rows", "u32", "rows"), F("cols", "u32", "columns"), F("pd", "u32", "dst row pitch"),
+               F("ps", "u32", "src row pitch"), F("rsc", "bool", "multiply by the per-row scales too", 0),
+               F("hb", "bool", "add the bias", 0),
+               F("act", "u8", "activation: 0 none, 1 gelu, 2 gelu_tanh, 3 relu", 0),
+               _dt("result dtype: f32 or bf16"), _TDT)
 SYNC_SIGNAL = (F("unit", "unit", "unit queue that executes it"), F("sem", "sem", "semaphore"))
 SYNC_WAIT = SYNC_SIGNAL + (F("value", "u32", "wait until the count is >= value"),)
 
@@ -297,11 +311,30 @@ OPS: tuple[OpSpec, ...] = (
            "to nearest even; to ints: round half to even, saturate, NaN -> 0. dst may equal src exactly "
            "(same element size) or must not overlap it.", _VPU_COST.format(op="cvt"), inplace=_ELEM,
            **ops_vpu.cvt()),
+    OpSpec(0x5A, "vpu.quant", "vpu", VPU_QUANT, "Quantise to symmetric int8 (per-tensor or per-row scale).",
+           "dst[i,j] = saturate[-127,127](round_half_even(f32(src[i,j] / s))) with s = s[i] (sbc=col) or "
+           "s[0] (sbc=scalar): the quotient is the IEEE binary32 one (computed in float64, rounded once to "
+           "f32, nearest even), then rounded half to even to an integer and saturated symmetrically; "
+           "NaN -> 0. src read as dt (f32 or bf16). dst must not overlap src.",
+           "vpu.overhead + (vpu.passes.div + vpu.passes.cvt) * ceil(rows*cols / vpu.lanes[tdt])",
+           **ops_vpu.quant()),
+    OpSpec(0x5B, "vpu.dequant", "vpu", VPU_DEQUANT,
+           "int8 GEMM epilogue: i32 accumulator -> scale, bias, activation (f32 or bf16).",
+           "s = rs[i]*cs[j] rounded to f32 when rsc=1, else cs[j]; y = f32(f32(acc[i,j]) * s); when hb=1 "
+           "y = f32(y + bias[j]); dst[i,j] = act(y) rounded once to dt. Every step before the activation "
+           "is one IEEE binary32 operation (round to nearest even), so f32(acc) * (x_scale*w_scale) + bias "
+           "is bit-exact; the activation is float64-accurate before the final rounding to dt (bf16: "
+           "round to nearest even to 8 significant bits). dst may be exactly src when dt is f32 (same "
+           "element size), otherwise they must not overlap.",
+           "vpu.overhead + (vpu.passes.cvt + vpu.passes.mul + hb*vpu.passes.add + vpu.passes.{act} if act) "
+           "* ceil(rows*cols / vpu.lanes[tdt])", inplace=_ELEM, **ops_vpu.dequant()),
 )
 
 BY_CODE = {op.code: op for op in OPS}
 BY_MNEMONIC = {op.mnemonic: op for op in OPS}
-VPU_OPS = tuple(op.mnemonic[4:] for op in OPS if op.unit == "vpu")
+# fused VPU ops priced from the passes of the ops they fuse: no vpu.passes.<op> parameter of their own
+FUSED_VPU = frozenset({"vpu.quant", "vpu.dequant"})
+VPU_OPS = tuple(op.mnemonic[4:] for op in OPS if op.unit == "vpu" and op.mnemonic not in FUSED_VPU)
 END = BY_MNEMONIC["end"].code
 SIGNAL = BY_MNEMONIC["sync.signal"].code
 WAIT = BY_MNEMONIC["sync.wait"].code

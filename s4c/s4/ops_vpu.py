@@ -261,3 +261,98 @@ def cvt():
         store64(ctx, "sram", a["dst"], a["pd"], a["dt"], x * a["scale"])
 
     return _family("cvt", check, access, run)
+
+
+# -- int8 quantise / dequantise epilogue ----------------------------------------------------------
+QMAX = 127                                          # vpu.quant saturates symmetrically to [-QMAX, QMAX]
+ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu")  # vpu.dequant's `act` codes 0..3
+_ACT_FN = {1: gelu, 2: gelu_tanh, 3: lambda x: np.where(x > 0, x, 0.0 * np.clip(x, -1.0, 0.0))}
+
+
+def _rf32(x: np.ndarray) -> np.ndarray:
+    """float64 -> the nearest f32 (ties to even), back as float64: one IEEE binary32 rounding."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x, np.float64).astype(np.float32).astype(np.float64)
+
+
+def quant():
+    """vpu.quant: dst i8 = saturate[-127,127](round_half_even(f32(src / s))), s per row or scalar."""
+
+    def check(a, m):
+        err = first_error(_dts(a, D.FLOATS), positive(a, "rows", "cols"))
+        if err:
+            return err
+        if a["sbc"] not in (BCAST_COL, BCAST_SCALAR):
+            return f"sbc={a['sbc']}: the scale is per row (2 col) or one scalar (3 scalar)"
+        return None
+
+    def access(a):
+        n = a["rows"] if a["sbc"] == BCAST_COL else 1
+        return [tile("r", "sram", "src", a["src"], a["rows"], a["cols"], a["ps"], a["dt"]),
+                vector("r", "sram", "s", a["s"], n, D.F32),
+                tile("w", "sram", "dst", a["dst"], a["rows"], a["cols"], a["pd"], D.I8)]
+
+    def cost(a, m):
+        passes = m.vpu_passes("div") + m.vpu_passes("cvt")
+        n = a["rows"] * a["cols"]
+        return Cost(m["vpu.overhead"] + passes * cdiv(n, m.vpu_lanes(tdt(a))), sram_bytes(access(a)), passes * n)
+
+    def run(ctx, a):
+        rows, cols = a["rows"], a["cols"]
+        x = load64(ctx, "sram", a["src"], rows, cols, a["ps"], a["dt"])
+        n = rows if a["sbc"] == BCAST_COL else 1
+        s = D.to_f64(load_vec(ctx, "sram", a["s"], n, D.F32), D.F32)
+        s = s[:, None] if a["sbc"] == BCAST_COL else s[None, :]
+        with np.errstate(all="ignore"):
+            q = _rf32(x / s)                    # the IEEE f32 quotient (float64 division, rounded once)
+        store64(ctx, "sram", a["dst"], a["pd"], D.I8, np.clip(q, -QMAX, QMAX))   # NaN stays NaN -> 0
+
+    return {"check": check, "access": access, "cost": cost, "run": run}
+
+
+def dequant():
+    """vpu.dequant: the int8 GEMM epilogue, i32 accumulator -> dt = act(f32(acc) * scale + bias)."""
+
+    def check(a, m):
+        err = first_error(_dts(a, D.FLOATS), positive(a, "rows", "cols"))
+        if err:
+            return err
+        if a["act"] >= len(ACTIVATIONS):
+            return f"act={a['act']} unknown (0 none, 1 gelu, 2 gelu_tanh, 3 relu)"
+        return None
+
+    def access(a):
+        out = [tile("r", "sram", "src", a["src"], a["rows"], a["cols"], a["ps"], D.I32),
+               vector("r", "sram", "cs", a["cs"], a["cols"], D.F32)]
+        if a["rsc"]:
+            out.append(vector("r", "sram", "rs", a["rs"], a["rows"], D.F32))
+        if a["hb"]:
+            out.append(vector("r", "sram", "bias", a["bias"], a["cols"], D.F32))
+        out.append(tile("w", "sram", "dst", a["dst"], a["rows"], a["cols"], a["pd"], a["dt"]))
+        return out
+
+    def passes(a, m) -> int:
+        p = m.vpu_passes("cvt") + m.vpu_passes("mul") + (m.vpu_passes("add") if a["hb"] else 0)
+        return p + (m.vpu_passes(ACTIVATIONS[a["act"]]) if a["act"] else 0)
+
+    def cost(a, m):
+        p = passes(a, m)
+        n = a["rows"] * a["cols"]
+        return Cost(m["vpu.overhead"] + p * cdiv(n, m.vpu_lanes(tdt(a))), sram_bytes(access(a)), p * n)
+
+    def run(ctx, a):
+        rows, cols = a["rows"], a["cols"]
+        acc = load(ctx, "sram", a["src"], rows, cols, a["ps"], D.I32).astype(np.float64)
+        cs = D.to_f64(load_vec(ctx, "sram", a["cs"], cols, D.F32), D.F32)[None, :]
+        if a["rsc"]:
+            rs = D.to_f64(load_vec(ctx, "sram", a["rs"], rows, D.F32), D.F32)[:, None]
+            cs = _rf32(rs * cs)
+        with np.errstate(all="ignore"):
+            y = _rf32(_rf32(acc) * cs)
+            if a["hb"]:
+                y = _rf32(y + D.to_f64(load_vec(ctx, "sram", a["bias"], cols, D.F32), D.F32)[None, :])
+            if a["act"]:
+                y = _ACT_FN[a["act"]](y)
+        store64(ctx, "sram", a["dst"], a["pd"], a["dt"], y)
+
+    return {"check": check, "access": access, "cost": cost, "run": run}
