@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s4c", description="Compile pruned ONNX models for the S4 accelerator and C.")
     p.add_argument("--version", action="version", version=f"s4c {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,inspect,calibrate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,check,inspect,calibrate}")
 
     c = sub.add_parser("compile", help="import, optimise and build a model")
     c.add_argument("model", help="ONNX model file")
@@ -66,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, metavar="N", help="threads for the C backend")
     r.add_argument("--trace", action="store_true", help="S4: one line per executed instruction")
     r.add_argument("--profile", action="store_true", help="C: time per op instance and per kernel type")
+    r.add_argument("--trace-json", metavar="TRACE.json",
+                   help="c: per-step timings (implies --profile), s4: the modelled timeline, as a Chrome/Perfetto trace")
+
+    ck = sub.add_parser("check", help="compare every op's output on each backend with the reference evaluator")
+    ck.add_argument("outdir", metavar="OUTDIR")
+    ck.add_argument("--inputs", metavar="IN.npz", help="inputs keyed by ONNX input name")
+    ck.add_argument("--backends", default=None, metavar="LIST",
+                    help="comma-separated: ref,c,s4,onnxruntime (default: the compiled ones, onnxruntime if installed)")
+    ck.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-3)")
+    ck.add_argument("--rtol", type=float, default=None, help="tolerance relative to max |ref| of the value (default 1e-3)")
+    ck.add_argument("--json", metavar="CHECK.json", help="also write the per-op comparison as JSON")
 
     i = sub.add_parser("inspect", help="summarise an ONNX model or a compiled OUTDIR")
     i.add_argument("target", metavar="MODEL.onnx|OUTDIR")
@@ -125,7 +136,10 @@ def cmd_run(args) -> None:
     from s4c.driver import load_compiled, runner_for
 
     compiled = load_compiled(args.outdir)
-    run_options = {"threads": args.threads, "trace": args.trace, "profile": args.profile}
+    if args.trace_json and args.backend not in ("c", "s4"):
+        raise S4CError(f"--trace-json needs --backend c or s4 (got {args.backend})")
+    run_options = {"threads": args.threads, "trace": args.trace,
+                   "profile": args.profile or bool(args.trace_json and args.backend == "c")}
     runner = runner_for(compiled, args.backend, {k: v for k, v in run_options.items() if v})
     inputs = _load_inputs(args.inputs, compiled.graph)
     outputs = runner.run(inputs)
@@ -143,10 +157,32 @@ def cmd_run(args) -> None:
     for name, value in outputs.items():
         print(f"{name}: {value.dtype}{list(value.shape)} mean={float(np.mean(value)):.6g} "
               f"std={float(np.std(value)):.6g}")
+    if args.trace_json:
+        _write_trace(args.trace_json, args.backend, runner)
     if args.output:
         tmp = args.output + ".tmp.npz"
         np.savez(tmp, **outputs)
         os.replace(tmp, args.output)
+
+
+def _write_trace(path: str, backend: str, runner) -> None:
+    """The run's timeline as a Chrome / Perfetto trace (c: measured per step, s4: the cycle model)."""
+    import json
+
+    if backend == "c":
+        from s4c.codegen.c.debug import chrome_trace
+
+        trace = chrome_trace(runner.steps, runner.step_times / max(runner.runs, 1), runner.runs)
+    else:
+        from s4c.codegen.s4.debug import chrome_trace
+
+        trace = chrome_trace(runner.program)
+    try:
+        with open(path, "w") as f:
+            json.dump(trace, f)
+    except OSError as e:
+        raise S4CError(f"cannot write {path}: {e.strerror}") from None
+    print(f"wrote {path} ({sum(1 for e in trace['traceEvents'] if e['ph'] == 'X')} events)")
 
 
 def cmd_inspect(args) -> None:
@@ -162,13 +198,36 @@ def cmd_calibrate(args) -> None:
     print(f"wrote {path} ({summary})")
 
 
-COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect, "calibrate": cmd_calibrate}
+def cmd_check(args) -> int:
+    import json
+
+    from s4c.check import DEFAULT_ATOL, DEFAULT_RTOL, check
+    from s4c.driver import load_compiled
+
+    compiled = load_compiled(args.outdir)
+    inputs = _load_inputs(args.inputs, compiled.graph)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    report = check(args.outdir, inputs, backends,
+                   atol=DEFAULT_ATOL if args.atol is None else args.atol,
+                   rtol=DEFAULT_RTOL if args.rtol is None else args.rtol)
+    print(report.table())
+    for note in report.notes:
+        print(f"note: {note}")
+    print(report.summary())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_json(), f, indent=1)
+    return 0 if report.ok else 1
+
+
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "check": cmd_check, "inspect": cmd_inspect,
+            "calibrate": cmd_calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
     except S4CError as e:
         if args.debug:
             raise
@@ -183,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: internal error ({type(e).__name__}): {message} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

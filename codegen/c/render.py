@@ -10,6 +10,7 @@ import jinja2
 from s4c import __version__
 from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import comment_name
+from s4c.codegen.c.debug import debug_values
 from s4c.codegen.c.program import CProgram, Tensor
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -155,6 +156,7 @@ def write_sources(lw: CProgram, cdir: Path, weights_id: int, source: str) -> dic
         "steps": [{"kind": s.kind, "kernel": s.kernel, "op": s.op.op if s.op is not None else None,
                    "nodes": list(s.op.onnx_nodes) if s.op is not None else [],
                    "result": s.outs[0].label if s.outs else None} for s in lw.run_steps],
+        "values": debug_values(lw),  # where each op result lives (codegen/c/debug.py: s4c check)
         "library": "libmodel.so",
         "weights": "weights.bin",
         "sources": ["model.c"] + sources,

@@ -428,8 +428,8 @@ class Plan:
             for other in self.infos.values():
                 if other.root is info:
                     end = max(end, other.last_use)
-            if any(self.root(v) is info for v in g.outputs):
-                end = last
+            if any(self.root(v) is info for v in g.outputs) or self.opts.get("keep_values"):
+                end = last      # keep_values: no reuse, every value readable after the run (s4c check)
             by_id[id(info)] = info
             ivs.append(Interval(("v", id(info)), info.nbytes, info.producer, max(end, info.producer)))
         for i, nbytes in self.temp_req.items():

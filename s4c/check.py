@@ -1,0 +1,295 @@
+"""`s4c check OUTDIR --inputs IN.npz`: every backend's value of every op, compared op by op with the
+reference evaluator, in program order, naming the first op whose output diverges (Polygraphy-style
+layer-wise comparison).
+
+    ref          the reference evaluator on OUTDIR's IR (model.s4ir + weights.npz), every value kept
+    c            OUTDIR/c's debug build (codegen/c/debug.py): the same model.c with accessors, run
+                 step by step; each op's result read from the arena right after its last step
+    s4           the S4 interpreter on a debug lowering of the IR with model.s4's constant segment
+                 (codegen/s4/debug.py): residency off, no DRAM reuse, each op's result read from DRAM
+    onnxruntime  the source model, with every ONNX tensor whose name an IR value carries exposed
+                 as an output (when onnxruntime is installed and the source model is readable)
+
+An op diverges on a backend when max |backend - ref| > atol + rtol * max |ref| (or the shapes
+differ, or a NaN appears where the reference has none). `check` returns the report; the CLI prints
+its table and exits 1 when some op diverges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from s4c.errors import S4CError
+
+DEFAULT_ATOL = 1e-3
+DEFAULT_RTOL = 1e-3
+ALL_BACKENDS = ("ref", "c", "s4", "onnxruntime")
+
+
+@dataclass
+class Row:
+    index: int          # op index in the IR
+    op: str             # op type
+    value: str          # the result compared
+    nodes: list
+    layout: dict        # backend -> Linear weight layout
+    errors: dict = field(default_factory=dict)     # backend -> (max abs error, cosine) or None
+    diverged: list = field(default_factory=list)   # backends beyond tolerance
+
+
+@dataclass
+class CheckReport:
+    outdir: str
+    backends: list
+    rows: list
+    atol: float
+    rtol: float
+    notes: list = field(default_factory=list)
+
+    def first_divergence(self, backend: str | None = None) -> Row | None:
+        for r in self.rows:
+            if (backend is None and r.diverged) or (backend is not None and backend in r.diverged):
+                return r
+        return None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_divergence() is None
+
+    def to_json(self) -> dict:
+        return {"outdir": self.outdir, "backends": self.backends, "atol": self.atol, "rtol": self.rtol,
+                "notes": self.notes,
+                "first_divergence": {b: _row_name(self.first_divergence(b)) for b in self.backends if b != "ref"},
+                "ops": [{"index": r.index, "op": r.op, "value": r.value, "onnx_nodes": r.nodes, "layout": r.layout,
+                         "errors": {b: (None if e is None else {"max_abs_error": e[0], "cosine": e[1]})
+                                    for b, e in r.errors.items()},
+                         "diverged": r.diverged} for r in self.rows]}
+
+    def table(self) -> str:
+        others = [b for b in self.backends if b != "ref"]
+        head = ["#", "op", "ONNX nodes", "layout"] + [f"{b} max abs err" for b in others] + \
+               [f"{b} cosine" for b in others] + ["status"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            nodes = (r.nodes[0] + (f" (+{len(r.nodes) - 1})" if len(r.nodes) > 1 else "")) if r.nodes else "-"
+            layout = ", ".join(f"{b}:{lay}" for b, lay in r.layout.items()) or "-"
+            errs = [_fmt_err(r.errors.get(b)) for b in others]
+            coss = [_fmt_cos(r.errors.get(b)) for b in others]
+            status = ("DIVERGES: " + ",".join(r.diverged)) if r.diverged else "ok"
+            lines.append("| " + " | ".join([str(r.index), f"{r.op} `{r.value}`", nodes, layout] + errs + coss +
+                                           [status]) + " |")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        lines = []
+        for b in self.backends:
+            if b == "ref":
+                continue
+            r = self.first_divergence(b)
+            if r is None:
+                lines.append(f"{b}: no divergence (atol={self.atol:g}, rtol={self.rtol:g})")
+            else:
+                err = r.errors[b]
+                what = f"max abs error {err[0]:.3g}, cosine {err[1]:.6f}" if err else "shape mismatch"
+                lines.append(f"{b}: first divergence at op {r.index} {r.op} {r.value!r} "
+                             f"(ONNX {r.nodes[0] if r.nodes else '-'}): {what}")
+        first = self.first_divergence()
+        lines.append("first diverging op: " + (_row_name(first) if first else "none"))
+        return "\n".join(lines)
+
+
+def _row_name(r: Row | None) -> str | None:
+    return None if r is None else f"{r.index} {r.op} {r.value}"
+
+
+def _fmt_err(e) -> str:
+    return "-" if e is None else f"{e[0]:.3g}"
+
+
+def _fmt_cos(e) -> str:
+    return "-" if e is None else f"{e[1]:.6f}"
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(max abs error, cosine similarity) of `got` against `ref` (equal entries, infinities
+    included, count as 0 error; a NaN where ref has none is an infinite error)."""
+    r = np.asarray(ref).astype(np.float64)
+    g = np.asarray(got).astype(np.float64)
+    if r.shape != g.shape:
+        if r.size != g.size:
+            return float("inf"), float("nan")
+        g = g.reshape(r.shape)
+    if r.size == 0:
+        return 0.0, 1.0
+    with np.errstate(all="ignore"):
+        same = (r == g) | (np.isnan(r) & np.isnan(g))
+        diff = np.where(same, 0.0, np.abs(r - g))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        err = float(diff.max())
+        fr, fg = np.where(np.isfinite(r), r, 0.0), np.where(np.isfinite(g), g, 0.0)
+        nr, ng = np.linalg.norm(fr), np.linalg.norm(fg)
+        if nr == 0 and ng == 0:
+            cos = 1.0
+        elif nr == 0 or ng == 0:
+            cos = 0.0
+        else:
+            cos = float(np.dot(fr.ravel(), fg.ravel()) / (nr * ng))
+    return err, cos
+
+
+def _scale(ref: np.ndarray) -> float:
+    r = np.asarray(ref).astype(np.float64)
+    r = r[np.isfinite(r)]
+    return float(np.abs(r).max()) if r.size else 0.0
+
+
+def _read_report(outdir: str) -> dict:
+    try:
+        with open(os.path.join(outdir, "report.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _s4_graph(graph, report: dict):
+    """The IR with the S4 target's layout choices (as report.json lists them) and its lowering options."""
+    from s4c.driver import select_layouts
+
+    section = report.get("layouts", {}).get("s4", {})
+    overrides = [f"{w['weight']}={w['layout']}" for w in section.get("weights", [])
+                 if not any(ch in w["weight"] for ch in "*?[")]
+    target = select_layouts(graph, "s4", {"layout_overrides": overrides})
+    s4 = report.get("s4", {})
+    options = {"cores": s4.get("cores", 4), "machine": s4.get("machine", "s4v1"), "precision": s4.get("precision", "mixed")}
+    return target, options
+
+
+def _onnxruntime_values(source: str, names: set, feeds: dict, notes: list) -> dict:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        notes.append("onnxruntime: not installed, skipped")
+        return {}
+    if not source or not os.path.exists(source):
+        notes.append(f"onnxruntime: source model {source!r} not found, skipped")
+        return {}
+    try:
+        model = onnx.load(source)
+        produced = {o for n in model.graph.node for o in n.output}
+        outputs = {o.name for o in model.graph.output}
+        wanted = sorted((names & produced) - outputs)
+        for name in wanted:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        inputs = {}
+        for i in sess.get_inputs():
+            if i.name not in feeds:
+                continue
+            a = np.asarray(feeds[i.name])
+            want = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+                    "tensor(bool)": np.bool_}.get(i.type)
+            inputs[i.name] = a.astype(want) if want is not None else a
+        out_names = [o.name for o in sess.get_outputs()]
+        results = sess.run(out_names, inputs)
+    except Exception as e:  # noqa: BLE001 - an optional cross-check: say why it is missing
+        notes.append(f"onnxruntime: could not run {source} ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+        return {}
+    values = {n: np.asarray(r) for n, r in zip(out_names, results) if n in names}
+    notes.append(f"onnxruntime: {len(values)} IR values map to ONNX tensors of {os.path.basename(source)}")
+    return values
+
+
+def check(outdir, feeds: dict, backends=None, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+          progress=None) -> CheckReport:
+    """Compare every op's result on `backends` (default: c and s4 where compiled, onnxruntime where
+    installed) with the reference evaluator; see the module docstring."""
+    from s4c.driver import load_compiled
+    from s4c.evaluate import check_inputs, evaluate
+
+    outdir = os.fspath(outdir)
+    compiled = load_compiled(outdir)
+    graph = compiled.graph
+    report = _read_report(outdir)
+    explicit = backends is not None
+    if backends is None:
+        backends = ["ref"] + [b for b in ("c", "s4") if b in compiled.targets] + ["onnxruntime"]
+    backends = list(dict.fromkeys(["ref", *backends]))
+    for b in backends:
+        if b not in ALL_BACKENDS:
+            raise S4CError(f"unknown backend {b!r} for check; choose from {', '.join(ALL_BACKENDS)}")
+        if b in ("c", "s4") and b not in compiled.targets:
+            raise S4CError(f"{outdir}: not compiled for {b!r} (compiled targets: "
+                           f"{', '.join(compiled.targets) or 'none'}); compile with --target {b} or all")
+    say = progress or (lambda msg: None)
+    checked = check_inputs(graph, feeds)
+    say("ref: evaluating every value")
+    values = {"ref": evaluate(graph, checked, keep_all=True)}
+    notes: list[str] = []
+    layouts: dict[str, dict[str, str]] = {}
+    if "c" in backends:
+        from s4c.codegen.c.debug import DebugCModel
+
+        say("c: building and running the debug library")
+        cflags = report.get("c", {}).get("cflags") or None
+        model = DebugCModel(os.path.join(outdir, "c"), cflags=cflags)
+        try:
+            values["c"] = model.run(checked)
+        finally:
+            model.close()
+        layouts["c"] = {v["name"]: v["layout"] for v in model.values if v.get("layout")}
+    if "s4" in backends:
+        from s4c.codegen.s4.debug import debug_values
+
+        say("s4: debug lowering and interpreter run")
+        target, options = _s4_graph(graph, report)
+        values["s4"], info = debug_values(target, compiled.paths.get("s4", os.path.join(outdir, "model.s4")),
+                                          checked, options)
+        if info["const_bytes_differing"]:
+            notes.append(f"s4: model.s4's constant segment differs from a fresh lowering of the IR in "
+                         f"{info['const_bytes_differing']} of {info['const_bytes']} bytes")
+        layouts["s4"] = {op.outputs[0].name: op.attrs.get("layout", "dense") for op in target.ops if op.op == "Linear"}
+    if "onnxruntime" in backends:
+        names = {v.name for op in graph.ops for v in op.outputs if v is not None}
+        ort_values = _onnxruntime_values(_source(outdir, compiled), names, feeds, notes)
+        if ort_values or explicit:
+            values["onnxruntime"] = ort_values
+        else:
+            backends.remove("onnxruntime")
+    rows = []
+    for i, op in enumerate(graph.ops):
+        for v in op.outputs:
+            if v is None or v.name not in values["ref"]:
+                continue
+            ref = values["ref"][v.name]
+            row = Row(i, op.op, v.name, list(op.onnx_nodes),
+                      {b: layouts[b][v.name] for b in layouts if v.name in layouts[b]})
+            tol = atol + rtol * _scale(ref)
+            for b in backends:
+                if b == "ref":
+                    continue
+                got = values.get(b, {}).get(v.name)
+                if got is None:
+                    row.errors[b] = None
+                    continue
+                err, cos = compare(ref, got)
+                row.errors[b] = (err, cos)
+                if not err <= tol:
+                    row.diverged.append(b)
+            rows.append(row)
+    return CheckReport(outdir, backends, rows, atol, rtol, notes)
+
+
+def _source(outdir: str, compiled) -> str:
+    try:
+        with open(os.path.join(outdir, "manifest.json")) as f:
+            return json.load(f).get("source", "")
+    except (OSError, ValueError):
+        return ""

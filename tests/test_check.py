@@ -1,0 +1,149 @@
+"""`s4c check`: op-by-op comparison of c and s4 (and onnxruntime) against the reference evaluator.
+
+The bundled pruned BERT is compiled once at 16 tokens. A clean build has no divergence (exit 0);
+scaling a handful of one Linear's weight values in c/weights.bin and, the same way, in model.s4's
+constant segment (section and header checksums recomputed) makes `check` name that Linear as the
+first divergence on both backends (exit 1), while the reference and onnxruntime stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s4c.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "examples" / "models" / "bert_mini_pruned90.onnx"
+INPUTS = REPO / "examples" / "models" / "bert_mini_inputs.npz"
+TOKENS = 16
+# the Linear perturbed: layer 1's attention output projection (csr in C, dense in S4 at this shape)
+TARGET = "/encoder/layer.1/attention/output/dense/Add_output_0"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("check")
+    out = base / "out"
+    assert main(["compile", str(MODEL), "-o", str(out), "--input-shape", f"input_ids=1x{TOKENS}"]) == 0
+    with np.load(INPUTS) as npz:
+        np.savez(base / "in.npz", **{k: npz[k][:, :TOKENS] for k in npz.files})
+    return base
+
+
+def _perturb(buf: bytearray, lo: int, hi: int, values: np.ndarray, factor: float) -> int:
+    """Scale every value of `values` whose 4 bytes occur exactly once in buf[lo:hi]; how many."""
+    region = bytes(buf[lo:hi])
+    done = 0
+    for x in values:
+        pat = np.float32(x).tobytes()
+        pos = region.find(pat)
+        if pos < 0 or region.find(pat, pos + 1) >= 0:
+            continue
+        buf[lo + pos:lo + pos + 4] = np.float32(x * factor).tobytes()
+        done += 1
+    return done
+
+
+def _sections(blob: bytes) -> list[tuple[bytes, int, int]]:
+    from s4c.s4.program import HEADER_SIZE
+
+    n = struct.unpack_from("<I", blob, 40)[0]
+    return [struct.unpack_from("<4sQQI", blob, HEADER_SIZE + 24 * i)[:3] for i in range(n)]
+
+
+def _fix_checksums(blob: bytearray) -> None:
+    from s4c.s4.program import HEADER_SIZE
+
+    n = struct.unpack_from("<I", blob, 40)[0]
+    for i, (_, off, size) in enumerate(_sections(bytes(blob))):
+        struct.pack_into("<I", blob, HEADER_SIZE + 24 * i + 20, zlib.crc32(bytes(blob[off:off + size])))
+    table_end = HEADER_SIZE + 24 * n
+    struct.pack_into("<I", blob, 60, zlib.crc32(bytes(blob[:60]) + bytes(blob[HEADER_SIZE:table_end])))
+
+
+@pytest.fixture(scope="module")
+def perturbed(built):
+    from s4c.driver import load_compiled
+    from s4c.s4 import Program
+
+    out = built / "bad"
+    shutil.copytree(built / "out", out)
+    graph = load_compiled(out).graph
+    op = next(op for op in graph.ops if op.outputs[0].name == TARGET)
+    assert op.op == "Linear"
+    w = np.asarray(op.inputs[1].data, np.float32)
+    nz = w[w != 0][:64]
+    # C: weights.bin's payload
+    path = out / "c" / "weights.bin"
+    buf = bytearray(path.read_bytes())
+    n_c = _perturb(buf, 64, len(buf), nz, 40.0)
+    path.write_bytes(bytes(buf))
+    # S4: model.s4's constant segment (section 2), checksums redone
+    path = out / "model.s4"
+    blob = bytearray(path.read_bytes())
+    kind, off, size = _sections(bytes(blob))[2]
+    n_s4 = _perturb(blob, off, off + size, nz, 40.0)
+    _fix_checksums(blob)
+    path.write_bytes(bytes(blob))
+    Program.from_bytes(bytes(blob))  # still a valid program
+    assert n_c >= 8 and n_s4 >= 8, (n_c, n_s4)
+    return out
+
+
+def test_clean_build_has_no_divergence(built, capsys):
+    code = main(["check", str(built / "out"), "--inputs", str(built / "in.npz"), "--json", str(built / "check.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "first diverging op: none" in out
+    assert "c: no divergence" in out and "s4: no divergence" in out
+    report = json.loads((built / "check.json").read_text())
+    assert {"ref", "c", "s4"} <= set(report["backends"])
+    linear = next(r for r in report["ops"] if r["value"] == TARGET)
+    assert linear["errors"]["c"]["max_abs_error"] < 1e-5 and linear["errors"]["s4"]["cosine"] > 0.99999
+    assert all(not r["diverged"] for r in report["ops"])
+    # every op result of the IR was compared on c and s4
+    assert all(r["errors"]["c"] is not None and r["errors"]["s4"] is not None for r in report["ops"])
+
+
+@pytest.mark.parametrize("backend", ["c", "s4"])
+def test_perturbed_linear_is_the_first_divergence(perturbed, built, backend, capsys):
+    code = main(["check", str(perturbed), "--inputs", str(built / "in.npz"), "--backends", f"ref,{backend}",
+                 "--json", str(built / f"bad-{backend}.json")])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    report = json.loads((built / f"bad-{backend}.json").read_text())
+    first = report["first_divergence"][backend]
+    assert first is not None and first.endswith(f"Linear {TARGET}"), first
+    assert f"{backend}: first divergence at op" in out and TARGET in out
+    rows = report["ops"]
+    k = next(i for i, r in enumerate(rows) if r["value"] == TARGET)
+    assert not any(r["diverged"] for r in rows[:k])
+    assert rows[k]["diverged"] == [backend]
+
+
+def test_perturbed_both_backends_one_run(perturbed, built, capsys):
+    code = main(["check", str(perturbed), "--inputs", str(built / "in.npz"), "--backends", "c,s4"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"first diverging op: " in out and out.strip().endswith(f"Linear {TARGET}")
+    if "s4: model.s4's constant segment differs" not in out:
+        pytest.fail("the S4 check should say model.s4's constants differ from a fresh lowering:\n" + out)
+
+
+def test_check_errors_are_one_line(built, tmp_path, capsys):
+    code = main(["check", str(tmp_path / "nowhere"), "--inputs", str(built / "in.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    code = main(["check", str(built / "out"), "--inputs", str(built / "in.npz"), "--backends", "ref,tpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown backend 'tpu'" in err and err.count("\n") == 1, err
+    code = main(["check", str(built / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--inputs" in err, err
