@@ -24,6 +24,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from onnx_node_allowlist import EXCLUDE, S4_EXCLUDE
 from oracle import fixtures, make_feeds, max_abs_diff, ort_outputs
 from s4c.backend import S4CBackend
 from s4c.driver import compile as s4c_compile
@@ -116,43 +117,8 @@ def test_assembly_round_trips(tmp_path):
 
 # -- ONNX node tests through S4 ----------------------------------------------------------------------
 
-NO_LOG = "the S4 VPU has no logarithm (no exp/erf-based exact substitute)"
-POW_RUNTIME = ("Pow with a run-time exponent needs log; the S4 VPU has none (constant exponents "
-               "0, +-0.5, +-1, 2, 3, 4 are lowered)")
-INT32_ALU = ("32/64-bit integer arithmetic/comparison: the S4 VPU has no integer ALU and fp32 holds such "
-             "integers exactly only below 2^24 (8/16-bit integers and data movement of any integer are lowered)")
-
-S4_EXCLUDE: dict[str, str] = {
-    "test_log": NO_LOG,
-    "test_log_example": NO_LOG,
-    **{f"test_logsoftmax_{c}{v}": NO_LOG for c in ("axis_0", "axis_1", "axis_2", "default_axis", "example_1",
-                                                      "large_number", "negative_axis")
-       for v in ("", "_expanded", "_expanded_ver18")},
-    "test_pow": POW_RUNTIME,
-    "test_pow_bcast_array": POW_RUNTIME,
-    "test_pow_bcast_scalar": POW_RUNTIME,
-    "test_pow_example": POW_RUNTIME,
-    "test_pow_types_float32_int32": POW_RUNTIME,
-    "test_pow_types_float32_int64": POW_RUNTIME,
-    "test_pow_types_int32_float32": POW_RUNTIME,
-    "test_pow_types_int32_int32": POW_RUNTIME,
-    "test_pow_types_int64_float32": POW_RUNTIME,
-    "test_pow_types_int64_int64": POW_RUNTIME,
-    "test_cumsum_1d_int32_exclusive": INT32_ALU,
-    "test_cumsum_2d_int32": INT32_ALU,
-    "test_div_int32_trunc": INT32_ALU,
-    "test_equal": INT32_ALU,
-    "test_equal_bcast": INT32_ALU,
-    "test_max_int32": INT32_ALU,
-    "test_max_int64": INT32_ALU,
-    "test_min_int32": INT32_ALU,
-    "test_min_int64": INT32_ALU,
-}
-
-
 def _node_cases():
     import test_onnx_node_tests as node_tests
-    from onnx_node_allowlist import EXCLUDE
     return node_tests, [n for n in node_tests.SELECTED if n not in EXCLUDE]
 
 
