@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s4c", description="Compile pruned ONNX models for the S4 accelerator and C.")
     p.add_argument("--version", action="version", version=f"s4c {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,check,inspect,calibrate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,check,compare,inspect,calibrate}")
 
     c = sub.add_parser("compile", help="import, optimise and build a model")
     c.add_argument("model", help="ONNX model file")
@@ -77,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     ck.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-3)")
     ck.add_argument("--rtol", type=float, default=None, help="tolerance relative to max |ref| of the value (default 1e-3)")
     ck.add_argument("--json", metavar="CHECK.json", help="also write the per-op comparison as JSON")
+
+    cp = sub.add_parser("compare", help="parameters, nonzeros, S4 and C throughput, accuracy of several models")
+    cp.add_argument("models", nargs="+", metavar="[LABEL=]MODEL.onnx")
+    cp.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS")
+    cp.add_argument("--accuracy", action="append", default=[], metavar="LABEL=VALUE",
+                    help="the model's accuracy, from your own evaluation (repeatable)")
+    cp.add_argument("-o", "--output", default="compare", metavar="OUTDIR",
+                    help="compare.md, compare.json, compare.png and each model's compile (default: ./compare)")
+    cp.add_argument("--repeat", type=int, default=10, metavar="N", help="timed C runs per model (median)")
+    cp.add_argument("--threads", type=int, default=None, metavar="N", help="threads for the C backend")
 
     i = sub.add_parser("inspect", help="summarise an ONNX model or a compiled OUTDIR")
     i.add_argument("target", metavar="MODEL.onnx|OUTDIR")
@@ -220,7 +230,21 @@ def cmd_check(args) -> int:
     return 0 if report.ok else 1
 
 
-COMMANDS = {"compile": cmd_compile, "run": cmd_run, "check": cmd_check, "inspect": cmd_inspect,
+def cmd_compare(args) -> None:
+    from s4c.compare import compare, parse_accuracy, parse_model_args
+    from s4c.frontend import parse_shape_binding
+
+    models = parse_model_args(args.models)
+    accuracies = parse_accuracy(args.accuracy, [label for label, _ in models])
+    shapes = dict(parse_shape_binding(s) for s in args.input_shape)
+    compare(models, shapes, args.output, accuracies, repeat=args.repeat, threads=args.threads,
+            progress=lambda msg: print(msg, file=sys.stderr))
+    with open(os.path.join(args.output, "compare.md")) as f:
+        sys.stdout.write(f.read())
+    print(f"wrote {os.path.join(args.output, 'compare.md')} and compare.json")
+
+
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "check": cmd_check, "compare": cmd_compare, "inspect": cmd_inspect,
             "calibrate": cmd_calibrate}
 
 

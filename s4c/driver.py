@@ -194,6 +194,13 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
             if built.report_md:
                 report_md.append(built.report_md)
         report_md.insert(1, pass_stats_md(pass_section))
+        if targets:  # time per layer: S4 modelled, C measured (a table; a plot with matplotlib)
+            from s4c.layer_plot import safe_layer_section
+
+            layers_md, layer_files, report["layer_times"] = safe_layer_section(tmp, graph, report)
+            if layers_md:
+                report_md.append(layers_md)
+            built_files.update(layer_files)
         paths, timings["write-ir"] = ir_written.result()
         paths.update(built_files)
         paths.update(write_report(tmp, report, report_md))
