@@ -55,9 +55,12 @@ How a graph is lowered:
 - **Scheduler**: a list scheduler over the per-core DMA/SPU/VPU queues (dependencies from the
   opcode table's access functions, costs from its cost functions), then sync.signal / sync.wait on
   one semaphore per unit pair (schedule.py).
-- **Precision**: the functional program is fp32 (checked against onnxruntime to 1e-3); its cycle
-  report is the MixInt8bf16 machine's (int8 SPU and weights, bf16 VPU and activations, with the
-  quantise / dequantise passes s4c.s4.estimate counts); `precision="f32"` times it as fp32.
+- **Precision**: an fp32 graph's functional program is fp32 (checked against onnxruntime to 1e-3);
+  its cycle report is the MixInt8bf16 machine's (int8 SPU and weights, bf16 VPU and activations, with
+  the quantise / dequantise passes s4c.s4.estimate counts); `precision="f32"` times it as fp32. An
+  int8 graph (`--precision int8`) computes what it times (quant.py): int8 weights in the constant
+  segment, `dt=i8` SPU ops into i32, the `vpu.dequant` epilogue, `vpu.quant`, bf16 activations
+  between int8 GEMMs; every instruction's timing dtype is its functional dtype.
 - **Host boundary**: S4 has no i64/bool/f16 storage: int64/int16 inputs go in as i32 (range-checked),
   bool as u8, f16/f64 as f32, converted back on output; empty outputs are made on the host.
 """
@@ -97,6 +100,8 @@ class S4Options(BackendOptions):
     machine:   the machine description (a name, e.g. s4v1, or a .json path)
     precision: "mixed" (timed as the MixInt8bf16 machine) or "f32"
     trace:     when run, one line per executed instruction (True: printed; or a callable)
+    int8_bf16: int8 graphs (--precision int8): keep activations between int8 GEMMs in bf16, as
+               MixInt8bf16 does (quant.py); False keeps them f32 (agrees with the reference evaluator)
     sub_blocks, residency, lane_slack, debug_schedule: lowering knobs (plan.py; None = its default)"""
 
     cores: int = 4
@@ -107,6 +112,7 @@ class S4Options(BackendOptions):
     residency: bool = True
     lane_slack: bool = False
     debug_schedule: bool = False
+    int8_bf16: bool = True
 
     def lowering(self) -> dict:
         """The options as the lowering (plan.py, program.py) reads them (a dict)."""
@@ -114,6 +120,8 @@ class S4Options(BackendOptions):
                 "residency": self.residency, "lane_slack": self.lane_slack, "debug_schedule": self.debug_schedule}
         if self.sub_blocks is not None:
             opts["sub_blocks"] = self.sub_blocks
+        if not self.int8_bf16:
+            opts["int8_bf16"] = False
         return opts
 
 
@@ -131,6 +139,7 @@ def largest_value(graph):
 class S4Backend(Backend):
     name = "s4"
     options_type = S4Options
+    precisions = ("fp32", "int8")     # int8: LinearInt8 / QuantizeInt8 lowered as computed (quant.py)
     description = "S4 instruction streams (model.s4, model.s4.asm) run by the bundled interpreter"
 
     def check_sizes(self, graph: Graph, options=None) -> None:

@@ -17,8 +17,9 @@ Layouts (the Linear's `layout` attribute, s4c.sparse spellings; docs/isa.md "Spa
 
 The array conventions are exactly s4c.sparse's (N:M patterns s4c.sparse does not list, e.g. 1:20
 for the SparseBERT 20x point, are packed here with the same convention), so the bytes are what
-s4c.sparse packs. Weights are stored fp32 (the functional dtype); the cycle model charges them as
-int8 (MixInt8bf16).
+s4c.sparse packs. A Linear's weights are stored fp32 (the functional dtype; the cycle model charges
+them as int8, MixInt8bf16); a LinearInt8's (`--precision int8`) are stored as its int8 values in every
+layout (`w` / `val` i8: a quarter of the bytes), and tiles are sized in those bytes.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class PackedLinear:
     c: int = 1
     cdt: str = "u8"
     stored_bytes: int = 0
+    dt: str = "f32"               # the values' dtype: f32, or i8 (LinearInt8)
 
 
 def parse_s4_layout(text: str):
@@ -208,30 +210,34 @@ def tile_rows(bytes_per_row: float, out: int, budget: int, unit: int, max_rows: 
 
 
 def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, key=None,
-                max_rows: int | None = None) -> PackedLinear:
-    """Pack W[out, in] (fp32) in `layout`, cut into output tiles of about `budget` bytes (and at
-    most about `max_rows` rows, so a weight can be shared out between cores)."""
-    w = np.ascontiguousarray(w, dtype=np.float32)
+                max_rows: int | None = None, unit: int = 16) -> PackedLinear:
+    """Pack W[out, in] (fp32, or int8: stored as int8) in `layout`, cut into output tiles of about
+    `budget` bytes (and at most about `max_rows` rows, so a weight can be shared out between cores),
+    a multiple of `unit` rows (16: f32 output columns stay 64-byte aligned; 32 for bf16 outputs)."""
+    dt = "i8" if np.asarray(w).dtype == np.int8 else "f32"
+    es = 1 if dt == "i8" else 4
+    w = np.ascontiguousarray(w, dtype=STORAGE[dt])
     o, k = w.shape
     kind = parse_s4_layout(layout)
     if kind[0] == "dense":
-        rows = tile_rows(k * 4, o, budget, 16, max_rows)
+        rows = tile_rows(k * es, o, budget, unit, max_rows)
         base = const.add(w, key=(key, "dense"))
-        tiles = [WeightTile(a, b, {"w": (base + a * k * 4, (b - a) * k * 4, "f32")}) for a, b in _tile_bounds(o, rows, rows)]
-        return PackedLinear("dense", o, k, layout, tiles, stored_bytes=w.nbytes)
+        tiles = [WeightTile(a, b, {"w": (base + a * k * es, (b - a) * k * es, dt)}) for a, b in _tile_bounds(o, rows, rows)]
+        return PackedLinear("dense", o, k, layout, tiles, stored_bytes=w.nbytes, dt=dt)
     if kind[0] == "nm":
         n, m = kind[1], kind[2]
         try:
             vals, idx = pack_nm(w, n, m)
         except SparseFormatError as e:
             raise TargetError(f"layout {layout}: {e}") from None
+        vals = np.ascontiguousarray(vals, dtype=STORAGE[dt])
         slots = vals.shape[1]
-        rows = tile_rows(slots * 5, o, budget, 16, max_rows)
+        rows = tile_rows(slots * (es + 1), o, budget, unit, max_rows)
         va, ia = const.add(vals), const.add(idx)
-        tiles = [WeightTile(a, b, {"val": (va + a * slots * 4, (b - a) * slots * 4, "f32"),
+        tiles = [WeightTile(a, b, {"val": (va + a * slots * es, (b - a) * slots * es, dt),
                                    "idx": (ia + a * slots, (b - a) * slots, "u8")})
                  for a, b in _tile_bounds(o, rows, rows)]
-        return PackedLinear("nm", o, k, layout, tiles, n=n, m=m, stored_bytes=vals.nbytes + idx.nbytes)
+        return PackedLinear("nm", o, k, layout, tiles, n=n, m=m, stored_bytes=vals.nbytes + idx.nbytes, dt=dt)
     if kind[0] == "csr":
         r, c = 1, 1
         t = CSRLayout().pack(w)
@@ -244,11 +250,11 @@ def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, ke
     cdt = _DT[np.asarray(indices).dtype]
     csize = np.asarray(indices).dtype.itemsize
     nbr = len(indptr) - 1
-    per_row = (indptr[-1] * (r * c * 4 + csize)) / max(o, 1) + 4
-    unit = int(np.lcm(16, r))
+    per_row = (indptr[-1] * (r * c * es + csize)) / max(o, 1) + 4
+    unit = int(np.lcm(unit, r))
     rows = tile_rows(per_row * 1.0, o, budget, unit, max_rows)
     ca = const.add(np.asarray(indices))
-    va = const.add(np.asarray(values, np.float32))
+    va = const.add(np.asarray(values, STORAGE[dt]))
     tiles = []
     for a, b in _tile_bounds(o, rows, rows):
         br0, br1 = a // r, -(-b // r)
@@ -258,7 +264,7 @@ def pack_linear(w: np.ndarray, layout: str, const: ConstSegment, budget: int, ke
         if p1 > p0:
             tile.arrays = {"ptr": (const.add(ptr), ptr.nbytes, "i32"),
                            "col": (ca + p0 * csize, (p1 - p0) * csize, cdt),
-                           "val": (va + p0 * r * c * 4, (p1 - p0) * r * c * 4, "f32")}
+                           "val": (va + p0 * r * c * es, (p1 - p0) * r * c * es, dt)}
         tiles.append(tile)
-    stored = np.asarray(values).nbytes + np.asarray(indices).nbytes + indptr.size * 4
-    return PackedLinear("bsr", o, k, layout, tiles, r=r, c=c, cdt=cdt, stored_bytes=stored)
+    stored = np.asarray(values, STORAGE[dt]).nbytes + np.asarray(indices).nbytes + indptr.size * 4
+    return PackedLinear("bsr", o, k, layout, tiles, r=r, c=c, cdt=cdt, stored_bytes=stored, dt=dt)

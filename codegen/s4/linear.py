@@ -80,25 +80,24 @@ class LinearKernel(Kernel):
             if p1 <= p0 or not tiles:
                 continue
             sc = L.scratch(core)
-            bias = None
-            if b is not None:
-                bias = L.const_vector(core, b.data) if b.is_constant else L.load_vector(core, b)
+            bias = self._epilogue_vectors(L, core, op, b)
+            xsize = SIZE[L.info(x).dt]
             if rows_mode:
                 tts = []
                 pin = self._pinned(L, op, packed)
                 for b0, b1 in L.blocks(R, core):
                     for s0, s1 in (L.sub_blocks(b0, b1) if pin else [(b0, b1)]):
                         res = L.resident_rows(x, core, s0, s1) is not None
-                        step = (s1 - s0) if res else max(1, X_BUDGET // rup(K * 4))
+                        step = (s1 - s0) if res else max(1, X_BUDGET // rup(K * xsize))
                         tts += [(t, min(s1, t + step)) for t in range(s0, s1, step)]
             else:
-                step = max(1, X_BUDGET // rup(K * 4))
+                step = max(1, X_BUDGET // rup(K * xsize))
                 tts = [(t, min(p1, t + step)) for t in range(p0, p1, step)]
             resident_x = all(L.resident_rows(x, core, t0, t1) is not None for t0, t1 in tts)
             pinned = len(tts) > 1 and self._pinned(L, op, packed)
             if len(tts) > 1 and not pinned and resident_x:
                 # weights too big to keep: weight tile outer, every token tile inner
-                Xs = [L.src_rows(core, x, t0, t1)[0] for t0, t1 in tts]
+                Xs = [self._src_rows(L, core, x, t0, t1)[0] for t0, t1 in tts]
                 for X in Xs:
                     em.timing_cvt(core, X, "i8")
                 for tile in tiles:
@@ -112,7 +111,7 @@ class LinearKernel(Kernel):
             held: dict = {}
             for t0, t1 in tts:
                 L.set_block(R, core, t0)
-                X, own_x = L.src_rows(core, x, t0, t1)
+                X, own_x = self._src_rows(L, core, x, t0, t1)
                 em.timing_cvt(core, X, "i8")
                 for tile in tiles:
                     bufs = held.get(id(tile)) or self._load(L, core, packed, tile, K)
@@ -125,6 +124,17 @@ class LinearKernel(Kernel):
                     sc.release(X)
             for bufs in held.values():
                 sc.release(*bufs.values())
+
+    @staticmethod
+    def _epilogue_vectors(L, core, op, b):
+        """What the epilogue reads on this core: the bias vector (or None)."""
+        if b is None:
+            return None
+        return L.const_vector(core, b.data) if b.is_constant else L.load_vector(core, b)
+
+    @staticmethod
+    def _src_rows(L, core, x, t0, t1):
+        return L.src_rows(core, x, t0, t1)
 
     @staticmethod
     def _pinned(L, op, packed=None) -> bool:
@@ -165,8 +175,8 @@ class LinearKernel(Kernel):
         o = tile.o1 - tile.o0
         if packed.fmt == "dense":
             addr, nbytes, dt = tile.arrays["w"]
-            Wt = sc.tile(o, K, "f32")
-            em.ld(core, Wt, Region.dram(addr, o, K, "f32"), weight=True)
+            Wt = sc.tile(o, K, dt)
+            em.ld(core, Wt, Region.dram(addr, o, K, dt), weight=True)
             return {"w": Wt}
         bufs = {}
         for name, (addr, nbytes, dt) in tile.arrays.items():
@@ -177,21 +187,23 @@ class LinearKernel(Kernel):
 
     @staticmethod
     def _compute(L, core, packed, tile, bufs, X, Y, K):
+        """Y (+)= X @ W_tile^T on the SPU in X's dtype (f32; i8 with an i32 accumulator Y)."""
         em = L.em
+        dt = X.dt
         if packed.fmt == "dense":
-            em.mm(core, Y, X, bufs["w"], tb=True)
+            em.mm(core, Y, X, bufs["w"], tb=True, dt=dt)
         elif packed.fmt == "bsr" and tile.nnzb == 0:
             em.fill(core, Y, 0.0)
         elif packed.fmt == "nm":
-            em.nm(core, Y, X, bufs["val"].addr, bufs["idx"].addr, K, packed.n, packed.m)
+            em.nm(core, Y, X, bufs["val"].addr, bufs["idx"].addr, K, packed.n, packed.m, dt=dt)
         else:
             em.bsr(core, Y, X, bufs["val"].addr, bufs["col"].addr, bufs["ptr"].addr, K, packed.r, packed.c,
-                   tile.nnzb, packed.cdt)
+                   tile.nnzb, packed.cdt, dt=dt)
 
 
 def _tile_sram_bytes(packed, tile, K) -> int:
     if packed.fmt == "dense":
-        return (tile.o1 - tile.o0) * rup(K * 4)
+        return (tile.o1 - tile.o0) * rup(K * SIZE[packed.dt])
     return tile.nbytes
 
 

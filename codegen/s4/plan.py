@@ -37,7 +37,7 @@ from s4c.ranges import integer_ranges
 from s4c.s4 import load_machine
 
 # the kernel modules register their kernels in base.KERNELS on import
-from . import elementwise, gather, linear, matmul, movement, reductions, transformer  # noqa: F401
+from . import elementwise, gather, linear, matmul, movement, quant, reductions, transformer  # noqa: F401
 from .base import ALIAS_OPS, KERNELS, S4DT, SIZE, RowInfo, no_kernel, rup
 from .constants import ConstSegment, pack_linear, to_storage
 from .stream import Region
@@ -164,6 +164,8 @@ class Plan:
             raise TargetError(f"--cores {cores}: the S4 machine {self.m.name} has 1..{self.m.n_cores} cores")
         self.cores = cores
         self.g = evaluate_constant_ops(graph)
+        # an int8 graph (quantize-int8: LinearInt8 / QuantizeInt8) is lowered as it computes (quant.py)
+        self.int8 = any(op.op in quant.INT8_OPS for op in self.g.ops)
         # integers provably below 2^24 compute exactly on the fp32 VPU (positions, masks, token types)
         self.int_ranges = integer_ranges(self.g)
         self.const = ConstSegment()
@@ -207,6 +209,8 @@ class Plan:
             for v in op.inputs:
                 if v is not None:
                     self.info(v).last_use = i
+        if self.int8:
+            quant.plan_storage(self)
 
     def root(self, v: Value) -> VInfo:
         info = self.info(v)
@@ -264,15 +268,17 @@ class Plan:
         """The weight of a Linear (or a MatMul by a constant) packed in its layout, cut into output
         tiles sized for this core's scratch area (once per weight and layout)."""
         w = op.inputs[1]
-        layout = op.attrs.get("layout", "dense") if op.op == "Linear" else "dense"
+        layout = op.attrs.get("layout", "dense") if op.op in ("Linear", "LinearInt8") else "dense"
         key = (id(w), layout, op.op, min_tiles)
         if key not in self._packed:
-            W = np.asarray(w.data, dtype=np.float32)
-            if op.op != "Linear":
+            W = np.asarray(w.data, dtype=np.int8 if op.op == "LinearInt8" else np.float32)
+            if op.op not in ("Linear", "LinearInt8"):
                 W = np.ascontiguousarray(W.T)
             budget = WEIGHT_TILE_BYTES
+            # int8: the weight's int8 bytes; tiles of 32 rows keep bf16 output columns 64-byte aligned
+            unit = 32 if self.info(op.outputs[0]).dt == "bf16" else 16
             self._packed[key] = pack_linear(W, layout, self.const, budget, key=(id(w), op.op),
-                                            max_rows=-(-W.shape[0] // min_tiles))
+                                            max_rows=-(-W.shape[0] // min_tiles), unit=unit)
         return self._packed[key]
 
     # -- the plan -----------------------------------------------------------------------------------
@@ -316,7 +322,8 @@ class Plan:
                     continue
                 uses = users.get(id(info), [])
                 aliased = any(self.info(x).root is info and x is not v for x in self._values_with_root(info))
-                local_ok = (ri is not None and info.dt == "f32" and info.irdt == "f32" and id(v) not in outputs
+                local_ok = (ri is not None and (info.dt == "f32" and info.irdt == "f32" or self.int8 and info.dt in quant.RESIDENT_DTS)
+                            and id(v) not in outputs
                             and not aliased and uses and info.R == ri.R)
                 dram = id(v) in outputs or ri is None or aliased or not uses
                 for (u, j) in uses:
@@ -356,7 +363,7 @@ class Plan:
                     end = max([span(u, b, nb, False) for u in users_of[id(info)]] + [start])
                     if self.sub > 1 and self.opts.get("lane_slack", False):
                         end += nb_max           # the next op's sub-blocks overlap this op's last ones
-                    size = rows * rup(info.C * 4)
+                    size = rows * rup(info.C * SIZE[info.dt])
                     lanes.setdefault(b, []).append(Interval((id(info), b), size, start, end))
                     sizes[id(info)] = sizes.get(id(info), 0) + size
             offsets, peak = {}, 0

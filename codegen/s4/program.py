@@ -29,7 +29,10 @@ from .stream import Region, Scratch, Stream
 class S4Program(Plan):
     def __init__(self, graph: Graph, options: dict | None = None):
         super().__init__(graph, options)
-        self.em = Stream(self.m, self.cores, self.opts.get("precision", "mixed"))
+        # an int8 graph is timed as it computes (stream.py): no separate timing dtype
+        self.em = Stream(self.m, self.cores, "int8" if self.int8 else self.opts.get("precision", "mixed"))
+        if self.int8:
+            self.stats["precision"] = "int8 (MixInt8bf16, timed as computed)"
 
     def dram_of(self, v: Value) -> Region:
         """The value as [R, C] in DRAM (constants are placed on first use)."""
@@ -78,8 +81,8 @@ class S4Program(Plan):
         for b, (b0, b1) in enumerate(self.blocks(info.R, core)):
             if b0 <= r0 and r1 <= b1:
                 base = self.sram_base + info.sram_off[b]
-                pitch = rup(info.C * 4)
-                return Region("sram", base + (r0 - b0) * pitch, r1 - r0, info.C, pitch, "f32", core)
+                pitch = rup(info.C * SIZE[info.dt])      # f32, or i8 / bf16 in an int8 graph
+                return Region("sram", base + (r0 - b0) * pitch, r1 - r0, info.C, pitch, info.dt, core)
         return None
 
     def src_rows(self, core: int, v: Value, r0: int, r1: int, f32: bool = True) -> tuple[Region, bool]:

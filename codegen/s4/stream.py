@@ -16,7 +16,10 @@ conflict between instructions (deps.py) and keeps them ordered.
 Timing dtypes (`precision="mixed"`, the default): the functional program is fp32 (exact against
 the ONNX reference); the cycle model charges what the MixInt8bf16 machine does: SPU MACs and weight
 DMAs as int8, activation DMAs and VPU ops as bf16 (docs/isa.md "Timing precision"). With
-`precision="f32"` everything is timed as it computes.
+`precision="f32"` everything is timed as it computes. `precision="int8"` (what the lowering of an
+int8 graph uses: LinearInt8 / QuantizeInt8, `s4c compile --precision int8`) is timed as it computes
+too: i8 weights and SPU inputs, i32 accumulators, bf16 where the VPU works in bf16, f32 elsewhere;
+no instruction then has a timing dtype other than its own.
 """
 
 from __future__ import annotations
@@ -200,7 +203,7 @@ class Stream:
     """Collects instructions (core, Instr) in program order; helpers build the common ones."""
 
     def __init__(self, machine, cores: int, precision: str = "mixed"):
-        if precision not in ("mixed", "f32"):
+        if precision not in ("mixed", "f32", "int8"):
             raise TargetError(f"S4 precision must be 'mixed' (MixInt8bf16 timing) or 'f32', not {precision!r}")
         self.m = machine
         self.cores = cores
@@ -322,24 +325,55 @@ class Stream:
 
     # -- SPU -------------------------------------------------------------------------------------
     def mm(self, core: int, dst: Region, a: Region, b: Region, tb: bool, acc: bool = False,
-           weight: bool = False) -> None:
+           weight: bool = False, dt: str = "f32") -> None:
+        """dt: the input dtype (f32, bf16, or i8 with an i32 accumulator `dst`)."""
         m, k = a.rows, a.cols
         n = b.rows if tb else b.cols
         assert (b.cols if tb else b.rows) == k and (dst.rows, dst.cols) == (m, n), (dst, a, b, tb)
         self._put(core, "spu.mm", dst=dst.addr, a=a.addr, b=b.addr, m=m, n=n, k=k, pd=dst.pitch_or_packed(),
-                  pa=a.pitch_or_packed(), pb=b.pitch_or_packed(), tb=int(tb), acc=int(acc), dt="f32",
-                  tdt=self.t_w("f32"))
+                  pa=a.pitch_or_packed(), pb=b.pitch_or_packed(), tb=int(tb), acc=int(acc), dt=dt,
+                  tdt=self.t_w(dt))
 
     def nm(self, core: int, dst: Region, x: Region, val: int, idx: int, k: int, n: int, m: int,
-           acc: bool = False) -> None:
+           acc: bool = False, dt: str = "f32") -> None:
         self._put(core, "spu.nm", dst=dst.addr, x=x.addr, val=val, idx=idx, t=x.rows, o=dst.cols, k=k, n=n, m=m,
-                  pd=dst.pitch_or_packed(), px=x.pitch_or_packed(), acc=int(acc), dt="f32", tdt=self.t_w("f32"))
+                  pd=dst.pitch_or_packed(), px=x.pitch_or_packed(), acc=int(acc), dt=dt, tdt=self.t_w(dt))
 
     def bsr(self, core: int, dst: Region, x: Region, val: int, col: int, ptr: int, k: int, r: int, c: int,
-            nnzb: int, cdt: str, acc: bool = False) -> None:
+            nnzb: int, cdt: str, acc: bool = False, dt: str = "f32") -> None:
         self._put(core, "spu.bsr", dst=dst.addr, x=x.addr, val=val, col=col, ptr=ptr, t=x.rows, o=dst.cols, k=k,
-                  r=r, c=c, nnzb=nnzb, pd=dst.pitch_or_packed(), px=x.pitch_or_packed(), acc=int(acc), dt="f32",
-                  cdt=cdt, tdt=self.t_w("f32"))
+                  r=r, c=c, nnzb=nnzb, pd=dst.pitch_or_packed(), px=x.pitch_or_packed(), acc=int(acc), dt=dt,
+                  cdt=cdt, tdt=self.t_w(dt))
+
+    # -- int8 (vpu.quant / vpu.dequant) -----------------------------------------------------------
+    def quant(self, core: int, dst: Region, src: Region, scales: Region, per_row: bool) -> None:
+        """dst (i8) = saturate+-127(rne(f32(src / s))): s = scales[i] per row, or scales[0]."""
+        assert dst.dt == "i8" and scales.dt == "f32" and (dst.rows, dst.cols) == (src.rows, src.cols), (dst, src)
+        self._put(core, "vpu.quant", dst=dst.addr, src=src.addr, s=scales.addr, rows=src.rows, cols=src.cols,
+                  pd=dst.pitch_or_packed(), ps=src.pitch_or_packed(), sbc="col" if per_row else "scalar",
+                  dt=src.dt, tdt=self.t_act(src.dt))
+
+    def dequant(self, core: int, dst: Region, acc: Region, cs: Region, rs: Region | None = None,
+                bias: Region | None = None, act: str = "none") -> None:
+        """dst (f32 / bf16) = act(f32(acc) * f32(rs[i]*cs[j]) + bias[j]) (the int8 GEMM epilogue)."""
+        assert acc.dt == "i32" and (dst.rows, dst.cols) == (acc.rows, acc.cols), (dst, acc)
+        self._put(core, "vpu.dequant", dst=dst.addr, src=acc.addr, cs=cs.addr, rs=rs.addr if rs else 0,
+                  bias=bias.addr if bias else 0, rows=acc.rows, cols=acc.cols, pd=dst.pitch_or_packed(),
+                  ps=acc.pitch_or_packed(), rsc=int(rs is not None), hb=int(bias is not None),
+                  act=("none", "gelu", "gelu_tanh", "relu").index(act), dt=dst.dt, tdt=self.t_act(dst.dt))
+
+    def vop(self, core: int, op: str, dst: Region, a: Region, b: Region, bcast: str = "full") -> None:
+        """A binary VPU op in the operands' own float dtype (vbin is f32 only)."""
+        assert dst.dt == a.dt == b.dt and dst.dt in ("f32", "bf16"), (op, dst, a, b)
+        self._put(core, f"vpu.{op}", dst=dst.addr, a=a.addr, b=b.addr, rows=dst.rows, cols=dst.cols,
+                  pd=dst.pitch_or_packed(), pa=a.pitch_or_packed(),
+                  pb=b.pitch_or_packed() if bcast == "full" else 0, bcast=bcast, dt=dst.dt, tdt=self.t_act(dst.dt))
+
+    def vreduce(self, core: int, op: str, dst: Region, src: Region) -> None:
+        """A row reduction into a packed vector of src's dtype."""
+        assert dst.dt == src.dt and dst.cols == src.rows, (op, dst, src)
+        self._put(core, f"vpu.{op}", dst=dst.addr, src=src.addr, rows=src.rows, cols=src.cols,
+                  ps=src.pitch_or_packed(), dt=src.dt, tdt=self.t_act(src.dt))
 
     def softmax(self, core: int, dst: Region, src: Region, scale: float = 1.0) -> None:
         self.vun(core, "softmax", dst, src, scale=scale)

@@ -1,0 +1,203 @@
+"""int8 graphs (`s4c compile --precision int8`: the quantize-int8 pass's QuantizeInt8 / LinearInt8,
+s4c/ops/quant.py) on the S4, as the MixInt8bf16 machine computes them, every instruction timed in
+the dtype it computes in:
+
+- **LinearInt8**: the Linear row kernel (linear.py: rows or tensor-parallel features mode, weight
+  tiles streamed or pinned) on int8 data. Weights are packed in their layout with int8 values
+  (constants.py; tiles sized in int8 bytes), X is the i8 token tile, the SPU runs `dt=i8` into an
+  i32 accumulator, and `vpu.dequant` is the epilogue: f32(acc) * f32(x_scale * w_scale[n]) + bias,
+  activation, in one VPU instruction. Static activation scales: the combined per-channel scale is
+  a compile-time vector. Dynamic (per token): w_scale is the column vector and the token tile's
+  row scales (QuantizeInt8's second result, in DRAM) the row vector. An f32 result is computed
+  in place over the accumulator; a bf16 one from a scratch accumulator.
+- **QuantizeInt8**: a row kernel, `vpu.quant` (f32 quotient, round half to even, saturate at
+  +-127) with the static scale as a scalar; dynamic: per row max|x| (axpb -1, max, rmax), the scale
+  amax / 127 (1 for an all-zero row, exactly the reference's rule: step(amax) from two exact scalings
+  and a min), stored as the second result, and `vpu.quant` per row.
+- **bf16** (`S4Options.int8_bf16`, default on): an activation that only feeds QuantizeInt8s (the FFN
+  intermediate after GELU) is written bf16 by the epilogue and read bf16 by the quantiser, in SRAM
+  (residency counts 2 bytes per element) or DRAM, as MixInt8bf16 keeps activations between int8
+  GEMMs. That is the one place results differ from the reference evaluator's f32 (bf16 rounds to
+  8 significant bits, round to nearest even, before the quantiser); with int8_bf16=False every
+  int8 op agrees with the reference to one quantisation step on rare elements (ties of GELU).
+- Residency: i8 and bf16 token matrices stay in SRAM like f32 ones, sized in their own bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s4c.errors import TargetError
+
+from .base import Kernel, RowInfo, kernel, reject
+from .constants import parse_s4_layout
+from .linear import LinearKernel, _rows
+from .stream import Region
+
+INT8_OPS = ("LinearInt8", "QuantizeInt8")
+RESIDENT_DTS = ("f32", "bf16", "i8")       # token matrices an int8 graph may keep in SRAM
+TWO100, TWO49 = 2.0 ** 100, 2.0 ** 49
+
+
+def plan_storage(L) -> None:
+    """The S4 storage dtype of an int8 graph's activations (before residency): a LinearInt8 result
+    that only QuantizeInt8s read (and no graph output) is bf16 when `int8_bf16` (default on)."""
+    if not L.opts.get("int8_bf16", True):
+        return
+    g = L.g
+    outputs = {id(v) for v in g.outputs}
+    readers: dict[int, list] = {}
+    for op in g.ops:
+        for j, v in enumerate(op.inputs):
+            if v is not None:
+                readers.setdefault(id(v), []).append((op, j))
+    for op in g.ops:
+        if op.op != "LinearInt8":
+            continue
+        v = op.outputs[0]
+        uses = readers.get(id(v), [])
+        if uses and id(v) not in outputs and all(u.op == "QuantizeInt8" and j == 0 for u, j in uses):
+            L.info(v).dt = "bf16"
+
+
+@kernel("LinearInt8")
+class LinearInt8Kernel(LinearKernel):
+    def check(self, L, op):
+        x, w, xs, ws = op.inputs[:4]
+        if not (w.is_constant and ws.is_constant):
+            reject(op, "the int8 weight and its scales must be compile-time constants")
+        if len(op.inputs) > 4 and op.inputs[4] is not None and not op.inputs[4].is_constant:
+            reject(op, "the bias must be a compile-time constant")
+        if xs.shape != () and len(xs.shape) != len(x.shape):
+            reject(op, f"input scale {xs.type} is neither per tensor nor per row")
+        if xs.shape == () and not xs.is_constant:
+            reject(op, "a per-tensor input scale must be a compile-time constant")
+        try:
+            parse_s4_layout(op.attrs.get("layout", "dense"))
+        except TargetError as e:
+            reject(op, str(e))
+
+    def _epilogue_vectors(self, L, core, op, b):
+        """(column scales, bias, row-scale value or None): static -> f32(x_scale * w_scale) as one
+        compile-time vector; dynamic -> w_scale, and the row scales loaded per token tile."""
+        xs, ws = op.inputs[2], op.inputs[3]
+        w_scale = np.asarray(ws.data, np.float32)
+        if xs.shape == ():
+            cs = (np.asarray(xs.data, np.float32) * w_scale).astype(np.float32)
+            rows_v = None
+        else:
+            cs, rows_v = w_scale, xs
+        b = op.inputs[4] if len(op.inputs) > 4 else None      # (linear.py's `b` is Linear's operand 2)
+        bias = L.const_vector(core, np.asarray(b.data, np.float32)) if b is not None else None
+        self._rs = {}
+        return (L.const_vector(core, cs), bias, rows_v)
+
+    @staticmethod
+    def _src_rows(L, core, x, t0, t1):
+        return L.src_rows(core, x, t0, t1, f32=False)
+
+    def _tile(self, L, core, op, packed, tile, bufs, X, t0, t1, K, vecs, act, to_dram):
+        em, sc = L.em, L.scratch(core)
+        cs, bias, rows_v = vecs
+        out = op.outputs[0]
+        odt = L.root(out).dt
+        o0, o1 = tile.o0, tile.o1
+        rs = None
+        if rows_v is not None:
+            key = (core, t0, t1)
+            rs = self._rs.get(key)
+            if rs is None:
+                rs = self._rs[key] = L.load_vector(core, rows_v, f32=False, start=t0, count=t1 - t0)
+        yres = L.resident_rows(out, core, t0, t1)
+        Y = yres.sub(0, t1 - t0, o0, o1 - o0) if yres is not None else sc.tile(t1 - t0, o1 - o0, odt)
+        acc = Y.retype("i32") if odt == "f32" else sc.tile(t1 - t0, o1 - o0, "i32")
+        self._compute(L, core, packed, tile, bufs, X, acc, K)
+        em.dequant(core, Y, acc, cs.sub(0, 1, o0, o1 - o0), rs,
+                   bias.sub(0, 1, o0, o1 - o0) if bias is not None else None, act)
+        if acc.addr != Y.addr:
+            sc.release(acc)
+        if to_dram:
+            em.st(core, L.dram_of(out).sub(t0, t1 - t0, o0, o1 - o0), Y)
+        if yres is None:
+            sc.release(Y)
+
+
+@kernel("QuantizeInt8")
+class QuantizeInt8Kernel(Kernel):
+    def check(self, L, op):
+        if op.inputs[0].dtype != "f32":
+            reject(op, f"QuantizeInt8 of {op.inputs[0].dtype}")
+        if len(op.inputs) > 1 and op.inputs[1] is not None and not op.inputs[1].is_constant:
+            reject(op, "a static scale must be a compile-time constant")
+
+    def row_info(self, L, op):
+        return RowInfo(_rows(op.inputs[0].shape), (0,))
+
+    def emit(self, L, op):
+        x, q = op.inputs[0], op.outputs[0]
+        info = L.info(q)
+        if info.n == 0:
+            return
+        R, C = info.R, info.C
+        static = len(op.inputs) > 1 and op.inputs[1] is not None
+        em = L.em
+        max_rows = max(8, (1 << 20) // max(1, C * 4))
+        for core in range(L.cores):
+            tiles = L.row_tiles(R, core, max_rows)
+            if not tiles:
+                continue
+            sc = L.scratch(core)
+            if static:
+                s = L.const_vector(core, np.asarray(op.inputs[1].data, np.float32).reshape(1))
+            else:
+                consts = {v: L.const_vector(core, np.array([v], np.float32)) for v in (1.0, 127.0)}
+            for t0, t1 in tiles:
+                L.set_block(R, core, t0)
+                X, own_x = L.src_rows(core, x, t0, t1, f32=False)
+                Q = L.resident_rows(q, core, t0, t1)
+                own_q = Q is None
+                if own_q:
+                    Q = sc.tile(t1 - t0, C, "i8")
+                if static:
+                    em.quant(core, Q, X, s, per_row=False)
+                else:
+                    rs = self._row_scales(L, core, X, consts)
+                    em.quant(core, Q, X, rs, per_row=True)
+                    dst = L.dram_of(op.outputs[1])
+                    em.st(core, Region.dram(dst.addr + t0 * 4, 1, t1 - t0, "f32"), rs)
+                    sc.release(rs)
+                L.commit_rows(core, q, Q, t0, t1, own_q)
+                if own_x:
+                    sc.release(X)
+
+    @staticmethod
+    def _row_scales(L, core, X, consts) -> Region:
+        """scale[i] = max_j |X[i,j]| / 127 in f32, 1 where the row is all zeros (the reference's rule):
+        |X| = max(X, -X) and the row max in X's dtype (exact), then on the packed f32 vector
+        s = amax/127 + (1 - min(amax * 2^149, 1)) (amax * 2^149 >= 1 for any amax > 0: exact)."""
+        em, sc = L.em, L.scratch(core)
+        n = X.rows
+        neg = sc.tile(X.rows, X.cols, X.dt)
+        em.vun(core, "axpb", neg, X, alpha=-1.0, beta=0.0)
+        em.vop(core, "max", neg, X, neg)
+        amax = sc.tile(1, n, X.dt)
+        em.vreduce(core, "rmax", amax, neg)
+        sc.release(neg)
+        if X.dt != "f32":
+            a32 = sc.tile(1, n, "f32")
+            em.cvt(core, a32, amax)
+            sc.release(amax)
+            amax = a32
+        step = sc.tile(1, n, "f32")
+        em.vun(core, "axpb", step, amax, alpha=TWO100, beta=0.0)
+        em.vun(core, "axpb", step, step, alpha=TWO49, beta=0.0)
+        em.vop(core, "min", step, step, consts[1.0], bcast="scalar")
+        em.vun(core, "axpb", step, step, alpha=-1.0, beta=1.0)         # 1 for an all-zero row, else 0
+        s = sc.tile(1, n, "f32")
+        em.vop(core, "div", s, amax, consts[127.0], bcast="scalar")
+        em.vop(core, "add", s, s, step)
+        sc.release(amax, step)
+        return s
+
+
+__all__ = ["INT8_OPS", "RESIDENT_DTS", "plan_storage", "LinearInt8Kernel", "QuantizeInt8Kernel"]
