@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s4c.errors import TargetError
+from s4c.s4.dtypes import BF16, from_f64
 from s4c.s4.program import ConstPieces
 from s4c.sparse import BSRLayout, CSRLayout, DenseLayout, NMLayout, SparseFormatError, parse_layout
 
@@ -103,6 +104,8 @@ def to_storage(array: np.ndarray, dt: str) -> np.ndarray:
     a = np.asarray(array)
     if dt == "f32":
         return np.ascontiguousarray(a, dtype=np.float32)
+    if dt == "bf16":            # round to nearest even (s4c.s4.dtypes), the upper half of the f32 bits
+        return np.ascontiguousarray(from_f64(a, BF16))
     if a.dtype == np.bool_:
         a = a.astype(np.uint8)
     target = STORAGE[dt]

@@ -20,6 +20,8 @@ the dtype it computes in:
   GEMMs. That is the one place results differ from the reference evaluator's f32 (bf16 rounds to
   8 significant bits, round to nearest even, before the quantiser); with int8_bf16=False every
   int8 op agrees with the reference to one quantisation step on rare elements (ties of GELU).
+- The word embedding table is stored bf16 (gathered as bf16, widened exactly to f32 for the
+  LayerNorm), with `int8_bf16`: it is most of a small model's constant bytes.
 - Residency: i8 and bf16 token matrices stay in SRAM like f32 ones, sized in their own bytes.
 """
 
@@ -45,6 +47,9 @@ def plan_storage(L) -> None:
     if not L.opts.get("int8_bf16", True):
         return
     g = L.g
+    for op in g.ops:        # word embedding tables: bf16 in the constant segment (half the bytes)
+        if op.op == "Embedding" and op.inputs[1].is_constant and op.inputs[1].dtype == "f32":
+            L.info(op.inputs[1]).dt = "bf16"
     outputs = {id(v) for v in g.outputs}
     readers: dict[int, list] = {}
     for op in g.ops:

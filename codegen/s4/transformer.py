@@ -386,7 +386,13 @@ class EmbeddingKernel(Kernel):
         T = p1 - p0
         X, own = L.dst_rows(core, out, p0, p1)
         idv = _ids(L, core, ids, p0, T)
-        em.gather(core, X, Region.dram(wtab.addr, word.shape[0], H, "f32"), idv.addr)
+        if wtab.dt == "f32":
+            em.gather(core, X, Region.dram(wtab.addr, word.shape[0], H, "f32"), idv.addr)
+        else:       # a bf16 table (int8 graphs, quant.py): gathered as bf16, widened exactly to f32
+            Xb = sc.tile(T, H, wtab.dt)
+            em.gather(core, Xb, Region.dram(wtab.addr, word.shape[0], H, wtab.dt), idv.addr)
+            em.cvt(core, X, Xb)
+            sc.release(Xb)
         P = sc.tile(T, H, "f32")
         if window is not None:      # the position rows of this tile: a slice of the rows loaded once
             tab, lo, flat = window
