@@ -91,31 +91,11 @@ def count_parameters(path: str) -> tuple[int, int]:
     return params, nonzeros
 
 
-def synthetic_inputs(graph, seed: int = 0) -> dict[str, np.ndarray]:
-    from s4c.ir import numpy_dtype
-
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for v in graph.inputs:
-        dt = numpy_dtype(v.dtype)
-        name = v.name.lower()
-        if np.dtype(dt).kind in "iub":
-            if "mask" in name:
-                a = np.ones(v.shape, dt)
-            elif "type" in name or "position" in name:
-                a = np.zeros(v.shape, dt)
-            else:
-                a = rng.integers(1, 100, size=v.shape).astype(dt)
-        else:
-            a = rng.standard_normal(v.shape).astype(dt)
-        feeds[v.name] = a
-    return feeds
-
-
 def compare(models, input_shapes: dict, outdir, accuracies: dict | None = None, repeat: int = 10,
             threads: int | None = None, progress=None) -> list[ModelRow]:
     """Compile and measure every (label, path) of `models`; write compare.md / .json / .png."""
     from s4c.driver import compile, runner_for
+    from s4c.layer_plot import synthetic_inputs
 
     say = progress or (lambda msg: None)
     accuracies = accuracies or {}

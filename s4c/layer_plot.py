@@ -29,6 +29,28 @@ def _order(name: str):
     return (0, 0) if name == "embeddings" else ((1, int(m.group(1))) if m else (2, 0))
 
 
+def synthetic_inputs(graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for timing: masks all ones, token types / positions zero, other ids in [1, 100), floats N(0, 1)."""
+    from s4c.ir import numpy_dtype
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for v in graph.inputs:
+        dt = numpy_dtype(v.dtype)
+        name = v.name.lower()
+        if np.dtype(dt).kind in "iub":
+            if "mask" in name:
+                a = np.ones(v.shape, dt)
+            elif "type" in name or "position" in name:
+                a = np.zeros(v.shape, dt)
+            else:
+                a = rng.integers(1, 100, size=v.shape).astype(dt)
+        else:
+            a = rng.standard_normal(v.shape).astype(dt)
+        feeds[v.name] = a
+    return feeds
+
+
 def layer_times(outdir: str, graph, report: dict, runs: int = 3) -> dict[str, dict[str, float]]:
     """{"s4": {layer: ms}, "c": {layer: ms}} for the targets built into `outdir`."""
     out: dict[str, dict[str, float]] = {}
@@ -43,7 +65,6 @@ def layer_times(outdir: str, graph, report: dict, runs: int = 3) -> dict[str, di
     cdir = os.path.join(outdir, "c")
     if "c" in report and os.path.exists(os.path.join(cdir, "libmodel.so")):
         from s4c.codegen.c.runtime import CModel
-        from s4c.compare import synthetic_inputs
 
         model = CModel(cdir)
         feeds = synthetic_inputs(graph)
