@@ -118,6 +118,9 @@ class MultiHeadAttentionKernel(Kernel):
         em.timing_cvt(core, Vt, "i8")
         yres = L.resident_rows(out, core, t0, t0 + nq)
         O = yres if yres is not None else sc.tile(nq, HD, "f32")
+        bf16 = getattr(L, "int8", False) and L.opts.get("int8_bf16", True) and (D * 2) % 64 == 0
+        if bf16:    # int8 graphs (quant.py): MixInt8bf16 attention, Q/K/V and P bf16 into the SPU
+            Q, Kt, Vt = (self._bf16(L, core, t, owned) for t in (Q, Kt, Vt))
         btile = None
         for h in range(H):
             if bias is not None and (btile is None or bshape[1] > 1):
@@ -125,12 +128,24 @@ class MultiHeadAttentionKernel(Kernel):
                     sc.release(btile[0])
                 btile = load_bias(L, core, bias, bshape, b, h, q0, q1, S)
             St = sc.tile(nq, S, "f32")
-            em.mm(core, St, Q.sub(0, nq, h * D, D), Kt.sub(0, S, h * D, D), tb=True)
+            em.mm(core, St, Q.sub(0, nq, h * D, D), Kt.sub(0, S, h * D, D), tb=True, dt=Q.dt)
             scale_scores(L, core, St, scale)
-            softmax_rows(L, core, St, btile, guard)
+            if bf16:    # scores f32 (+ bias), then bf16 for the softmax and P @ V (a guarded one in f32)
+                if guard:
+                    softmax_rows(L, core, St, btile, guard)
+                elif btile is not None:
+                    em.vbin(core, "add", St, St, btile[0], bcast=btile[1])
+                P = sc.tile(nq, S, "bf16")
+                em.cvt(core, P, St)
+                sc.release(St)
+                St = P
+                if not guard:
+                    em.softmax(core, St, St, 1.0)
+            else:
+                softmax_rows(L, core, St, btile, guard)
             em.timing_cvt(core, St, "i8")
             Oh = O.sub(0, nq, h * D, D)
-            em.mm(core, Oh, St, Vt.sub(0, S, h * D, D), tb=False)
+            em.mm(core, Oh, St, Vt.sub(0, S, h * D, D), tb=False, dt=St.dt)
             em.timing_cvt(core, Oh, "bf16")
             sc.release(St)
         if btile is not None:
@@ -140,6 +155,14 @@ class MultiHeadAttentionKernel(Kernel):
         if yres is None:
             sc.release(O)
         sc.release(*owned)
+
+    @staticmethod
+    def _bf16(L, core, t, owned):
+        """A bf16 copy of an f32 tile (vpu.cvt, round to nearest even) in scratch."""
+        tb = L.scratch(core).tile(t.rows, t.cols, "bf16")
+        L.em.cvt(core, tb, t)
+        owned.append(tb)
+        return tb
 
     # -- head dims that are not 64-byte multiples: per-head tiles through DRAM ----------------------
     def _sentence_per_head(self, L, core, op, b, q0, q1, t0, S, H, D, HD, scale, bias, bshape, guard):
