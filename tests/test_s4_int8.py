@@ -171,6 +171,9 @@ def test_bert_mini_int8_program_is_int8_smaller_and_timed_as_computed(bert_int8)
         for ins in stream:
             counts[ins.mnemonic] = counts.get(ins.mnemonic, 0) + 1
     assert counts.get("vpu.quant") and counts.get("vpu.dequant")
+    dts = {(ins.mnemonic, ins.fields().get("dt")) for stream in program.cores for ins in stream}
+    assert ("spu.mm", 2) in dts and ("vpu.softmax", 2) in dts       # MixInt8bf16 attention: bf16
+    assert ("dma.gather", 2) in dts                                  # the bf16 word embedding table
     sizes = {name: (root / name / "model.s4").stat().st_size for name in ("int8", "fp32")}
     print(f"model.s4: int8 {sizes['int8']} bytes, fp32 {sizes['fp32']} bytes ({sizes['int8'] / sizes['fp32']:.1%})")
     assert sizes["int8"] <= 0.6 * sizes["fp32"]
