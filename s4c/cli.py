@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="int8: samples for static activation scales, one array per input shaped [N, *input shape]")
     c.add_argument("--calibration-method", default="percentile", choices=("minmax", "percentile", "entropy"),
                    help="int8: how a calibrated activation's clip threshold is chosen (default: percentile 99.99)")
+    c.add_argument("--time-layers", action="store_true",
+                   help="also run the built C library on synthetic inputs and put its time per layer in report.md")
     c.add_argument("--accuracy-data", metavar="HELDOUT.npz",
                    help="int8: held-out samples (same format) the report's accuracy is also measured on")
 
@@ -116,7 +118,8 @@ def cmd_compile(args) -> None:
     result = compile(args.model, input_shapes=shapes, target=args.target, passes=args.passes,
                      outdir=args.output, instruments=instruments, backend_options=backend_options,
                      precision=args.precision, calibration_data=args.calibration_data,
-                     calibration_method=args.calibration_method, accuracy_data=args.accuracy_data)
+                     calibration_method=args.calibration_method, accuracy_data=args.accuracy_data,
+                     time_layers=args.time_layers)
     if args.print_ir:
         sys.stdout.write(print_graph(result.graph))
     ops = len(result.graph.ops)

@@ -106,7 +106,8 @@ def compare(models, input_shapes: dict, outdir, accuracies: dict | None = None, 
         if not os.path.exists(path):
             raise S4CError(f"{path}: no such file")
         say(f"{label}: compiling {path}")
-        compiled = compile(path, input_shapes=input_shapes, target="all", outdir=os.path.join(outdir, label))
+        compiled = compile(path, input_shapes=input_shapes, target="all", outdir=os.path.join(outdir, label),
+                           time_layers=True)
         params, nonzeros = count_parameters(path)
         s4 = compiled.report.get("s4", {})
         runner = runner_for(compiled, "c", {"threads": threads} if threads else None)

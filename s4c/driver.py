@@ -105,7 +105,7 @@ def run_pipeline(graph: Graph, passes: str, manager=None) -> Graph:
 def compile(model, input_shapes: dict | None = None, target: str = "all", passes: str = "default",
             outdir: str | os.PathLike | None = None, instruments: Sequence = (),
             backend_options: OptionsArg = None, precision: str = "fp32", calibration_data=None,
-            calibration_method: str = "percentile", accuracy_data=None) -> CompiledModel:
+            calibration_method: str = "percentile", accuracy_data=None, time_layers: bool = False) -> CompiledModel:
     """Import `model` (path or ModelProto), run the pass pipeline, build the target(s).
 
     `instruments` (s4c.passes.instruments, e.g. standard_instruments(time_passes=True)) see every
@@ -116,16 +116,17 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     (target "ir" only). `precision` "int8" quantises after the pipeline (s4c/precision.py), with
     static activation scales from `calibration_data` (an .npz, [N, *input shape] per input;
     `calibration_method` minmax, percentile or entropy) and the accuracy measured on it and on
-    `accuracy_data`."""
+    `accuracy_data`. `time_layers`: also run the built C library on synthetic inputs to time each
+    layer for report.md (the S4 cycle model's per-layer time is always there)."""
     manager = PassManager(instruments=instruments)
     quant = dict(precision=precision, calibration_data=calibration_data, method=calibration_method,
                  accuracy_data=accuracy_data)
     with manager:
-        return _compile(model, input_shapes, target, passes, outdir, manager, backend_options, quant)
+        return _compile(model, input_shapes, target, passes, outdir, manager, backend_options, quant, time_layers)
 
 
 def _compile(model, input_shapes, target: str, passes: str, outdir, manager, options_arg: OptionsArg,
-             quant: dict | None = None) -> CompiledModel:
+             quant: dict | None = None, time_layers: bool = False) -> CompiledModel:
     if target not in TARGETS:
         raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     backends = available_backends()
@@ -197,7 +198,8 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
         if targets:  # time per layer: S4 modelled, C measured (a table; a plot with matplotlib)
             from s4c.layer_plot import safe_layer_section
 
-            layers_md, layer_files, report["layer_times"] = safe_layer_section(tmp, graph, report)
+            layers_md, layer_files, report["layer_times"] = safe_layer_section(
+                tmp, graph, report, measure_c=time_layers)
             if layers_md:
                 report_md.append(layers_md)
             built_files.update(layer_files)

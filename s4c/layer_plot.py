@@ -51,8 +51,9 @@ def synthetic_inputs(graph, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-def layer_times(outdir: str, graph, report: dict, runs: int = 3) -> dict[str, dict[str, float]]:
-    """{"s4": {layer: ms}, "c": {layer: ms}} for the targets built into `outdir`."""
+def layer_times(outdir: str, graph, report: dict, runs: int = 3, measure_c: bool = True) -> dict[str, dict[str, float]]:
+    """{"s4": {layer: ms}, "c": {layer: ms}} for the targets built into `outdir` (C: timed only if
+    `measure_c`, i.e. `s4c compile --time-layers`: a compile does not run the model by default)."""
     out: dict[str, dict[str, float]] = {}
     s4 = report.get("s4")
     if s4 and s4.get("ops"):
@@ -63,7 +64,7 @@ def layer_times(outdir: str, graph, report: dict, runs: int = 3) -> dict[str, di
             per[key] = per.get(key, 0.0) + op["cycles"] / hz * 1e3
         out["s4"] = per
     cdir = os.path.join(outdir, "c")
-    if "c" in report and os.path.exists(os.path.join(cdir, "libmodel.so")):
+    if measure_c and "c" in report and os.path.exists(os.path.join(cdir, "libmodel.so")):
         from s4c.codegen.c.runtime import CModel
 
         model = CModel(cdir)
@@ -80,9 +81,9 @@ def layer_times(outdir: str, graph, report: dict, runs: int = 3) -> dict[str, di
     return out
 
 
-def layer_section(outdir: str, graph, report: dict) -> tuple[str, dict[str, str], dict]:
-    """(markdown, files written, report.json section) of the per-layer times."""
-    times = layer_times(outdir, graph, report)
+def layer_section(outdir: str, graph, report: dict, measure_c: bool = True) -> tuple[str, dict[str, str], dict]:
+    """(markdown, files written, report.json section) of the per-layer times (C only if `measure_c`)."""
+    times = layer_times(outdir, graph, report, measure_c=measure_c)
     if not times:
         return "", {}, {}
     layers = sorted({k for per in times.values() for k in per}, key=_order)
@@ -101,10 +102,10 @@ def layer_section(outdir: str, graph, report: dict) -> tuple[str, dict[str, str]
     return "\n".join(lines), files, {"layers": layers, **{b: times[b] for b in cols}}
 
 
-def safe_layer_section(outdir: str, graph, report: dict) -> tuple[str, dict[str, str], dict]:
+def safe_layer_section(outdir: str, graph, report: dict, measure_c: bool = False) -> tuple[str, dict[str, str], dict]:
     """layer_section, or nothing when it cannot be made (the report's extra; never fails a compile)."""
     try:
-        return layer_section(outdir, graph, report)
+        return layer_section(outdir, graph, report, measure_c)
     except Exception as e:  # noqa: BLE001
         return f"## Time per layer\n\nnot available ({type(e).__name__}: {e})", {}, {}
 

@@ -51,6 +51,16 @@ def test_report_has_time_per_layer(compared):
     assert section["s4"]["layer.0"] > 0 and section["c"]["layer.0"] > 0
 
 
+def test_plain_compile_does_not_run_the_c_library(tmp_path):
+    """Without --time-layers a compile only builds: the per-layer table has the S4 model's column alone."""
+    assert main(["compile", str(MINI), "-o", str(tmp_path / "out"), "--input-shape", "input_ids=1x16"]) == 0
+    section = json.loads((tmp_path / "out" / "report.json").read_text())["layer_times"]
+    assert section["s4"]["layer.0"] > 0 and "c" not in section
+    assert main(["compile", str(MINI), "-o", str(tmp_path / "timed"), "--input-shape", "input_ids=1x16", "--target", "c",
+                 "--time-layers"]) == 0
+    assert json.loads((tmp_path / "timed" / "report.json").read_text())["layer_times"]["c"]["layer.0"] > 0
+
+
 def test_compare_errors_are_one_line(tmp_path, capsys):
     code = main(["compare", f"mini={MINI}", "--accuracy", "other=0.5", "-o", str(tmp_path / "x")])
     err = capsys.readouterr().err
