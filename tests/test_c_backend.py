@@ -28,6 +28,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import s4c.codegen.c as cbackend
+from debian import require
 from oracle import REPO, fixtures, make_feeds, max_abs_diff, ort_outputs
 from s4c.backend import EXECUTORS, S4CBackend, register_executor
 from s4c.codegen.c.cnames import comment_name
@@ -41,7 +42,6 @@ from s4c.sparse import SUPPORTED_LAYOUTS
 FIXTURES = {m["name"]: m for m in fixtures()}
 STRICT = "-O2 -march=native -Wall -Wextra -Werror -pedantic"
 STRICT_OPTIONS = cbackend.COptions(cflags=STRICT)
-CLANG = shutil.which("clang")
 
 
 def _feeds(entry, batch=2, seq=16):
@@ -223,8 +223,9 @@ def test_node_case_through_default_pipeline_and_c(c_executors, name):
 
 # -- generated code quality -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cc", ["gcc", pytest.param("clang", marks=pytest.mark.skipif(not CLANG, reason="no clang"))])
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
 def test_generated_code_is_strict_c99(tmp_path, cc):
+    require({cc: {"gcc": "gcc", "clang": "clang"}[cc]})  # installed on first use (tests/debian.py)
     entry = FIXTURES["bert_tiny_ts_op17_int8dequant"]
     feeds = _feeds(entry)
     model = s4c_compile(entry["path"], input_shapes={k: v.shape for k, v in feeds.items()}, target="c",
