@@ -148,10 +148,15 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
     start = time.perf_counter()
     graph = load_onnx(model, input_shapes=input_shapes)
     timings["import"] = time.perf_counter() - start
+    range_warning = None
+    if graph.dim_ranges is not None:
+        targets, range_warning = _range_targets(graph, target, targets, backends, quant)
     start = time.perf_counter()
     graph = run_pipeline(graph, passes, manager)
     timings["passes"] = time.perf_counter() - start
     fusion = fusion_report(graph)
+    if range_warning:
+        fusion = dict(fusion, warning=" ".join(w for w in (fusion.get("warning"), range_warning) if w))
     quantized = None
     if quant["precision"] != "fp32":
         start = time.perf_counter()
@@ -186,6 +191,9 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
             start = time.perf_counter()
             done = len(manager.results)
             target_graph = select_layouts(graph, name, options[name], manager, report, report_md)
+            if graph.dim_ranges is not None:  # the backend rebuilds the graph at other dims to learn its code's
+                target_graph.dim_ranges = _with_specializer(graph.dim_ranges, model, input_shapes, passes,
+                                                            target_graph)
             pass_section["targets"][name] = pass_stats(manager.results[done:])
             built = backends[name].build(target_graph, tmp, options[name])
             timings[f"build-{name}"] = time.perf_counter() - start
@@ -218,10 +226,57 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
         }
         if quantized is not None:
             manifest["precision"] = quant["precision"]
+        if graph.dim_ranges is not None:
+            manifest["dim_ranges"] = {"ranges": {k: list(v) for k, v in graph.dim_ranges.ranges.items()},
+                                      "inputs": {k: list(v) for k, v in graph.dim_ranges.inputs.items()}}
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
     files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
     return CompiledModel(graph, outdir, files, targets, timings, report)
+
+
+def _range_targets(graph: Graph, target: str, targets: list[str], backends, quant: dict):
+    """The targets that build a graph compiled for shape ranges (and a warning for those skipped under
+    --target all); a one-line error when the chosen target cannot."""
+    ranges = ", ".join(f"{k}={lo}..{hi}" for k, (lo, hi) in graph.dim_ranges.ranges.items())
+    if quant.get("precision", "fp32") != "fp32":
+        raise TargetError(f"shape ranges ({ranges}) are compiled at fp32 only; bind fixed dims for --precision int8")
+    able = [n for n in targets if getattr(backends[n], "shape_ranges", False)]
+    skipped = [n for n in targets if n not in able]
+    if skipped and target != "all":
+        raise TargetError(f"target {target} cannot compile shape ranges ({ranges}) yet: S4 sequence buckets "
+                          f"(--seq-buckets) are not supported yet; compile with --target c, or bind fixed dims")
+    warning = None
+    if skipped:
+        warning = (f"shape ranges ({ranges}): built {', '.join(able) or 'no backend'} only; "
+                   f"{', '.join(skipped)} needs fixed dims (S4 --seq-buckets are not supported yet)")
+    return able, warning
+
+
+def _with_specializer(ranges, model, input_shapes: dict, passes: str, like: Graph):
+    """`ranges` with specialize(dims) -> the graph imported at those dims ({symbol: int}), through the
+    same pipeline, every op given `like`'s attributes' layout choices (the target's selection)."""
+    from dataclasses import replace
+
+    from s4c.frontend.onnx_import import normalize_dims
+
+    given = {k: normalize_dims(k, v) for k, v in (input_shapes or {}).items()}
+
+    def specialize(dims: dict) -> Graph:
+        shapes = {}
+        for name, shape in given.items():
+            syms = ranges.inputs.get(name, ())
+            shapes[name] = tuple(dims[syms[a]] if isinstance(d, tuple) else d for a, d in enumerate(shape))
+        g = run_pipeline(load_onnx(model, input_shapes=shapes), passes)
+        if len(g.ops) != len(like.ops) or any(a.op != b.op for a, b in zip(g.ops, like.ops)):
+            raise TargetError(f"the graph at dims {dims} has other ops than at the range maximum: this model's "
+                              f"structure depends on its input shape, compile it for fixed dims")
+        for a, b in zip(g.ops, like.ops):
+            if "layout" in b.attrs:
+                a.attrs["layout"] = b.attrs["layout"]
+        return g
+
+    return replace(ranges, specialize=specialize)
 
 
 def _timed(fn, *args):

@@ -363,6 +363,46 @@ class _UseIndex:
 
 
 @dataclass
+class DimRanges:
+    """The dims of a graph compiled for a shape range (`--input-shape input_ids=1..8x1..256`).
+
+    The graph's shapes are static at each range's maximum (memory is planned for it); this records
+    what may vary at run time: `ranges` {symbol: (lo, hi)} (the ONNX dim name, e.g. "sequence", or
+    "INPUT.AXIS" for an unnamed dim) and `inputs` {input name: (symbol or None per axis)}.
+    `specialize(dims) -> Graph`, where the driver provides it, rebuilds the graph at other values
+    of the symbols ({symbol: int}; used by backends to learn how the code depends on them)."""
+    ranges: dict[str, tuple[int, int]]
+    inputs: dict[str, tuple]
+    specialize: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self.ranges)
+
+    def maximum(self) -> dict[str, int]:
+        return {k: hi for k, (lo, hi) in self.ranges.items()}
+
+    def bind(self, shapes: dict) -> dict[str, int]:
+        """{symbol: value} from the run-time input shapes {input name: shape}; ValueError naming the
+        input and dim when a value is outside its range or two inputs disagree."""
+        dims: dict[str, int] = {}
+        for name, axes in self.inputs.items():
+            shape = shapes.get(name)
+            if shape is None:
+                continue
+            for axis, sym in enumerate(axes):
+                if sym is None or axis >= len(shape):
+                    continue
+                n = int(shape[axis])
+                lo, hi = self.ranges[sym]
+                if not lo <= n <= hi:
+                    raise ValueError(f"input {name!r} dim {axis} ({sym}) is {n}, outside the compiled range {lo}..{hi}")
+                if dims.setdefault(sym, n) != n:
+                    raise ValueError(f"input {name!r} dim {axis} ({sym}) is {n}, another input gives {dims[sym]}")
+        return dims
+
+
+@dataclass
 class Graph:
     name: str = "main"
     inputs: list[Value] = field(default_factory=list)
@@ -371,6 +411,8 @@ class Graph:
     # ONNX node name -> the module scope it came from ("/model/encoder/layer.0/attention/..."), from the
     # exporter's metadata where it has any; reports group ops by it (s4c/fusion_report.py).
     source_scopes: dict[str, str] = field(default_factory=dict)
+    # set when the graph was compiled for shape ranges (DimRanges); None: every dim is fixed
+    dim_ranges: "DimRanges | None" = None
     _name_counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _uses: "_UseIndex | None" = field(default=None, init=False, repr=False, compare=False)
 
@@ -460,7 +502,7 @@ class Graph:
         inputs = [copy(v) for v in self.inputs]
         ops = [Op(op.op, [copy(v) for v in op.inputs], [copy(v) for v in op.outputs], dict(op.attrs), op.onnx_nodes)
                for op in self.ops]
-        return Graph(self.name, inputs, [copy(v) for v in self.outputs], ops, self.source_scopes)
+        return Graph(self.name, inputs, [copy(v) for v in self.outputs], ops, self.source_scopes, self.dim_ranges)
 
     # -- edits ---------------------------------------------------------------------------------
     # Each edit updates a current index in place (and re-stamps it: its own changes are the only ones

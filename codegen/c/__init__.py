@@ -59,6 +59,7 @@ C_MAX_BYTES = 1 << 40
 
 class CBackend(Backend):
     name = "c"
+    shape_ranges = True  # --input-shape NAME=LO..HI dims: one build runs any dims inside (dynamic.py)
     options_type = COptions
     description = "portable C99 sources and a shared library (OUTDIR/c)"
 
@@ -90,9 +91,14 @@ class CBackend(Backend):
         cdir = Path(outdir) / "c"
         cdir.mkdir(parents=True, exist_ok=True)
         program = lower_graph(graph, options)
+        dyn = None
+        if graph.dim_ranges is not None:  # shape ranges: the code follows the run's dims (dynamic.py)
+            from s4c.codegen.c.dynamic import analyse
+
+            dyn = analyse(program, graph, lambda g: lower_graph(g, options))
         weights_id = program.weights.write(str(cdir / "weights.bin"))
         source = options.source or graph.name
-        written = write_sources(program, cdir, weights_id, str(source))
+        written = write_sources(program, cdir, weights_id, str(source), dyn)
         generate_s = time.perf_counter() - start
         tool = {"cc": None, "flags": []}
         if options.compile:

@@ -47,7 +47,7 @@ def declaration(t: Tensor) -> str:
     return f"{const}{t.ctype} *const {t.name} = {cast}({base}); /* {comment_name(t.label)} {t.describe()} */"
 
 
-def context(lw: CProgram, weights_id: int, source: str) -> dict:
+def context(lw: CProgram, weights_id: int, source: str, dyn=None) -> dict:
     run_steps = lw.run_steps
     init_steps = lw.init_steps
     # run-time tensors each step touches, declared once at the top of s4c_model_run_steps
@@ -68,12 +68,15 @@ def context(lw: CProgram, weights_id: int, source: str) -> dict:
     for t in glob:
         const = "const " if t.buffer.kind == "weight" else ""
         globals_.append(f"static {const}{t.ctype} *{t.name}; /* {comment_name(t.label)} {t.describe()} */")
-        binds.append(f"{t.name} = ({const}{t.ctype} *)({const}void *)({t.buffer.base()});")
+        base = t.buffer.base() if dyn is None else dyn.const_binds.get(t.name, t.buffer.base())
+        binds.append(f"{t.name} = ({const}{t.ctype} *)({const}void *)({base});")
     decls = [declaration(t) for t in sorted(declared.values(), key=lambda t: int(t.name[1:]))]
     plan = lw.arena_plan
     uses_arena = any(t.buffer.kind == "arena" for t in declared.values())
     for s in run_steps + init_steps:
         s._comment = s.comment()
+    run_calls = [s.call for s in run_steps] if dyn is None else dyn.run_calls
+    init_calls = [s.call for s in init_steps] if dyn is None else dyn.init_calls
     return {
         "version": __version__,
         "source": comment_name(source),
@@ -89,13 +92,33 @@ def context(lw: CProgram, weights_id: int, source: str) -> dict:
         "weights_id": f"{weights_id:016x}",
         "globals": globals_,
         "binds": binds,
-        "functions": lw.functions,
+        "functions": lw.functions if dyn is None else dyn.functions,
         "declarations": decls,
-        "run_steps": [{"comment": s._comment, "call": s.call, "fails": s.fails} for s in run_steps],
-        "init_steps": [{"comment": s._comment, "call": s.call, "fails": s.fails} for s in init_steps],
+        "run_steps": [{"comment": s._comment, "call": c, "fails": s.fails} for s, c in zip(run_steps, run_calls)],
+        "init_steps": [{"comment": s._comment, "call": c, "fails": s.fails} for s, c in zip(init_steps, init_calls)],
+        "dims": _dims_context(dyn),
+        "dims_fill": dyn.const_fill if dyn is not None else [],
+        "dyn_bytes": max(dyn.dyn_bytes, 64) if dyn is not None else 0,
         "num_steps": len(run_steps),
         "uses_extra": lw.uses_extra,
     }
+
+
+def _dims_context(dyn) -> list[dict]:
+    """Shape ranges (codegen/c/dynamic.py): one entry per run-time dim; empty for a fixed build."""
+    if dyn is None:
+        return []
+    return [{"index": i, "name": comment_name(n), "lo": lo, "hi": hi, "var": f"s4c_d{i}"}
+            for i, (n, (lo, hi)) in enumerate(zip(dyn.symbols, dyn.ranges))]
+
+
+def _dyn_io(dyn, ctx: dict) -> None:
+    """Per input / output: the dim index of each axis (-1 fixed) and its extent as C at the run's dims."""
+    for io, syms, exprs in zip(ctx["inputs"], dyn.input_syms, dyn.input_dims):
+        io["dim_syms"] = ", ".join(map(str, syms)) if syms else "0"
+        io["dim_exprs"] = exprs
+    for io, exprs in zip(ctx["outputs"], dyn.output_dims):
+        io["dim_exprs"] = exprs
 
 
 def kernel_sources(texts: list[str]) -> list[Path]:
@@ -127,9 +150,12 @@ def kernel_sources(texts: list[str]) -> list[Path]:
     return sorted(needed)
 
 
-def write_sources(lw: CProgram, cdir: Path, weights_id: int, source: str) -> dict[str, list[str]]:
-    """Write model.h, model.c, main.c, the kernels used, Makefile and model.json into `cdir`."""
-    ctx = context(lw, weights_id, source)
+def write_sources(lw: CProgram, cdir: Path, weights_id: int, source: str, dyn=None) -> dict[str, list[str]]:
+    """Write model.h, model.c, main.c, the kernels used, Makefile and model.json into `cdir`
+    (`dyn`: a shape-range build's DynamicCode, codegen/c/dynamic.py)."""
+    ctx = context(lw, weights_id, source, dyn)
+    if dyn is not None:
+        _dyn_io(dyn, ctx)
     model_c = _env.get_template("model.c.j2").render(**ctx)
     model_h = _env.get_template("model.h.j2").render(**ctx)
     (cdir / "model.c").write_text(model_c)
@@ -146,7 +172,7 @@ def write_sources(lw: CProgram, cdir: Path, weights_id: int, source: str) -> dic
     sources = [p.name for p in kernels + extra_sources]
     header_names = [p.name for p in headers]
     max_rank = max([len(io["shape"]) for io in ctx["inputs"] + ctx["outputs"]] + [1])
-    main_c = _env.get_template("main.c.j2").render(max_rank=max_rank, **ctx)
+    main_c = _env.get_template("main.c.j2" if dyn is None else "main_dims.c.j2").render(max_rank=max_rank, **ctx)
     (cdir / "main.c").write_text(main_c)
     (cdir / "Makefile").write_text(_env.get_template("Makefile.j2").render(sources=sources, headers=header_names, **ctx))
     meta = {
@@ -161,6 +187,9 @@ def write_sources(lw: CProgram, cdir: Path, weights_id: int, source: str) -> dic
         "weights": "weights.bin",
         "sources": ["model.c"] + sources,
     }
+    if dyn is not None:  # shape ranges: the dims, which input axes they are, the outputs' extents
+        meta["dims"] = {"names": dyn.symbols, "ranges": [list(r) for r in dyn.ranges],
+                        "inputs": dyn.input_syms, "outputs": dyn.output_shapes}
     (cdir / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     return {"sources": ["model.c"] + sources, "headers": ["model.h"] + header_names}
 

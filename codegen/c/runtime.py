@@ -69,6 +69,9 @@ def _open(path: str) -> dict:
                                 ("s4c_model_num_steps", ctypes.c_int, [])):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, args
+        if hasattr(lib, "s4c_model_set_dims"):  # a shape-range build (codegen/c/dynamic.py)
+            lib.s4c_model_set_dims.restype = ctypes.c_int
+            lib.s4c_model_set_dims.argtypes = [ctypes.c_void_p]
         entry = {"identity": ident, "lib": lib, "refs": 0, "weights": None}
         _libs[real] = entry
         return entry
@@ -119,6 +122,7 @@ class CModel(Runner):
             self.lib.s4c_model_set_threads(int(threads))
         self.inputs = self.meta["inputs"]
         self.outputs = self.meta["outputs"]
+        self.dims = self.meta.get("dims")  # shape ranges: names, ranges, input axes, output extents
         self.steps = self.meta["steps"]
         self.profile = profile
         self.step_times = np.zeros(len(self.steps))
@@ -136,10 +140,17 @@ class CModel(Runner):
             raise S4CError(f"unknown model input(s): {', '.join(map(repr, unknown))}; the model takes "
                            f"{', '.join(map(repr, names))}")
         arrays = []
-        for io in self.inputs:
+        self._dims = self._bind_dims(inputs) if self.dims else None
+        for i, io in enumerate(self.inputs):
             a = np.asarray(inputs[io["name"]])
             want = _np_dtype(io["dtype"])
-            if a.shape != tuple(io["shape"]):
+            if self.dims:
+                if a.ndim != len(io["shape"]):
+                    raise S4CError(f"input {io['name']!r} has rank {a.ndim}, the compiled model takes {len(io['shape'])}")
+                expect = tuple(self._dims[d] if d >= 0 else n for d, n in zip(self.dims["inputs"][i], io["shape"]))
+            else:
+                expect = tuple(io["shape"])
+            if a.shape != expect:
                 raise S4CError(f"input {io['name']!r} has shape {list(a.shape)}, the compiled model takes "
                                f"{io['shape']}")
             if a.dtype != want:
@@ -149,9 +160,46 @@ class CModel(Runner):
             arrays.append(np.ascontiguousarray(a))
         return arrays
 
+    def _bind_dims(self, inputs: dict) -> list[int]:
+        """The run's dims from the input shapes (one-line S4CError outside the compiled ranges)."""
+        names, ranges = self.dims["names"], self.dims["ranges"]
+        dims: list[int | None] = [None] * len(names)
+        for io, axes in zip(self.inputs, self.dims["inputs"]):
+            a = inputs.get(io["name"])
+            shape = np.shape(a)
+            for axis, d in enumerate(axes):
+                if d < 0 or axis >= len(shape):
+                    continue
+                n = int(shape[axis])
+                lo, hi = ranges[d]
+                if not lo <= n <= hi:
+                    raise S4CError(f"input {io['name']!r} dim {axis} ({names[d]}) is {n}, outside the compiled range "
+                                   f"{lo}..{hi}")
+                if dims[d] is not None and dims[d] != n:
+                    raise S4CError(f"input {io['name']!r} dim {axis} ({names[d]}) is {n}, another input gives {dims[d]}")
+                dims[d] = n
+        return [n if n is not None else hi for n, (lo, hi) in zip(dims, ranges)]
+
+    def _output_shape(self, j: int) -> tuple:
+        if not self.dims:
+            return tuple(self.outputs[j]["shape"])
+        out = []
+        for e in self.dims["outputs"][j]:
+            if isinstance(e, dict):
+                m = 1
+                for n, k in zip(self._dims, e["e"]):
+                    m *= n ** k
+                e = e["c"] * m + e["d"]
+            out.append(int(e))
+        return tuple(out)
+
     def run(self, inputs: dict) -> dict:
         arrays = self._arrays(inputs)
-        outs = [np.empty(tuple(io["shape"]), _np_dtype(io["dtype"])) for io in self.outputs]
+        outs = [np.empty(self._output_shape(j), _np_dtype(io["dtype"])) for j, io in enumerate(self.outputs)]
+        if self.dims:
+            dims = (ctypes.c_longlong * len(self._dims))(*self._dims)
+            if self.lib.s4c_model_set_dims(dims) != 0:
+                raise S4CError(f"dims {self._dims} outside the compiled ranges {self.dims['ranges']}")
         in_ptrs = (ctypes.c_void_p * max(len(arrays), 1))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
         if self.profile:

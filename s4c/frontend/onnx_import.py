@@ -31,7 +31,7 @@ import onnx.version_converter
 from s4c import ops
 from s4c.errors import FrontendError, RuntimeShapeOperandError
 from s4c.frontend.onnx_ops import IMPORTERS, NodeContext, SUPPORTED_OPS, onnx_dtype_to_ir
-from s4c.ir import Graph, Op, TensorType, Value
+from s4c.ir import DimRanges, Graph, Op, TensorType, Value
 from s4c.ir import numpy_dtype as ir_numpy_dtype
 from s4c.verify import verify
 
@@ -69,8 +69,10 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, input_shapes: dict | N
     """Import an ONNX model (path or ModelProto) as a verified IR graph with static shapes.
 
     `input_shapes` binds dynamic dims: {"input_ids": (1, 128)}; a dim symbol bound through one input
-    (e.g. "sequence") binds it everywhere it appears."""
-    options = ImportOptions({k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()},
+    (e.g. "sequence") binds it everywhere it appears. A dim may be a range (`range(1, 257)`, "1..256"
+    or (1, 256)): the graph is then built at the range's maximum and `graph.dim_ranges` records the
+    range and the input dims it binds (s4c.ir.DimRanges)."""
+    options = ImportOptions({k: normalize_dims(k, v) for k, v in (input_shapes or {}).items()},
                             dict(frozen_inputs or {}))
     label = os.path.basename(os.fspath(model)) if not isinstance(model, onnx.ModelProto) else "model"
     proto = _read(model, label)
@@ -83,12 +85,44 @@ def parse_shape_binding(text: str) -> tuple[str, tuple[int, ...]]:
     if not sep or not name:
         raise FrontendError(f"--input-shape {text!r}: expected NAME=DIMS, e.g. input_ids=1x128")
     try:
-        shape = tuple(int(d) for d in dims.replace(",", "x").split("x")) if dims else ()
+        shape = tuple(_parse_dim(d) for d in dims.replace(",", "x").split("x")) if dims else ()
     except ValueError:
-        raise FrontendError(f"--input-shape {text!r}: dims must be integers separated by 'x' or ','") from None
-    if any(d < 0 for d in shape):
-        raise FrontendError(f"--input-shape {text!r}: dims must not be negative")
+        raise FrontendError(f"--input-shape {text!r}: dims must be integers or ranges LO..HI separated by "
+                            f"'x' or ','") from None
+    if any((d < 0) if isinstance(d, int) else (d[0] < 1 or d[0] > d[1]) for d in shape):
+        raise FrontendError(f"--input-shape {text!r}: dims must not be negative; a range LO..HI needs 1 <= LO <= HI")
     return name, shape
+
+
+def _parse_dim(text: str):
+    lo, sep, hi = text.partition("..")
+    if sep:
+        lo, hi = int(lo), int(hi)
+        return lo if lo == hi else (lo, hi)
+    return int(text)
+
+
+def normalize_dims(name: str, dims) -> tuple:
+    """One input's binding as ints and (lo, hi) ranges: an int, "1..256", range(1, 257) or (1, 256)
+    per dim (or the whole shape as text, "1..8x1..256"). A range with lo == hi is that int."""
+    if isinstance(dims, str):
+        return parse_shape_binding(f"{name}={dims}")[1]
+    out = []
+    for d in dims:
+        if isinstance(d, range):
+            if d.step != 1 or len(d) == 0:
+                raise FrontendError(f"input_shapes[{name!r}]: a range dim must be a non-empty range(lo, hi + 1)")
+            d = (d.start, d.stop - 1)
+        elif isinstance(d, str):
+            d = _parse_dim(d)
+        if isinstance(d, (tuple, list)):
+            lo, hi = (int(x) for x in d)
+            if lo < 1 or lo > hi:
+                raise FrontendError(f"input_shapes[{name!r}]: range {lo}..{hi} needs 1 <= lo <= hi")
+            out.append(lo if lo == hi else (lo, hi))
+        else:
+            out.append(int(d))
+    return tuple(out)
 
 
 def _read(model, label: str) -> onnx.ModelProto:
@@ -334,13 +368,28 @@ class Importer:
             raise self.fail(f"--input-shape names unknown input(s) {', '.join(map(repr, unknown))}; "
                             f"the model's inputs are {', '.join(map(repr, declared))}")
         symbols: dict[str, int] = {}
+        ranges: dict[str, tuple[int, int]] = {}  # range symbol -> (lo, hi)
+        range_of: dict[str, str] = {}  # ONNX dim symbol -> range symbol
+        input_dims: dict[str, list] = {}
         for name, tensor in declared.items():  # first pass: learn symbols from the user's bindings
             given = self.options.input_shapes.get(name)
             if given is not None and tensor.shape is not None:
                 if len(given) != len(tensor.shape):
                     raise self.fail(f"input {name!r} has rank {len(tensor.shape)} "
                                     f"({_dims(tensor.shape)}), --input-shape gives {len(given)} dims")
-                for d, g in zip(tensor.shape, given):
+                for axis, (d, g) in enumerate(zip(tensor.shape, given)):
+                    if isinstance(g, tuple):  # a range: a symbol of its own, named by the ONNX dim
+                        if isinstance(d, int) and d >= 0:
+                            raise self.fail(f"input {name!r} dim {axis} is static ({d}); --input-shape gives "
+                                            f"the range {g[0]}..{g[1]}")
+                        sym = d if isinstance(d, str) and d else _range_symbol(ranges, axis, g, name)
+                        if ranges.setdefault(sym, g) != g:
+                            raise self.fail(f"dim {sym!r} bound to both {ranges[sym][0]}..{ranges[sym][1]} "
+                                            f"and {g[0]}..{g[1]}")
+                        if isinstance(d, str) and d:
+                            range_of[d] = sym
+                        input_dims.setdefault(name, [None] * len(given))[axis] = sym
+                        g = g[1]
                     if isinstance(d, str) and d:
                         if symbols.setdefault(d, g) != g:
                             raise self.fail(f"dim {d!r} bound to both {symbols[d]} and {g}")
@@ -350,7 +399,9 @@ class Importer:
         for name, tensor in declared.items():
             dtype = onnx_dtype_to_ir(tensor.dtype, f"input {name!r}", self.fail)
             shape = self.options.input_shapes.get(name)
-            if shape is None:
+            if shape is not None:
+                shape = [d[1] if isinstance(d, tuple) else d for d in shape]
+            else:
                 if tensor.shape is None:
                     raise self.fail(f"input {name!r} has unknown rank; bind it with --input-shape {name}=DIMS")
                 shape = []
@@ -359,6 +410,8 @@ class Importer:
                         shape.append(d)
                     elif isinstance(d, str) and d in symbols:
                         shape.append(symbols[d])
+                        if d in range_of:
+                            input_dims.setdefault(name, [None] * len(tensor.shape))[axis] = range_of[d]
                     else:
                         label = f" ({d!r})" if isinstance(d, str) and d else ""
                         raise self.fail(f"input {name!r} dim {axis}{label} is dynamic and unbound; "
@@ -370,6 +423,9 @@ class Importer:
             value = Value(name, TensorType(dtype, tuple(shape)))
             self.graph.inputs.append(value)
             self.env[name] = value
+        if ranges:
+            self.graph.dim_ranges = DimRanges(dict(ranges), {k: tuple(v) for k, v in input_dims.items()
+                                                            if k not in self.options.frozen_inputs})
 
     def _bind_outputs(self, gsg: gs.Graph) -> None:
         for tensor in gsg.outputs:
@@ -635,3 +691,12 @@ def _dims(shape) -> str:
 
 def _placeholder(shape) -> list[str]:
     return [str(d) if isinstance(d, int) and d >= 0 else "N" for d in shape]
+
+
+def _range_symbol(ranges: dict, axis: int, bounds: tuple[int, int], name: str) -> str:
+    """The symbol of a range on an unnamed dynamic dim: the one already given for the same axis with
+    the same bounds (batch / sequence ranges repeated on every input), else a new `NAME.AXIS`."""
+    for sym, b in ranges.items():
+        if b == bounds and sym.endswith(f".{axis}"):
+            return sym
+    return f"{name}.{axis}"
