@@ -59,6 +59,7 @@ C_MAX_BYTES = 1 << 40
 
 class CBackend(Backend):
     name = "c"
+    precisions = ("fp32", "int8")  # int8: QuantizeInt8 / LinearInt8 on kernels/int8.c (emit_int8.py)
     shape_ranges = True  # --input-shape NAME=LO..HI dims: one build runs any dims inside (dynamic.py)
     options_type = COptions
     description = "portable C99 sources and a shared library (OUTDIR/c)"
@@ -141,7 +142,7 @@ def value_bytes(value) -> int:
 def _report(program, tool, generate_s, total_s, written) -> dict:
     plan = program.arena_plan
     run = program.run_steps
-    layouts = Counter(s.note.split(" ")[0] for s in program.steps if s.kind == "Linear")
+    layouts = Counter(s.note.split(" ")[0] for s in program.steps if s.kind in ("Linear", "LinearInt8"))
     return {
         "arena_bytes": plan.peak,
         "arena_without_reuse_bytes": plan.total,

@@ -28,6 +28,7 @@ Where the entries live (each module registers into emit_common.EMITTERS on impor
     emit_transformer.py   Gelu, LayerNorm, SkipLayerNorm, LayerNormalization, MultiHeadAttention,
                           Embedding
     emit_linear.py        Linear: kernels per weight layout, weight packing, int8 weights
+    emit_int8.py          QuantizeInt8, LinearInt8 (`--precision int8`: kernels/int8.c)
 
 An op with no entry, or an instance an entry cannot take (e.g. a sparse layout on a weight that is
 not a constant), is a TargetError naming the op and its ONNX node.
@@ -36,7 +37,7 @@ not a constant), is a TargetError naming the op and its ONNX node.
 from __future__ import annotations
 
 # the emit_* modules register their emitters on import
-from s4c.codegen.c import emit_elementwise, emit_movement, emit_reduce, emit_transformer  # noqa: F401
+from s4c.codegen.c import emit_elementwise, emit_int8, emit_movement, emit_reduce, emit_transformer  # noqa: F401
 from s4c.codegen.c.emit_common import EMITTERS, unsupported
 from s4c.codegen.c.emit_linear import absorb_weight_dequant
 from s4c.codegen.c.options import COptions
