@@ -4,17 +4,19 @@
     graph = s4c.load_onnx("model.onnx", input_shapes={"input_ids": (1, 128)})     # IR graph
     model = s4c.compile("model.onnx", input_shapes=..., target="ir", outdir="out")  # CompiledModel
     outputs = model.run({"input_ids": ids, ...})                                    # dict of arrays
+    served = s4c.load("out", threads=4)   # compiled C model: run(feeds) at any shape its ranges allow
 """
 
 from s4c.errors import S4CError
 
-__all__ = ["S4CError", "load_onnx", "compile", "load_compiled", "print_graph", "parse_graph", "verify", "evaluate"]
+__all__ = ["S4CError", "load_onnx", "compile", "load", "load_compiled", "print_graph", "parse_graph", "verify", "evaluate"]
 __version__ = "0.1.0"
 
 _LAZY = {
     "load_onnx": "s4c.frontend",
     "compile": "s4c.driver",
     "load_compiled": "s4c.driver",
+    "load": "s4c.driver",
     "print_graph": "s4c.text",
     "parse_graph": "s4c.text",
     "verify": "s4c.verify",

@@ -370,6 +370,25 @@ def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
     return CompiledModel(graph, outdir, files, manifest["targets"], {})
 
 
+def load(outdir: str | os.PathLike, threads: int | None = None, backend: str = "c") -> Runner:
+    """A compiled OUTDIR's model for a serving loop: `run(feeds) -> outputs` at any shape the compile
+    allows (every dim inside its --input-shape range; a one-line S4CError outside), `set_threads(n)`.
+    The weights are read once, here; runs reuse them (the C backend; `threads`: OpenMP threads)."""
+    outdir = os.fspath(outdir)
+    try:
+        with open(os.path.join(outdir, "manifest.json")) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise S4CError(f"{outdir}: not a compiled s4c output folder (manifest.json missing)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise S4CError(f"{outdir}: compiled output is corrupt ({type(e).__name__}: {e})") from None
+    if backend not in manifest.get("targets", []):
+        raise TargetError(f"{outdir} was not compiled for {backend!r} (compiled targets: "
+                          f"{', '.join(manifest.get('targets', [])) or 'none'}); compile with --target {backend}")
+    backends = available_backends()
+    return backends[backend].load(outdir, backends[backend].options({"threads": threads} if threads else None))
+
+
 def runner_for(compiled: CompiledModel, backend: str, options: BackendOptions | Mapping | None = None) -> Runner:
     """A Runner (run(feeds) -> outputs, summary()) for `backend` ("ref" = the reference evaluator
     on the IR). `options` (threads, trace, profile...: typed, or a dict of the backend's option

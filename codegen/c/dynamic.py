@@ -222,8 +222,24 @@ def _symbolic(text: str, others: list[str], fitter: _Fitter, what: str, fixed: b
                               f"compile this model for fixed dims")
         if fixed:
             raise TargetError(f"C backend: init-time {label} depends on the dims: compile this model for fixed dims")
-        out.append(_number(tok, alts, fitter, f"{what} {label}"))
+        try:
+            out.append(_number(tok, alts, fitter, f"{what} {label}"))
+        except TargetError:
+            if label in CAPACITY_LAST and _last_number(toks, k):
+                out.append(tok)  # a scratch capacity: the maximum's buffer is there at any dims
+                continue
+            raise
     return "".join(out)
+
+
+# Kernels whose last argument is the capacity of a scratch buffer (sized for the maximum; the
+# kernel uses what it needs of it at the run's dims).
+CAPACITY_LAST = {"s4c_attention_qkv"}
+
+
+def _last_number(toks: list[str], k: int) -> bool:
+    rest = [t for t in toks[k + 1:] if _significant(t)]
+    return rest[:1] == [")"] and all(t in ")" for t in rest)
 
 
 def _label(text: str) -> str:
@@ -331,14 +347,29 @@ def _affine(t, m: np.ndarray, datas: list[np.ndarray], fitter: "_Fitter", what: 
             grid = grid + step * np.arange(d.shape[a], dtype=np.int64).reshape(shape)
         return (c, coef) if np.array_equal(grid, d) else None
 
-    fits = [coefficients(x) for x in [m] + datas]
-    if any(f is None for f in fits):
-        raise TargetError(f"C backend: {what} changes with the dims and is neither a prefix of its maximum nor "
-                          f"affine in its indices: compile this model for fixed dims")
-    c = fitter.fit(fits[0][0], [f[0] for f in fits[1:]], what).c_expr()
-    terms = [c]
-    for a in range(m.ndim):
-        e = fitter.fit(fits[0][1][a], [f[1][a] for f in fits[1:]], f"{what} step along dim {a}").c_expr()
-        if e != "0":
-            terms.append(f"{e} * i{a}")
-    return f"({ct})({' + '.join(terms)})"
+    def expression(arrays, axes: int) -> str | None:
+        fits = [coefficients(x) for x in arrays]
+        if any(f is None for f in fits):
+            return None
+        terms = [fitter.fit(fits[0][0], [f[0] for f in fits[1:]], what).c_expr()]
+        for a in range(axes):
+            e = fitter.fit(fits[0][1][a], [f[1][a] for f in fits[1:]], f"{what} step along dim {a}").c_expr()
+            if e != "0":
+                terms.append(f"{e} * i{a}")
+        return f"({ct})({' + '.join(terms)})"
+
+    whole = expression([m] + datas, m.ndim)
+    if whole is not None:
+        return whole
+    # stacked indices (GatherND's [..., k] = (b, t)): affine per position along a small fixed last axis
+    n = m.shape[-1] if m.ndim >= 2 else 0
+    if 1 < n <= 8 and all(d.shape[-1] == n for d in datas):
+        parts = [expression([x[..., k] for x in [m] + datas], m.ndim - 1) for k in range(n)]
+        if all(p is not None for p in parts):
+            last = f"i{m.ndim - 1}"
+            text = parts[-1]
+            for k in range(n - 2, -1, -1):
+                text = f"({last} == {k} ? {parts[k]} : {text})"
+            return text
+    raise TargetError(f"C backend: {what} changes with the dims and is neither a prefix of its maximum nor "
+                      f"affine in its indices: compile this model for fixed dims")

@@ -220,6 +220,10 @@ class CModel(Runner):
 
     __call__ = run
 
+    def set_threads(self, n: int) -> None:
+        """OpenMP threads for later runs (every CModel on this library shares the setting)."""
+        self.lib.s4c_model_set_threads(int(n))
+
     def _failure(self, rc: int) -> str:
         if rc < 0:
             return "the C model is not initialised"
