@@ -14,7 +14,7 @@ import pytest
 from s4c.cli import main
 from s4c.errors import TargetError
 from s4c.s4 import isa, load_machine
-from s4c.sparse import SUPPORTED_LAYOUTS, BSRLayout, CSRLayout, DenseLayout, NMLayout, analyze_sparsity
+from s4c.sparse import SUPPORTED_LAYOUTS, BSRLayout, CSRLayout, DenseLayout, NMLayout, analyze_sparsity, parse_layout
 from s4c.targets import (CCostParams, CTarget, LinearShapes, S4Target, calibration_path, default_rate, get_target,
                          layout_work)
 from s4c.targets import c as c_target
@@ -220,9 +220,35 @@ def test_calibrate_measures_every_c_layout_and_writes_a_readable_file(tmp_path):
     assert set(data["layouts"]) == {str(layout) for layout in SUPPORTED_LAYOUTS}
     assert all(e["mac_per_ns"] > 0 and e["row_ns"] >= 0 for e in data["layouts"].values())
     assert data["layouts"]["dense"]["row_ns"] == 0 and data["call_us"] > 0 and data["threads"] == 1
+    assert set(data["int8"]) == {"int8-r4", "int8-r1"}  # the int8 Linear's two quad-block kinds
+    assert all(e["mac_per_ns"] > 0 and e["row_ns"] >= 0 for e in data["int8"].values())
     params = CTarget.load(path).params
-    assert params.calibrated == frozenset(data["layouts"])
+    assert params.calibrated == frozenset(data["layouts"]) | frozenset(data["int8"])
     assert isinstance(params, CCostParams)
+    assert params.int8["int8-r1"].rate == data["int8"]["int8-r1"]["mac_per_ns"]
+
+
+def test_c_int8_cost_counts_the_quad_blocks_the_int8_kernel_stores():
+    """LinearInt8 on C: every layout becomes quad blocks of 4 rows (dense, BSR r % 4 == 0) or 1 row
+    (CSR, N:M, other BSR) by 4 input features; the cost counts the blocks' slots (fill-in included)."""
+    from s4c.targets.c import int8_quad_rows, int8_slots
+
+    rng = np.random.default_rng(0)
+    keep = np.kron(rng.random((32, 128)) < 0.1, np.ones((4, 1), bool))  # 4x1 blocks, 90% sparse
+    w = np.where(keep, 1.0, 0.0).astype(np.float32)
+    report = analyze_sparsity(w)
+    target = CTarget()
+    shapes = LinearShapes(128, report)
+    assert [int8_quad_rows(parse_layout(n)) for n in ("dense", "bsr4x1", "bsr8x1", "bsr4x4", "csr", "bsr1x4")] == \
+        [4, 4, 4, 4, 1, 1]
+    assert int8_slots(parse_layout("dense"), report) == 128 * 128
+    assert int8_slots(parse_layout("bsr4x1"), report) == report.block((4, 4)).kept_blocks * 16
+    assert int8_slots(parse_layout("csr"), report) == report.block((1, 4)).kept_blocks * 4
+    k = target.params.int8["int8-r4"]
+    want = target.params.call_s + 128 * (int8_slots(parse_layout("bsr4x1"), report) / k.rate + 128 * k.row_ns) * 1e-9
+    assert target.cost("LinearInt8", "bsr4x1", shapes) == pytest.approx(want)
+    assert target.cost("LinearInt8", "bsr4x1", shapes) < target.cost("LinearInt8", "dense", shapes)
+    assert target.cost("Linear", "bsr4x1", shapes) != target.cost("LinearInt8", "bsr4x1", shapes)
 
 
 def test_cli_calibrate_writes_the_cache_file(tmp_path, monkeypatch, capsys):

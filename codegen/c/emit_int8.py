@@ -26,6 +26,7 @@ from s4c.codegen.c.emit_common import attrs, c_int, emits, feature_vector, size_
 from s4c.codegen.c.emit_linear import _ACT
 from s4c.codegen.c.program import CProgram
 from s4c.ir import Op
+from s4c.targets.c import int8_quad_rows
 
 TOKEN_PAD = 16  # s4c_i8_tokens(T): T rounded up to a multiple of this
 
@@ -48,13 +49,9 @@ def _declare(lw: CProgram) -> None:
 
 
 def quad_rows(layout) -> int:
-    """R, the output rows of one weight quad block, for a LinearInt8 weight stored in `layout`."""
-    kind = getattr(layout, "kind", "dense")
-    if kind == "dense":
-        return 4
-    if kind == "bsr" and layout.block_shape[0] % 4 == 0:
-        return 4
-    return 1
+    """R, the output rows of one weight quad block, for a LinearInt8 weight stored in `layout` (the rule
+    the C cost model prices, s4c/targets/c.py)."""
+    return int8_quad_rows(layout)
 
 
 def quad_blocks(w_q: np.ndarray, R: int, dense: bool) -> dict[str, np.ndarray | None]:

@@ -32,9 +32,20 @@ beats dense below ~49% density and r x 1 blocks of such weights are ~all kept; 4
 weights choose an r x 1 BSR, 90% unstructured ones CSR (4 x 1 blocks of those keep ~34% of the
 slots).
 
-Calibration (codegen/c/calibrate.py) measures `rate` and `row_ns` for each layout and `call_s`; the
-file lives at $S4C_CACHE/c-costs.json (default ~/.cache/s4c/c-costs.json). Layouts it lacks keep
-their defaults.
+int8 (LinearInt8, `--precision int8`; codegen/c/emit_int8.py, kernels/int8.c): whatever the layout, the
+kernel stores the weight as quad blocks of R output rows x 4 aligned input features (the 4-way int8
+dot product), only those holding a nonzero; R = 4 for dense and BSR layouts of r % 4 == 0 rows, else
+1 (`int8_quad_rows`). V is then the stored quad blocks * 4R (the zeros inside them included: a 90%
+unstructured weight keeps ~34% of its 1x4 quads), with one rate per R (`int8-r4`, `int8-r1`) and a
+row cost for the float epilogue (convert, scale, bias):
+
+    int8-r4                     44 MAC/ns   4 rows share each activation load
+    int8-r1                     38 MAC/ns
+    row_ns 0.3 (both)           measured on an AVX2-only machine (vpmaddubsw path), under load
+
+Calibration (codegen/c/calibrate.py) measures `rate` and `row_ns` for each layout, the two int8 block
+kinds and `call_s`; the file lives at $S4C_CACHE/c-costs.json (default ~/.cache/s4c/c-costs.json).
+Layouts it lacks keep their defaults.
 """
 
 from __future__ import annotations
@@ -43,12 +54,12 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from s4c.errors import TargetError
 from s4c.sparse import SUPPORTED_LAYOUTS, BSRLayout, CSRLayout, DenseLayout, Layout, NMLayout
-from s4c.targets.base import LayoutWork, LinearShapes, Target
+from s4c.targets.base import LayoutWork, LinearShapes, Target, as_layout
 
 CALIBRATION_VERSION = 1
 CALIBRATION_FILE = "c-costs.json"
@@ -61,6 +72,8 @@ NM_RATE = 24.0      # N:M
 INDEX_NS = 0.005    # ns per stored index per token
 SPARSE_ROW_NS = 0.08  # ns per output row per token, sparse kernels
 CALL_S = 2e-6       # seconds per kernel call
+INT8_RATES = {"int8-r4": 44.0, "int8-r1": 38.0}  # MAC/ns/core per stored quad-block slot
+INT8_ROW_NS = 0.3   # ns per output row per token, int8 epilogue
 
 
 @dataclass(frozen=True)
@@ -92,14 +105,41 @@ def default_rate(layout: Layout) -> KernelRate:
     return KernelRate(1.0 / (1.0 / value_rate + INDEX_NS / values_per_index), SPARSE_ROW_NS)
 
 
+def int8_quad_rows(layout: Layout) -> int:
+    """R, the output rows of one quad block of the C int8 kernel for a weight stored in `layout`."""
+    if isinstance(layout, DenseLayout):
+        return 4
+    if isinstance(layout, BSRLayout) and layout.block_shape[0] % 4 == 0:
+        return 4
+    return 1
+
+
+def int8_slots(layout: Layout, report) -> int:
+    """The value slots the C int8 kernel stores for a weight (`report`, a SparsityReport) in `layout`:
+    quad blocks of int8_quad_rows(layout) rows x 4 input features holding a nonzero (all when dense)."""
+    out_dim, in_dim = report.shape
+    r = int8_quad_rows(layout)
+    if isinstance(layout, DenseLayout):
+        blocks = math.ceil(out_dim / r) * math.ceil(in_dim / 4)
+    else:
+        blocks = report.block((r, 4)).kept_blocks
+    return blocks * r * 4
+
+
+def default_int8_rates() -> dict[str, KernelRate]:
+    return {name: KernelRate(rate, INT8_ROW_NS) for name, rate in INT8_RATES.items()}
+
+
 @dataclass(frozen=True)
 class CCostParams:
-    """Per-layout kernel rates and the per-call cost; `source` says where they come from."""
+    """Per-layout kernel rates (fp32), the int8 kernel's rates per quad-block rows (`int8-r4`,
+    `int8-r1`) and the per-call cost; `source` says where they come from."""
 
     rates: Mapping[str, KernelRate]
     call_s: float
     source: str = "built-in defaults"
-    calibrated: frozenset = frozenset()  # layout names whose rate was measured
+    calibrated: frozenset = frozenset()  # layout (and int8-rN) names whose rate was measured
+    int8: Mapping[str, KernelRate] = field(default_factory=default_int8_rates)
 
     @classmethod
     def defaults(cls) -> "CCostParams":
@@ -107,6 +147,9 @@ class CCostParams:
 
     def rate(self, layout: Layout) -> KernelRate:
         return self.rates[str(layout)]
+
+    def int8_rate(self, layout: Layout) -> KernelRate:
+        return self.int8[f"int8-r{int8_quad_rows(layout)}"]
 
     # -- the calibration file ----------------------------------------------------------------------
     @classmethod
@@ -125,10 +168,16 @@ class CCostParams:
                 raise ValueError(f"unknown layout {name!r}")
             rates[name] = KernelRate(float(entry["mac_per_ns"]), float(entry["row_ns"]))
             measured.add(name)
+        int8 = dict(base.int8)
+        for name, entry in (data.get("int8") or {}).items():  # optional: files from before int8 lack it
+            if name not in int8:
+                raise ValueError(f"unknown int8 kernel {name!r}")
+            int8[name] = KernelRate(float(entry["mac_per_ns"]), float(entry["row_ns"]))
+            measured.add(name)
         call_s = float(data.get("call_us", base.call_s * 1e6)) * 1e-6
         if not (math.isfinite(call_s) and call_s >= 0):
             raise ValueError(f"call_us must be >= 0, got {data.get('call_us')!r}")
-        return cls(rates, call_s, source, frozenset(measured))
+        return cls(rates, call_s, source, frozenset(measured), int8)
 
 
 def cache_dir() -> Path:
@@ -179,6 +228,16 @@ class CTarget(Target):
     def describe(self) -> str:
         return (f"c: call + T*(stored values / rate + out rows * row_ns) / threads; {self.params.source}; "
                 f"threads={self.threads}")
+
+    def cost(self, op: str, layout: Layout | str, shapes: LinearShapes) -> float:
+        """Target.cost; LinearInt8 is priced by the int8 kernel's quad blocks (int8_slots)."""
+        seconds = super().cost(op, layout, shapes)  # validates op, layout and N:M compliance
+        if op != "LinearInt8":
+            return seconds
+        layout = as_layout(layout)
+        k = self.params.int8_rate(layout)
+        per_token_ns = int8_slots(layout, shapes.report) / k.rate + shapes.out_features * k.row_ns
+        return self.params.call_s + shapes.tokens * per_token_ns * 1e-9 / self.threads
 
     def linear_cost(self, work: LayoutWork, shapes: LinearShapes) -> float:
         k = self.params.rate(work.layout)

@@ -181,42 +181,9 @@ S4C_INLINE i8_v i8_dot(i8_v a, i8_x x, i8_w w) {
 S4C_INLINE void i8_store(int32_t *p, i8_v a) { _mm256_storeu_si256((__m256i *)(void *)p, a); }
 static const char s4c__i8_isa[] = "avx2";
 
-#else /* portable C99 */
+#else /* portable C99: i8_tile below is plain loops */
 #define I8_VL 8
 #define I8_OFFSET 0
-typedef struct {
-    int32_t v[I8_VL];
-} i8_v;
-typedef struct {
-    int8_t b[I8_VL * 4];
-} i8_x;
-typedef struct {
-    int32_t w[4];
-} i8_w;
-S4C_INLINE i8_v i8_zero(void) {
-    i8_v a;
-    memset(&a, 0, sizeof a);
-    return a;
-}
-S4C_INLINE i8_x i8_load(const int8_t *p) {
-    i8_x x;
-    memcpy(x.b, p, sizeof x.b);
-    return x;
-}
-S4C_INLINE i8_w i8_wprep(const int8_t *w) {
-    i8_w r;
-    int j;
-    for (j = 0; j < 4; j++) r.w[j] = w[j];
-    return r;
-}
-S4C_INLINE i8_v i8_dot(i8_v a, i8_x x, i8_w w) {
-    int l;
-    for (l = 0; l < I8_VL; l++)
-        a.v[l] += x.b[4 * l] * w.w[0] + x.b[4 * l + 1] * w.w[1] + x.b[4 * l + 2] * w.w[2] +
-                  x.b[4 * l + 3] * w.w[3];
-    return a;
-}
-S4C_INLINE void i8_store(int32_t *p, i8_v a) { memcpy(p, a.v, sizeof a.v); }
 static const char s4c__i8_isa[] = "plain-c";
 #endif
 
@@ -287,6 +254,39 @@ typedef struct {
 } i8_args;
 
 /* acc[r][0 .. NV*VL) for block row g, tokens t0 .. t0 + NV*VL (R, NV, DENSE constants). */
+#if S4C_I8_PATH == 0
+/* portable: per-byte int32 partial sums p[r][4*l + j] += x[l][j] * w[r][j] over the tile (contiguous,
+ * so the compiler vectorises it as widening multiply-adds, e.g. NEON smlal), then the 4 partial
+ * sums of each token are added (exact: int32 throughout). */
+S4C_INLINE void i8_tile(const i8_args *A, int R, int NV, int DENSE, int g, int t0,
+                        int32_t *S4C_RESTRICT acc) {
+    int32_t part[4][4 * I8_TILE_MAX];
+    const int n = NV * I8_VL;
+    int r, l, s, s0, s1;
+    for (r = 0; r < R; r++)
+        for (l = 0; l < 4 * n; l++) part[r][l] = 0;
+    s0 = DENSE ? g * A->kq : A->indptr[g];
+    s1 = DENSE ? s0 + A->kq : A->indptr[g + 1];
+    for (s = s0; s < s1; s++) {
+        const int q = DENSE ? s - s0 : (int)A->qidx[s];
+        const int8_t *S4C_RESTRICT xp = A->X + ((size_t)q * A->Tp + t0) * 4;
+        const int8_t *w = A->vals + (size_t)s * R * 4;
+        for (r = 0; r < R; r++) {
+            const int32_t w0 = w[4 * r], w1 = w[4 * r + 1], w2 = w[4 * r + 2], w3 = w[4 * r + 3];
+            int32_t *S4C_RESTRICT pr = part[r];
+            for (l = 0; l < 4 * n; l += 4) {
+                pr[l] += xp[l] * w0;
+                pr[l + 1] += xp[l + 1] * w1;
+                pr[l + 2] += xp[l + 2] * w2;
+                pr[l + 3] += xp[l + 3] * w3;
+            }
+        }
+    }
+    for (r = 0; r < R; r++)
+        for (l = 0; l < n; l++)
+            acc[r * I8_TILE_MAX + l] = part[r][4 * l] + part[r][4 * l + 1] + part[r][4 * l + 2] + part[r][4 * l + 3];
+}
+#else
 S4C_INLINE void i8_tile(const i8_args *A, int R, int NV, int DENSE, int g, int t0,
                         int32_t *S4C_RESTRICT acc) {
     i8_v a0[4], a1[4], a2[4], a3[4];
@@ -326,29 +326,30 @@ S4C_INLINE void i8_tile(const i8_args *A, int R, int NV, int DENSE, int g, int t
         }
     }
 }
+#endif
 
-/* Y[o][t0 .. t0+n) from acc (rows o0 .. o0+nr). */
+/* Y[o][t0 .. t0+n) from acc (rows o0 .. o0+nr); one loop per case so that each vectorises. */
 static void i8_epilogue(const i8_args *A, int o0, int nr, int t0, int n, const int32_t *acc) {
     int r, j;
     for (r = 0; r < nr; r++) {
         const int o = o0 + r;
         const float ws = A->wscale[o];
         const uint32_t c = I8_OFFSET ? (uint32_t)A->comp[o] : 0u;
-        const int32_t *ar = acc + r * I8_TILE_MAX;
-        float *y = A->Y + (size_t)o * A->T + t0;
-        const float *xs = A->per_token ? A->xscale + t0 : A->xscale;
-        if (A->bias) {
-            const float b = A->bias[o];
-            for (j = 0; j < n; j++) {
-                const float s = xs[A->per_token ? j : 0] * ws;
-                const float p = (float)(int32_t)((uint32_t)ar[j] - c) * s;
-                y[j] = p + b;
-            }
+        const int32_t *S4C_RESTRICT ar = acc + r * I8_TILE_MAX;
+        float *S4C_RESTRICT y = A->Y + (size_t)o * A->T + t0;
+        const float b = A->bias ? A->bias[o] : 0.0f;
+        if (A->per_token) {
+            const float *S4C_RESTRICT xs = A->xscale + t0;
+            if (A->bias)
+                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * (xs[j] * ws) + b;
+            else
+                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * (xs[j] * ws);
         } else {
-            for (j = 0; j < n; j++) {
-                const float s = xs[A->per_token ? j : 0] * ws;
-                y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * s;
-            }
+            const float s = A->xscale[0] * ws;
+            if (A->bias)
+                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * s + b;
+            else
+                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * s;
         }
     }
 }
