@@ -194,6 +194,43 @@ const char *s4c_i8_isa(void) { return s4c__i8_isa; }
 int s4c_i8_tokens(int T) { return (T + 15) / 16 * 16; }
 
 /* ------------------------------------------------------------ quantisation */
+S4C_INLINE int8_t i8_quantize1(float x, float s) {
+    float r = nearbyintf(x / s);
+    r = r > 127.0f ? 127.0f : r;
+    r = r < -127.0f ? -127.0f : r;
+    return (int8_t)(r == r ? r : 0.0f);
+}
+
+/* dst[4t + j] = quantize(rows[j][t]) for t < T (a NULL row: feature >= K, zeros), 0 for T <= t < Tp;
+ * the scale is s[t] (s != NULL, per token) or s0. */
+static void i8_quantize_quad(const float *const rows[4], const float *s, float s0, int T, int Tp,
+                             int8_t *S4C_RESTRICT dst) {
+    int t = 0, j;
+#if S4C_I8_PATH > 0
+    /* 8 tokens x 4 features: divide, round half to even, clamp, convert, pack to bytes, and
+     * transpose each 4x4 byte block into token order */
+    const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                           0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    for (; t + 8 <= T; t += 8) {
+        const __m256 sv = s ? _mm256_loadu_ps(s + t) : _mm256_set1_ps(s0);
+        __m256i v[4];
+        for (j = 0; j < 4; j++) {
+            __m256 r = rows[j] ? _mm256_div_ps(_mm256_loadu_ps(rows[j] + t), sv) : _mm256_setzero_ps();
+            r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(dst + 4 * t),
+                            _mm256_shuffle_epi8(_mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
+                                                                   _mm256_packs_epi32(v[2], v[3])),
+                                                order));
+    }
+#endif
+    for (; t < T; t++)
+        for (j = 0; j < 4; j++) dst[4 * t + j] = rows[j] ? i8_quantize1(rows[j][t], s ? s[t] : s0) : 0;
+    memset(dst + 4 * t, 0, (size_t)(Tp - t) * 4);
+}
+
 int s4c_quantize_i8(int K, int T, const float *X, const float *scale, float *scale_out,
                     int8_t *Xq) {
     int Tp, Kq, q;
@@ -219,24 +256,11 @@ int s4c_quantize_i8(int K, int T, const float *X, const float *scale, float *sca
 #pragma omp parallel for num_threads(s4c__threads_for((double)K * T, 32768.0)) schedule(static)
 #endif
     for (q = 0; q < Kq; q++) {
-        int8_t *dst = Xq + (size_t)q * Tp * 4;
-        int j, t;
-        for (j = 0; j < 4; j++) {
-            const int k = 4 * q + j;
-            const float *x = X + (size_t)k * T;
-            if (k >= K) {
-                for (t = 0; t < Tp; t++) dst[4 * t + j] = 0;
-                continue;
-            }
-            for (t = 0; t < T; t++) {
-                const float s = scale ? scale[0] : scale_out[t];
-                float r = nearbyintf(x[t] / s);
-                r = r > 127.0f ? 127.0f : r;
-                r = r < -127.0f ? -127.0f : r;
-                dst[4 * t + j] = (int8_t)(r == r ? r : 0.0f);
-            }
-            for (; t < Tp; t++) dst[4 * t + j] = 0;
-        }
+        const float *rows[4];
+        int j;
+        for (j = 0; j < 4; j++) rows[j] = 4 * q + j < K ? X + (size_t)(4 * q + j) * T : NULL;
+        i8_quantize_quad(rows, scale ? NULL : scale_out, scale ? scale[0] : 0.0f, T, Tp,
+                         Xq + (size_t)q * Tp * 4);
     }
     return S4C_OK;
 }
