@@ -11,6 +11,8 @@ Tolerances against the int8 reference evaluator (`ref`, s4c/ops/quant.py, the or
 - `int8_bf16=True` (the default, MixInt8bf16): the FFN-style intermediate is rounded to bf16 (8
   significant bits, nearest even) before it is quantised, so its int8 values are within one
   quantisation step of the reference's, on at most 5% of the elements.
+- The int8 word embedding table (int8 rows, per-row f32 scales): bit-identical to the same program
+  on the dequantised table f32(q * s); within 0.05 (cosine >= 0.9999) of the f32 table's embedding.
 - BERT-mini end to end (16 random-token calibration samples, a different input): cosine >= 0.99 to
   onnxruntime fp32 and >= 0.9999 to the int8 reference on every output.
 """
@@ -131,6 +133,71 @@ def test_every_instruction_of_an_int8_program_is_timed_in_the_dtype_it_computes_
     assert timing_mismatches(_programs(Graph("f", [x], [y], [lin]), {"cores": 2}))
 
 
+# -- the int8 word embedding table ---------------------------------------------------------------
+def test_word_table_rows_are_int8_with_the_vpu_quant_rule_and_a_per_row_scale():
+    from s4c.codegen.s4.quant import quantize_rows, word_table_rows
+
+    t = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, -2.0, 0.5, 2.0], [3e-3, -1e-3, 0.0, 1.5e-3]], np.float32)
+    q, s = quantize_rows(t)
+    assert q.dtype == np.int8 and s.dtype == np.float32
+    assert s[0] == 1.0 and not q[0].any()                              # an all-zero row: scale 1
+    assert s[1] == np.float32(2.0) / np.float32(127) and list(q[1]) == [64, -127, 32, 127]   # 63.5 -> 64 (even)
+    assert np.abs(q).max(axis=1)[1:].tolist() == [127, 127]
+    rows = word_table_rows(t)
+    assert rows.shape == (3, 8) and rows.dtype == np.uint8
+    assert np.array_equal(rows[:, :4].view(np.int8), q) and np.array_equal(rows[:, 4:].copy().view("<f4")[:, 0], s)
+
+
+def _embedding_linear(word: np.ndarray) -> tuple[Graph, dict]:
+    """Embedding (word, positions, token types, LayerNorm) -> Linear, quantised (static); the
+    embedding's f32 result is a graph output."""
+    rng = np.random.default_rng(3)
+    B, S, H = 2, 16, word.shape[1]
+    ids, types = Value("ids", TensorType("i32", (B, S))), Value("types", TensorType("i32", (B, S)))
+    e, y = _f32("e", B, S, H), _f32("y", B, S, 32)
+    c = Value.constant
+    ops = [Op("Embedding", [ids, c("word", word), c("pos_ids", np.arange(S, dtype=np.int64)[None]),
+                            c("pos", (rng.standard_normal((S, H)) * 0.02).astype(np.float32)),
+                            c("g", np.ones(H, np.float32)), c("b", np.zeros(H, np.float32)),
+                            types, c("ttab", (rng.standard_normal((2, H)) * 0.02).astype(np.float32))], [e],
+              {"epsilon": 1e-12}),
+           Op("Linear", [e, c("w", rng.standard_normal((32, H)).astype(np.float32) * (rng.random((32, H)) < 0.3))],
+              [y], {})]
+    g = Graph("emb", [ids, types], [y], ops)
+    QuantizeInt8(amax={"e": 4.0}, activations="static").run(g)
+    g.outputs.append(e)
+    feeds = {"ids": rng.integers(0, word.shape[0], (B, S)).astype(np.int32),
+             "types": (np.arange(S)[None] >= S // 2).repeat(B, 0).astype(np.int32)}
+    return g, feeds
+
+
+def test_int8_word_table_computes_the_dequantised_table_exactly():
+    """The S4's int8 word table (one gather of row + scale, cvt, mul by the scale) gives bit for bit
+    what the same program computes from the f32 table f32(q * s); the bf16 table is the other option."""
+    from s4c.codegen.s4.quant import quantize_rows
+
+    word = (np.random.default_rng(1).standard_normal((50, 64)) * 0.05).astype(np.float32)
+    word[7] = 0.0
+    g, feeds = _embedding_linear(word)
+    got = BACKENDS["s4"].execute(g, feeds, {"cores": 2})
+    q, s = quantize_rows(word)
+    g2, _ = _embedding_linear((q.astype(np.float32) * s[:, None]).astype(np.float32))
+    want = BACKENDS["s4"].execute(g2, feeds, {"cores": 2, "int8_bf16": False})
+    np.testing.assert_array_equal(got["e"], want["e"])
+    np.testing.assert_array_equal(got["y"], want["y"])
+    ref = evaluate(g, feeds)["e"]
+    assert 0 < np.abs(got["e"] - ref).max() <= 0.05 and cosine(got["e"], ref) >= 0.9999
+    program = _programs(g, {"cores": 2})
+    assert timing_mismatches(program) == []
+    dts = {(ins.mnemonic, ins.fields().get("dt")) for st in program.cores for ins in st}
+    assert ("dma.gather", 3) in dts and ("vpu.trans", 1) in dts          # i8 rows + f32 scales
+    bf16 = _programs(g, {"cores": 2, "int8_word_table": "bf16"})
+    assert ("dma.gather", 2) in {(ins.mnemonic, ins.fields().get("dt")) for st in bf16.cores for ins in st}
+    assert len(program.const) < len(bf16.const)
+    with pytest.raises(Exception, match="int8_word_table"):
+        BACKENDS["s4"].options({"int8_word_table": "i4"}).lowering()
+
+
 # -- BERT-mini end to end ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bert_int8(tmp_path_factory):
@@ -173,7 +240,7 @@ def test_bert_mini_int8_program_is_int8_smaller_and_timed_as_computed(bert_int8)
     assert counts.get("vpu.quant") and counts.get("vpu.dequant")
     dts = {(ins.mnemonic, ins.fields().get("dt")) for stream in program.cores for ins in stream}
     assert ("spu.mm", 2) in dts and ("vpu.softmax", 2) in dts       # MixInt8bf16 attention: bf16
-    assert ("dma.gather", 2) in dts                                  # the bf16 word embedding table
+    assert ("dma.gather", 3) in dts                                  # the int8 word embedding table
     sizes = {name: (root / name / "model.s4").stat().st_size for name in ("int8", "fp32")}
     print(f"model.s4: int8 {sizes['int8']} bytes, fp32 {sizes['fp32']} bytes ({sizes['int8'] / sizes['fp32']:.1%})")
     assert sizes["int8"] <= 0.6 * sizes["fp32"]

@@ -86,6 +86,7 @@ from s4c.s4 import Program, disassemble, load_machine
 from s4c.s4 import run as run_program
 
 from .base import STORAGE
+from . import quant
 from .lower import Lowered, lower
 from .report import make_report
 
@@ -102,6 +103,8 @@ class S4Options(BackendOptions):
     trace:     when run, one line per executed instruction (True: printed; or a callable)
     int8_bf16: int8 graphs (--precision int8): keep activations between int8 GEMMs in bf16, as
                MixInt8bf16 does (quant.py); False keeps them f32 (agrees with the reference evaluator)
+    int8_word_table: with int8_bf16, how an int8 graph stores its word embedding table: "i8" (int8
+               rows with a per-row f32 scale, dequantised on the VPU) or "bf16" (quant.py)
     sub_blocks, residency, lane_slack, debug_schedule: lowering knobs (plan.py; None = its default)"""
 
     cores: int = 4
@@ -113,6 +116,7 @@ class S4Options(BackendOptions):
     lane_slack: bool = False
     debug_schedule: bool = False
     int8_bf16: bool = True
+    int8_word_table: str = "i8"
 
     def lowering(self) -> dict:
         """The options as the lowering (plan.py, program.py) reads them (a dict)."""
@@ -122,6 +126,11 @@ class S4Options(BackendOptions):
             opts["sub_blocks"] = self.sub_blocks
         if not self.int8_bf16:
             opts["int8_bf16"] = False
+        if self.int8_word_table != "i8":
+            if self.int8_word_table not in quant.WORD_TABLES:
+                raise TargetError(f"S4 option int8_word_table must be one of {', '.join(quant.WORD_TABLES)}, "
+                                  f"not {self.int8_word_table!r}")
+            opts["int8_word_table"] = self.int8_word_table
         return opts
 
 

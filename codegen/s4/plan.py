@@ -221,8 +221,8 @@ class Plan:
     def const_addr(self, info: VInfo) -> int:
         """DRAM address of a constant operand (stored in its S4 dtype, once)."""
         if info.dram is None:
-            data = np.asarray(info.v.data)
-            info.const_array = to_storage(data, info.dt)
+            if info.const_array is None:    # (an int8 word table's rows and scales are set by quant.py)
+                info.const_array = to_storage(np.asarray(info.v.data), info.dt)
             info.dram = self.const.add(info.const_array)
         return info.dram
 
@@ -351,6 +351,7 @@ class Plan:
         # each block index is its own lane: a block's buffers only ever reuse dead buffers of the
         # same block, so an op on block 0 never waits for the previous op still reading block 1
         budget = self.m.sram_bytes - MIN_SCRATCH
+        spilled = []
         while True:
             lanes: dict[int, list] = {}
             sizes: dict[int, int] = {}
@@ -378,6 +379,7 @@ class Plan:
             worst = max(cands, key=lambda x: (sizes[id(x)], -x.producer))
             cands.remove(worst)
             worst.needs_dram = True
+            spilled.append(sizes[id(worst)])
         for info in cands:
             info.resident = True
             nb = max(len(self.blocks(info.R, c)) for c in range(self.cores))
@@ -386,6 +388,9 @@ class Plan:
         self.resident_peak = peak if cands else 0
         self.stats["sram_resident_values"] = len(cands)
         self.stats["sram_resident_peak"] = self.resident_peak
+        # row-local values the budget sent to DRAM (spills), bytes per core summed over its blocks
+        self.stats["sram_spilled_values"] = len(spilled)
+        self.stats["sram_spilled_bytes"] = sum(spilled)
 
     def _values_with_root(self, info: VInfo):
         return [i.v for i in self.infos.values() if i.root is info]

@@ -20,8 +20,12 @@ the dtype it computes in:
   GEMMs. That is the one place results differ from the reference evaluator's f32 (bf16 rounds to
   8 significant bits, round to nearest even, before the quantiser); with int8_bf16=False every
   int8 op agrees with the reference to one quantisation step on rare elements (ties of GELU).
-- The word embedding table is stored bf16 (gathered as bf16, widened exactly to f32 for the
-  LayerNorm), with `int8_bf16`: it is most of a small model's constant bytes.
+- The word embedding table (most of a small model's constant bytes, a third of an int8 BERT-base's)
+  is stored int8 with a per-row f32 scale (`int8_word_table="i8"`, the default with `int8_bf16`):
+  each row is its H int8 values then its scale's 4 bytes, so one dma.gather brings both; the VPU
+  widens the rows to f32 (exact) and multiplies by the scale (vpu.trans makes the gathered scale
+  column a vector), f32(q * s), for the LayerNorm. Quantised as vpu.quant does: s = max|row| / 127.
+  `int8_word_table="bf16"`: stored bf16, widened exactly to f32.
 - Residency: i8 and bf16 token matrices stay in SRAM like f32 ones, sized in their own bytes.
 """
 
@@ -41,21 +45,69 @@ RESIDENT_DTS = ("f32", "bf16", "i8")       # token matrices an int8 graph may ke
 TWO100, TWO49 = 2.0 ** 100, 2.0 ** 49
 
 
+WORD_TABLES = ("i8", "bf16")               # S4Options.int8_word_table
+
+
+def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: s[r] = f32(max_j |t[r,j]| / 127) (1 for an all-zero row),
+    q[r,j] = saturate+-127(round_half_even(f32(t[r,j] / s[r]))) (vpu.quant's rule)."""
+    t = np.asarray(table, np.float32)
+    amax = np.abs(t).max(axis=1)
+    s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint((t / s[:, None]).astype(np.float32)), -127, 127).astype(np.int8)
+    return q, s
+
+
+def word_table_rows(table: np.ndarray) -> np.ndarray:
+    """The int8 word table as stored: row r = its H int8 values, then s[r] as 4 little-endian f32
+    bytes ([V, H+4] u8), so one dma.gather brings a token's row and its scale."""
+    q, s = quantize_rows(table)
+    return np.ascontiguousarray(np.concatenate([q.view(np.uint8), s.astype("<f4").reshape(-1, 1).view(np.uint8)],
+                                               axis=1))
+
+
+def gather_int8_rows(L, core, X, wtab, V: int, H: int, idv) -> None:
+    """X (f32 [T, H]) = the int8 rows ids of the table (word_table_rows) times their scales: one
+    dma.gather of H+4 bytes per token (row and scale), vpu.trans of the scale column into a packed
+    vector, vpu.cvt i8 -> f32 (exact), vpu.mul by the row's scale (one f32 rounding: f32(q*s))."""
+    em, sc = L.em, L.scratch(core)
+    T = X.rows
+    G = sc.tile(T, H + 4, "i8")
+    em.gather(core, G, Region.dram(wtab.addr, V, H + 4, "i8"), idv.addr)
+    s = sc.tile(1, T, "f32")
+    em.trans(core, s, Region("sram", G.addr + H, T, 1, G.pitch, "f32", core))
+    em.cvt(core, X, Region("sram", G.addr, T, H, G.pitch, "i8", core))
+    em.vbin(core, "mul", X, X, s, bcast="col")
+    sc.release(G, s)
+
+
 def plan_storage(L) -> None:
     """The S4 storage dtype of an int8 graph's activations (before residency): a LinearInt8 result
-    that only QuantizeInt8s read (and no graph output) is bf16 when `int8_bf16` (default on)."""
+    that only QuantizeInt8s read (and no graph output) is bf16 when `int8_bf16` (default on). A word
+    embedding table only Embeddings read is stored int8 with per-row scales (`int8_word_table`
+    "i8", the default, when its width is a multiple of 64 bytes) or bf16."""
     if not L.opts.get("int8_bf16", True):
         return
     g = L.g
-    for op in g.ops:        # word embedding tables: bf16 in the constant segment (half the bytes)
-        if op.op == "Embedding" and op.inputs[1].is_constant and op.inputs[1].dtype == "f32":
-            L.info(op.inputs[1]).dt = "bf16"
-    outputs = {id(v) for v in g.outputs}
     readers: dict[int, list] = {}
     for op in g.ops:
         for j, v in enumerate(op.inputs):
             if v is not None:
                 readers.setdefault(id(v), []).append((op, j))
+    table = L.opts.get("int8_word_table", "i8")
+    for op in g.ops:        # word embedding tables: int8 + scales or bf16 in the constant segment
+        w = op.inputs[1] if op.op == "Embedding" else None
+        if w is None or not w.is_constant or w.dtype != "f32":
+            continue
+        info = L.info(w)
+        if not all(u.op == "Embedding" and j == 1 for u, j in readers.get(id(w), [])):
+            continue
+        if table == "i8" and len(w.shape) == 2 and w.shape[1] % L.m.align == 0:
+            if info.dt != "i8":
+                info.dt, info.const_array = "i8", word_table_rows(np.asarray(w.data))
+        else:
+            info.dt = "bf16"
+    outputs = {id(v) for v in g.outputs}
     for op in g.ops:
         if op.op != "LinearInt8":
             continue
@@ -205,4 +257,5 @@ class QuantizeInt8Kernel(Kernel):
         return s
 
 
-__all__ = ["INT8_OPS", "RESIDENT_DTS", "plan_storage", "LinearInt8Kernel", "QuantizeInt8Kernel"]
+__all__ = ["INT8_OPS", "RESIDENT_DTS", "WORD_TABLES", "plan_storage", "quantize_rows", "word_table_rows",
+           "gather_int8_rows", "LinearInt8Kernel", "QuantizeInt8Kernel"]

@@ -6,7 +6,8 @@ report.json key "s4" (stable keys first):
     ops: [{name, onnx_nodes, unit, cycles, op, cycles_by_unit}]   (unit = the op's busiest unit)
   plus: machine, precision, instructions, unit_busy / utilisation (per unit, summed / averaged over
   cores), dram (constant bytes, io bytes, activation peak and sum without reuse), sram (resident
-  peak, values kept resident), schedule_estimate_cycles.
+  peak, values kept resident, row-local values spilled to DRAM for want of SRAM and their bytes
+  per core), schedule_estimate_cycles.
 
 dram_bytes_moved counts what the cycle model charges (bytes in the timing dtype: MixInt8bf16 by
 default); cycles of an op are busy cycles summed over cores.
@@ -73,7 +74,9 @@ def make_report(lowered, graph=None) -> tuple[dict, str]:
                  "activation_sum_without_reuse_bytes": st.get("dram_activation_total", 0),
                  "dram_size": st.get("dram_size", 0)},
         "sram": {"resident_peak_bytes": st.get("sram_resident_peak", 0),
-                 "resident_values": st.get("sram_resident_values", 0)},
+                 "resident_values": st.get("sram_resident_values", 0),
+                 "spilled_values": st.get("sram_spilled_values", 0),
+                 "spilled_bytes": st.get("sram_spilled_bytes", 0)},
         "schedule_estimate_cycles": st.get("schedule_estimate_cycles", 0),
     }
     return report, markdown(report)
@@ -90,6 +93,8 @@ def markdown(r: dict) -> str:
              f"| DRAM bytes moved | {r['dram_bytes_moved']:,} |",
              f"| DRAM activations | peak {r['dram']['activation_peak_bytes']:,} bytes "
              f"(without reuse {r['dram']['activation_sum_without_reuse_bytes']:,}) |",
+             f"| SRAM residency | {r['sram']['resident_values']} values (peak {r['sram']['resident_peak_bytes']:,} bytes "
+             f"per core), {r['sram']['spilled_values']} spilled to DRAM ({r['sram']['spilled_bytes']:,} bytes per core) |",
              f"| instructions | {r['instructions']:,} |",
              "| utilisation DMA / SPU / VPU | " + " / ".join(f"{r['utilisation'][u]:.2f}" for u in UNITS) + " |",
              "", "| op | unit | cycles (busy, all cores) |", "|---|---|---|"]

@@ -22,6 +22,7 @@ import numpy as np
 from s4c.errors import TargetError
 
 from .base import X_BUDGET, Kernel, RowInfo, kernel, reject, rup
+from .quant import gather_int8_rows
 from .reductions import layernorm_generic
 from .stream import Region
 
@@ -411,6 +412,8 @@ class EmbeddingKernel(Kernel):
         idv = _ids(L, core, ids, p0, T)
         if wtab.dt == "f32":
             em.gather(core, X, Region.dram(wtab.addr, word.shape[0], H, "f32"), idv.addr)
+        elif wtab.dt == "i8":     # int8 rows + per-row scales (int8 graphs, quant.py)
+            gather_int8_rows(L, core, X, wtab, word.shape[0], H, idv)
         else:       # a bf16 table (int8 graphs, quant.py): gathered as bf16, widened exactly to f32
             Xb = sc.tile(T, H, wtab.dt)
             em.gather(core, Xb, Region.dram(wtab.addr, word.shape[0], H, wtab.dt), idv.addr)
