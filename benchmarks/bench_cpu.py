@@ -18,14 +18,20 @@ Per model every available engine loads the same ONNX file and gets the same inpu
   default ``~/.cache/s4c/deepsparse-venv``; created on first use with ``python -m venv`` +
   ``pip install deepsparse==1.8.0 onnxruntime``, ~1-2 min) and runs benchmarks/deepsparse_runner.py
   as a long-lived worker; the worker times only the engine call;
-* ``s4c``  ``s4c.compile(..., target="c")`` then the C backend with threads=N (in process).
+* ``s4c``  ``s4c.compile(..., target="c")`` then the C backend with threads=N (in process);
+* ``ort-int8``  onnxruntime on ``onnxruntime.quantization.quantize_dynamic`` of the same model
+  (int8 weights, per-tensor QInt8, activations quantised at run time), options as ``ort``;
+* ``s4c-int8``  ``s4c.compile(..., target="c", precision="int8")``: int8 weights per output channel,
+  activations quantised per token at run time (no calibration set, as ORT's dynamic quantisation).
 
 Timing: each engine runs ``--warmup`` times, then the engines take turns (A B C A B C ...)
 for ``--repeat`` rounds, with ``--gap`` idle seconds before every call (onnxruntime's idle pool
 threads spin for ~40 ms after each run; without the gap they would compete with the next
 engine); the table shows each engine's median, and its speedup vs onnxruntime (ORT ms /
-engine ms: > 1 is faster). Each engine's outputs are compared with onnxruntime's
-(max abs over all outputs) so a fast wrong answer shows. An engine that cannot run (DeepSparse venv
+engine ms: > 1 is faster; for s4c int8 also vs onnxruntime int8). Each engine's outputs are
+compared with onnxruntime fp32's (max abs over all outputs, and the lowest cosine similarity of an
+output) so a fast wrong answer shows: an fp32 engine is wrong above MISMATCH_TOL max abs, an int8
+engine below INT8_MIN_COSINE. An engine that cannot run (DeepSparse venv
 cannot be made, a model it cannot compile, no C backend in this build) is reported with the reason
 and the run goes on without it. For s4c the compile time without the C compiler and the C compiler
 time come from CompiledModel.timings. No assertions: numbers only.
@@ -69,13 +75,16 @@ MODELS: dict[str, tuple[str, float]] = {
     "nm2:8": ("nm2:8", 0.9),
     "nm1:16": ("nm1:16", 0.9),
 }
-ENGINES = ("ort", "ds", "s4c")
-LABELS = {"ort": "onnxruntime", "ds": "DeepSparse", "s4c": "s4c (C)"}
+ENGINES = ("ort", "ort-int8", "ds", "s4c", "s4c-int8")
+LABELS = {"ort": "onnxruntime", "ort-int8": "onnxruntime int8", "ds": "DeepSparse", "s4c": "s4c (C)",
+          "s4c-int8": "s4c int8 (C)"}
 DEEPSPARSE_SPEC = ("deepsparse==1.8.0", "onnxruntime")
 DEEPSPARSE_VERSION = "1.8.0"
 #: a max abs difference from onnxruntime above this is flagged as a wrong answer (fp32 BERT-base
 #: engines differ by ~1e-5..1e-3 from summation order alone)
 MISMATCH_TOL = 1e-2
+#: an int8 engine whose output has a lower cosine similarity to onnxruntime fp32's is flagged
+INT8_MIN_COSINE = 0.99
 SEQ, BATCH, VOCAB = 128, 1, 30522
 #: other processes using more than this share of the CPUs while a model is timed make its numbers suspect
 NOISY_LOAD = 0.05
@@ -155,6 +164,36 @@ class OrtEngine(Engine):
         self.session = self.last = None
 
 
+class OrtInt8Engine(OrtEngine):
+    """onnxruntime on quantize_dynamic(model) (QInt8 weights), made once per model in `workdir`."""
+
+    name = "ort-int8"
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+
+    def start(self) -> str:
+        import onnxruntime
+        from onnxruntime.quantization import quantize_dynamic  # noqa: F401
+
+        return f"onnxruntime {onnxruntime.__version__} quantize_dynamic(weight_type=QInt8)"
+
+    def load(self, model_path, feeds, threads):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.dirname(model_path)) or "model")
+        out = os.path.join(self.workdir, f"ort-int8-{tag}-{os.path.basename(model_path)}")
+        start = time.perf_counter()
+        if not os.path.exists(out):
+            try:
+                quantize_dynamic(model_path, out, weight_type=QuantType.QInt8)
+            except Exception as e:  # noqa: BLE001 - any failure makes the engine unavailable for this model
+                raise EngineUnavailable(f"quantize_dynamic: {' '.join(str(e).split())[:300]}") from None
+        quantize_s = time.perf_counter() - start
+        info = super().load(out, feeds, threads)
+        return {**info, "quantize_s": quantize_s}
+
+
 #: driver timings of work that overlaps the others (the IR text and weights.npz are written in the
 #: background while the backends build), so they are not part of the compile's wall time
 BACKGROUND_TIMINGS = ("write-ir",)
@@ -193,9 +232,11 @@ def compile_seconds(info: dict) -> float | None:
 class S4cEngine(Engine):
     name = "s4c"
 
-    def __init__(self, workdir: str, backend_options: dict | None = None):
+    def __init__(self, workdir: str, backend_options: dict | None = None, precision: str = "fp32"):
         self.workdir = workdir
         self.backend_options = dict(backend_options or {})
+        self.precision = precision
+        self.name = "s4c" if precision == "fp32" else f"s4c-{precision}"
         self.runner = None
 
     def start(self):
@@ -205,19 +246,20 @@ class S4cEngine(Engine):
         if "c" not in available_backends():
             raise EngineUnavailable("the C backend is not in this build of s4c "
                                     "(s4c.codegen.c has no build(); issue 7)")
-        return f"s4c {getattr(s4c, '__version__', '?')} C backend"
+        return (f"s4c {getattr(s4c, '__version__', '?')} C backend"
+                + ("" if self.precision == "fp32" else f" --precision {self.precision} (per-token activation scales)"))
 
     def load(self, model_path, feeds, threads):
         import s4c
         from s4c.driver import runner_for
         from s4c.errors import S4CError
 
-        outdir = os.path.join(self.workdir, "s4c-" + re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.dirname(model_path))))
+        outdir = os.path.join(self.workdir, self.name + "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.dirname(model_path))))
         shapes = {k: tuple(v.shape) for k, v in feeds.items()}
         try:
             start = time.perf_counter()
             compiled = s4c.compile(model_path, input_shapes=shapes, target="c", outdir=outdir,
-                                   backend_options=self.backend_options)
+                                   backend_options=self.backend_options, precision=self.precision)
             wall = time.perf_counter() - start
             self.runner = runner_for(compiled, "c", {"threads": threads})
         except S4CError as e:
@@ -439,6 +481,7 @@ class EngineResult:
     min_ms: float | None = None
     times_ms: list[float] = field(default_factory=list)
     max_abs_diff: float | None = None
+    cosine: float | None = None  # the lowest cosine similarity of an output to the reference's
     info: dict = field(default_factory=dict)
     error: str | None = None
 
@@ -448,6 +491,19 @@ def max_abs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     if not keys:
         raise ValueError(f"no common outputs ({sorted(a)} vs {sorted(b)})")
     return max(float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)))) for k in keys)
+
+
+def min_cosine(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """The lowest cosine similarity between an output of `a` and the same output of `b`."""
+    keys = set(a) & set(b)
+    if not keys:
+        raise ValueError(f"no common outputs ({sorted(a)} vs {sorted(b)})")
+    sims = []
+    for k in keys:
+        x, y = np.asarray(a[k], np.float64).ravel(), np.asarray(b[k], np.float64).ravel()
+        nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+        sims.append(1.0 if nx == ny == 0 else (float(x @ y) / (nx * ny) if nx and ny else 0.0))
+    return min(sims)
 
 
 def _turns(live: list[Engine], results: dict, runs: int, gap: float, log, record: bool, burst: int = 1) -> None:
@@ -540,9 +596,10 @@ def bench_model(model_path: str, feeds: dict, engines: list[Engine], threads: in
                 continue
             if engine is engines[0]:
                 reference = out
-                res.max_abs_diff = 0.0
+                res.max_abs_diff, res.cosine = 0.0, 1.0
             elif reference is not None:
                 res.max_abs_diff = max_abs(out, reference)
+                res.cosine = min_cosine(out, reference)
     finally:
         for engine in engines:
             engine.unload()
@@ -562,6 +619,18 @@ def _sci(v):
     return "-" if v is None else f"{v:.1e}"
 
 
+def _cos(v):
+    return "-" if v is None else f"{v:.4f}"
+
+
+def is_wrong(engine: str, r: dict) -> bool:
+    """A wrong answer: an fp32 engine off onnxruntime by > MISMATCH_TOL, an int8 one below
+    INT8_MIN_COSINE cosine similarity."""
+    if engine.endswith("-int8"):
+        return r.get("cosine") is not None and r["cosine"] < INT8_MIN_COSINE
+    return r.get("max_abs_diff") is not None and r["max_abs_diff"] > MISMATCH_TOL
+
+
 def engine_cell(res: dict, engine: str) -> str:
     r = res.get(engine)
     if r is None:
@@ -569,7 +638,7 @@ def engine_cell(res: dict, engine: str) -> str:
     if r.get("median_ms") is None:
         return "unavailable"
     cell = f"{_ms(r['median_ms'])} / {_ms(r.get('min_ms'))}"
-    if r.get("max_abs_diff") is not None and r["max_abs_diff"] > MISMATCH_TOL:
+    if is_wrong(engine, r):
         cell += " (WRONG)"
     return cell
 
@@ -577,17 +646,29 @@ def engine_cell(res: dict, engine: str) -> str:
 def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     header = ["model", "sparsity", "ORT ms", "DeepSparse ms", "s4c ms", "DS vs ORT", "s4c vs ORT",
               "s4c compile s", "cc s", "max|d| DS", "max|d| s4c", "other load"]
+    int8 = any(res.get(e) for res in results["models"].values() for e in ("ort-int8", "s4c-int8"))
+    if int8:  # int8 columns: runs from before the int8 engines render as they did
+        header[5:5] = ["ORT int8 ms", "s4c int8 ms"]
+        header[9:9] = ["ORT int8 vs ORT", "s4c int8 vs ORT", "s4c int8 vs ORT int8"]
+        header += ["cos ORT int8", "cos s4c int8"]
     rows = []
     for name, res in results["models"].items():
         ort = (res.get("ort") or {}).get("median_ms")
         ds, s4 = res.get("ds") or {}, res.get("s4c") or {}
+        oi, si = res.get("ort-int8") or {}, res.get("s4c-int8") or {}
         s4info = s4.get("info") or {}
-        rows.append([name, f"{res['sparsity']:.4g}", engine_cell(res, "ort"), engine_cell(res, "ds"),
-                     engine_cell(res, "s4c"), _speedup(ort, ds.get("median_ms")), _speedup(ort, s4.get("median_ms")),
-                     "-" if compile_seconds(s4info) is None else f"{compile_seconds(s4info):.1f}",
-                     "-" if s4info.get("cc_s") is None else f"{s4info['cc_s']:.1f}",
-                     _sci(ds.get("max_abs_diff")), _sci(s4.get("max_abs_diff")),
-                     "-" if res.get("other_load") is None else f"{res['other_load']:.0%}"])
+        row = [name, f"{res['sparsity']:.4g}", engine_cell(res, "ort"), engine_cell(res, "ds"),
+               engine_cell(res, "s4c"), _speedup(ort, ds.get("median_ms")), _speedup(ort, s4.get("median_ms")),
+               "-" if compile_seconds(s4info) is None else f"{compile_seconds(s4info):.1f}",
+               "-" if s4info.get("cc_s") is None else f"{s4info['cc_s']:.1f}",
+               _sci(ds.get("max_abs_diff")), _sci(s4.get("max_abs_diff")),
+               "-" if res.get("other_load") is None else f"{res['other_load']:.0%}"]
+        if int8:
+            row[5:5] = [engine_cell(res, "ort-int8"), engine_cell(res, "s4c-int8")]
+            row[9:9] = [_speedup(ort, oi.get("median_ms")), _speedup(ort, si.get("median_ms")),
+                        _speedup(oi.get("median_ms"), si.get("median_ms"))]
+            row += [_cos(oi.get("cosine")), _cos(si.get("cosine"))]
+        rows.append(row)
     return header, rows
 
 
@@ -671,7 +752,8 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    colours = {"ort": "tab:blue", "ds": "tab:orange", "s4c": "tab:green"}
+    colours = {"ort": "tab:blue", "ds": "tab:orange", "s4c": "tab:green", "ort-int8": "tab:purple",
+               "s4c-int8": "tab:red"}
     markers = {"unstructured": "o", "block4x1": "s", "block16x1": "D", "nm2:8": "^", "nm1:16": "v"}
     nudge = {"block4x1": 0.955, "block16x1": 0.91}
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
@@ -742,7 +824,9 @@ def results_section(results: dict, plot_rel: str | None) -> str:
              format_markdown_table(results), "",
              "`ms` cells: median / min of the timed runs. `X vs ORT` = ORT median / X median "
              "(> 1: faster than onnxruntime). `max|d|`: max abs difference of the "
-             "outputs (last_hidden_state, pooler_output) from onnxruntime's. `s4c compile s`: import + passes + "
+             "outputs (last_hidden_state, pooler_output) from onnxruntime's; `cos`: the lowest cosine similarity "
+             "of an output to onnxruntime fp32's (int8 engines; WRONG below "
+             f"{INT8_MIN_COSINE}). `s4c compile s`: import + passes + "
              "C code generation, without the C compiler; `cc s`: the C compiler. `other load`: share of the "
              "machine's CPUs that other processes used while that model was timed (this is a shared machine; "
              f"above {NOISY_LOAD:.0%} the row's numbers are suspect)."]
@@ -789,7 +873,8 @@ def parse_args(argv=None):
                         "of the CPUs (keeps the quietest attempt)")
     p.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
                    help="before each timing, wait up to S seconds for the machine to go quiet")
-    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of ort,ds,s4c (ort is always run)")
+    p.add_argument("--engines", default=",".join(ENGINES),
+                   help=f"comma-separated subset of {','.join(ENGINES)} (ort, the reference, is always run)")
     p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"])
     p.add_argument("--deepsparse-venv", default=os.environ.get("S4C_DEEPSPARSE_VENV",
                                                                os.path.join("~", ".cache", "s4c", "deepsparse-venv")))
@@ -832,9 +917,13 @@ def make_engines(args, workdir: str, log=print) -> tuple[list[Engine], dict[str,
     candidates: list[Engine] = [OrtEngine()]
     if "ds" in args.engine_list:
         candidates.append(DeepSparseEngine(args.deepsparse_venv, workdir, args.deepsparse_python, log))
+    if "ort-int8" in args.engine_list:
+        candidates.append(OrtInt8Engine(workdir))
+    options = {k: v for k, v in (("cc", args.cc), ("cflags", args.cflags)) if v}
     if "s4c" in args.engine_list:
-        options = {k: v for k, v in (("cc", args.cc), ("cflags", args.cflags)) if v}
         candidates.append(S4cEngine(workdir, options))
+    if "s4c-int8" in args.engine_list:
+        candidates.append(S4cEngine(workdir, options, precision="int8"))
     engines, described = [], {}
     for engine in candidates:
         try:
@@ -912,7 +1001,8 @@ def main(argv=None) -> int:
                     entry[ename] = {"median_ms": None, "error": described.get(ename)}
                 else:
                     entry[ename] = {"median_ms": r.median_ms, "min_ms": r.min_ms, "times_ms": r.times_ms,
-                                    "max_abs_diff": r.max_abs_diff, "info": r.info, "error": r.error}
+                                    "max_abs_diff": r.max_abs_diff, "cosine": r.cosine, "info": r.info,
+                                    "error": r.error}
             results["models"][name] = entry
             ort = entry["ort"]["median_ms"]
             for ename in args.engine_list:
@@ -921,8 +1011,9 @@ def main(argv=None) -> int:
                     continue
                 extra = ""
                 if ename != "ort":
-                    extra = f"  {_speedup(ort, e['median_ms'])} vs ORT  max|d| {_sci(e['max_abs_diff'])}"
-                    if e["max_abs_diff"] is not None and e["max_abs_diff"] > MISMATCH_TOL:
+                    extra = (f"  {_speedup(ort, e['median_ms'])} vs ORT  max|d| {_sci(e['max_abs_diff'])}"
+                             f"  cos {_cos(e['cosine'])}")
+                    if is_wrong(ename, e):
                         extra += "  WRONG ANSWER"
                 info = e.get("info") or {}
                 if info.get("compile_s") is not None:
@@ -931,7 +1022,7 @@ def main(argv=None) -> int:
                     extra += f" + cc {info['cc_s']:.1f}s"
                 if info.get("supported_ops") is not None:
                     extra += f"  supported ops {info['supported_ops']:.0%}"
-                print(f"  {ename:4s} median {e['median_ms']:8.1f} ms  min {e['min_ms']:8.1f}{extra}", flush=True)
+                print(f"  {ename:8s} median {e['median_ms']:8.1f} ms  min {e['min_ms']:8.1f}{extra}", flush=True)
             if other is not None:
                 print(f"  other processes used {other:.0%} of the CPUs while these ran"
                       + ("  (NOISY: the machine was busy)" if other > NOISY_LOAD else ""), flush=True)

@@ -56,7 +56,7 @@ def feeds():
 def test_parse_args():
     a = bench_cpu.parse_args([])
     assert a.model_list == list(bench_cpu.MODELS) and a.threads == 2 and a.repeat >= 10
-    assert a.engine_list == ["ort", "ds", "s4c"]
+    assert a.engine_list == ["ort", "ort-int8", "ds", "s4c", "s4c-int8"]
     a = bench_cpu.parse_args(["--models", "dense,nm1:16", "--threads", "1", "--repeat", "12", "--engines", "s4c"])
     assert a.model_list == ["dense", "nm1:16"] and a.threads == 1 and a.repeat == 12
     assert a.engine_list == ["ort", "s4c"]  # onnxruntime is the reference: always there
@@ -117,3 +117,26 @@ def test_interleaved_run_table_and_results_md(tmp_path):
 def test_max_abs():
     a = {"x": np.zeros(3, np.float32), "y": np.ones(2, np.float32)}
     assert bench_cpu.max_abs(a, {"x": np.full(3, 0.25, np.float32), "y": np.ones(2, np.float32)}) == 0.25
+
+
+def test_int8_engines_columns_and_cosine():
+    """The int8 columns (ORT int8, s4c int8: latency, speedups, cosine to onnxruntime fp32) appear
+    when a run has them; an int8 engine is wrong by cosine, not by max abs difference."""
+    assert bench_cpu.min_cosine({"x": np.array([1.0, 0.0]), "y": np.ones(2)},
+                                {"x": np.array([1.0, 1.0]), "y": np.ones(2)}) == pytest.approx(np.sqrt(0.5))
+    assert not bench_cpu.is_wrong("s4c-int8", {"max_abs_diff": 0.5, "cosine": 0.995})
+    assert bench_cpu.is_wrong("s4c-int8", {"max_abs_diff": 0.01, "cosine": 0.9})
+    assert bench_cpu.is_wrong("s4c", {"max_abs_diff": 0.5, "cosine": 0.9999})
+    cell = {"median_ms": 10.0, "min_ms": 9.0, "times_ms": [10.0], "max_abs_diff": 0.0, "cosine": 1.0, "info": {}}
+    models = {"block4x1-90": {"pattern": "block4x1", "sparsity": 0.9, "other_load": 0.0, "ort": dict(cell),
+                              "ort-int8": {**cell, "median_ms": 5.0, "max_abs_diff": 0.3, "cosine": 0.995},
+                              "s4c": {**cell, "median_ms": 2.0},
+                              "s4c-int8": {**cell, "median_ms": 1.0, "max_abs_diff": 0.3, "cosine": 0.998}}}
+    header, rows = bench_cpu.table_rows({"models": models})
+    row = dict(zip(header, rows[0]))
+    assert row["ORT int8 ms"] == "5.0 / 9.0" and row["s4c int8 ms"] == "1.0 / 9.0"
+    assert row["s4c int8 vs ORT"] == "10.00x" and row["s4c int8 vs ORT int8"] == "5.00x"
+    assert row["cos s4c int8"] == "0.9980" and "WRONG" not in " ".join(rows[0])
+    del models["block4x1-90"]["ort-int8"], models["block4x1-90"]["s4c-int8"]
+    header, _ = bench_cpu.table_rows({"models": models})
+    assert "s4c int8 ms" not in header  # results without int8 engines render as before
