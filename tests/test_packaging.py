@@ -1,6 +1,5 @@
-"""Packaging and layering rules: every package folder is installed; layers import downward only."""
+"""Packaging rules: every package folder is installed, every data file is package data (the layering is tests/test_imports.py)."""
 
-import ast
 import os
 import re
 
@@ -26,50 +25,8 @@ def test_every_package_is_listed_in_pyproject():
     assert _packages_in_tree() <= listed, sorted(_packages_in_tree() - listed)
 
 
-def _imports(path):
-    tree = ast.parse(open(path).read())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module
-
-
-def _modules(root):
-    for dirpath, _, files in os.walk(os.path.join(REPO, root)):
-        for f in files:
-            if f.endswith(".py"):
-                yield os.path.join(dirpath, f)
-
-
-# Modules at the top of the stack (they may import anything).
-DRIVER_LEVEL = {"driver.py", "cli.py", "backend.py", "inspect.py", "__main__.py"}
-
-
-def test_ir_and_frontend_never_import_passes_or_codegen():
-    offenders = []
-    for path in _modules("s4c"):
-        if os.path.basename(path) in DRIVER_LEVEL:
-            continue
-        for name in _imports(path):
-            if name.startswith(("s4c.passes", "s4c.codegen", "passes", "codegen")):
-                offenders.append(f"{os.path.relpath(path, REPO)} imports {name}")
-    assert not offenders, offenders
-
-
-def test_passes_never_import_codegen_or_the_driver():
-    offenders = []
-    for path in _modules("passes"):
-        for name in _imports(path):
-            if name.startswith(("s4c.codegen", "codegen", "s4c.driver", "s4c.cli", "s4c.backend")):
-                offenders.append(f"{os.path.relpath(path, REPO)} imports {name}")
-    assert not offenders, offenders
-
-
-def test_codegen_never_imports_the_driver():
-    offenders = [f"{os.path.relpath(p, REPO)} imports {n}" for p in _modules("codegen") for n in _imports(p)
-                 if n.startswith(("s4c.driver", "s4c.cli", "s4c.backend"))]
-    assert not offenders, offenders
+# Which layer may import which (IR/ops <- frontend, sparse, targets, ISA <- passes <- codegen <-
+# driver/CLI) is checked once, for every module, by tests/test_imports.py.
 
 
 def test_every_data_file_is_in_package_data():
