@@ -34,7 +34,7 @@ from oracle import REPO, ort_outputs
 import s4c
 from s4c.accuracy import cosine
 from s4c.codegen.c import kernels_build as kb
-from s4c.codegen.c.emit_int8 import padded_tokens, quad_blocks
+from s4c.codegen.c.emit_int8 import column_groups, padded_tokens, quad_blocks
 from s4c.ops import quant
 
 ACT = {"none": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
@@ -89,9 +89,10 @@ def load(path: str) -> ctypes.CDLL:
         lib.s4c_i8_isa.restype = ctypes.c_char_p
         lib.s4c_i8_isa.argtypes = []
         lib.s4c_quantize_i8.restype = _I
-        lib.s4c_quantize_i8.argtypes = [_I, _I, _P, _P, _P, _P]
-        lib.s4c_linear_i8.restype = _I
-        lib.s4c_linear_i8.argtypes = [_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P, _I, _P]
+        lib.s4c_quantize_i8.argtypes = [_I, _I, _P, _P, _P, _P, _P]
+        for name in ("s4c_linear_i8", "s4c_linear_i8_cols"):
+            getattr(lib, name).restype = _I
+            getattr(lib, name).argtypes = [_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P, _I, _P]
         lib.s4c_set_num_threads.argtypes = [_I]
         _LIBS[path] = lib
     return _LIBS[path]
@@ -124,25 +125,43 @@ def to_x4(q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(P.reshape(P.shape[0], -1, 4).transpose(1, 0, 2))
 
 
-def run_quantize(L, x: np.ndarray, scale=None):
-    """x f32[T, K] through s4c_quantize_i8 (the kernel reads it feature-major [K][T])."""
+def to_x1(q: np.ndarray) -> np.ndarray:
+    """q i8[T, K] (token-major) in the kernels' X1 layout [K][Tp]."""
+    T, K = q.shape
+    P = np.zeros((K, padded_tokens(T)), np.int8)
+    P[:, :T] = q.T
+    return P
+
+
+def run_quantize(L, x: np.ndarray, scale=None, layouts=("x4", "x1")):
+    """x f32[T, K] through s4c_quantize_i8 (the kernel reads it feature-major [K][T]): (X4, X1, scales)."""
     T, K = x.shape
     xf = np.ascontiguousarray(x.T)
-    out = np.full((-(-K // 4), padded_tokens(T), 4), 99, np.int8)
+    x4 = np.full((-(-K // 4), padded_tokens(T), 4), 99, np.int8)
+    x1 = np.full((K, padded_tokens(T)), 99, np.int8)
     s_in = None if scale is None else np.array([scale], np.float32)
     s_out = np.zeros(T, np.float32)
-    assert L.s4c_quantize_i8(K, T, ptr(xf), ptr(s_in), None if scale is not None else ptr(s_out), ptr(out)) == 0
-    return out, s_out
+    assert L.s4c_quantize_i8(K, T, ptr(xf), ptr(s_in), None if scale is not None else ptr(s_out),
+                             ptr(x4) if "x4" in layouts else None, ptr(x1) if "x1" in layouts else None) == 0
+    return x4, x1, s_out
 
 
-def run_linear(L, xq: np.ndarray, w: np.ndarray, xs, ws, bias, act: str, R: int, dense: bool) -> np.ndarray:
+def run_linear(L, xq: np.ndarray, w: np.ndarray, xs, ws, bias, act: str, R: int, dense) -> np.ndarray:
+    """dense: True / False for the quad-block kernel, "cols" for the column-group kernel."""
     T, K = xq.shape
     N = w.shape[0]
-    pk = quad_blocks(w, R, dense)
-    x4 = to_x4(xq)
     per_token = np.ndim(xs) > 0
     xs_arr = np.ascontiguousarray(np.asarray(xs, np.float32).reshape(-1))
     Y = np.full((N, T), np.nan, np.float32)
+    if dense == "cols":
+        pk = column_groups(w, R)
+        x1 = to_x1(xq)  # kept alive through the call
+        rc = L.s4c_linear_i8_cols(N, K, T, R, ptr(pk["gptr"]), ptr(pk["cols"]), ptr(pk["vals"]), ptr(pk["comp"]),
+                                  ptr(x1), ptr(xs_arr), int(per_token), ptr(ws), ptr(bias), ACT[act], ptr(Y))
+        assert rc == 0
+        return Y.T
+    pk = quad_blocks(w, R, dense)
+    x4 = to_x4(xq)  # kept alive through the call
     rc = L.s4c_linear_i8(N, K, T, R, ptr(pk["indptr"]), ptr(pk["qidx"]), ptr(pk["vals"]), ptr(pk["comp"]),
                          ptr(x4), ptr(xs_arr), int(per_token), ptr(ws), ptr(bias), ACT[act], ptr(Y))
     assert rc == 0
@@ -172,13 +191,17 @@ def test_quantize_dynamic_and_static_exact(lib, T, K):
     if T > 2:
         x[1] = 0.0  # an all-zero token: scale 1
         x[2, : K // 2] = np.float32(0.5) * quant.scale_from_amax(np.abs(x[2]).max())  # ties to even
-    got, s = run_quantize(lib, x)
+    got4, got1, s = run_quantize(lib, x)
     want_q, want_s = quant._quantize_int8([x], {})
     np.testing.assert_array_equal(s, want_s.reshape(-1))
-    np.testing.assert_array_equal(got, to_x4(want_q))
+    np.testing.assert_array_equal(got4, to_x4(want_q))
+    np.testing.assert_array_equal(got1, to_x1(want_q))
     static = np.float32(np.abs(x).max() / 100)  # some values saturate at +-127
-    got, _ = run_quantize(lib, x, static)
-    np.testing.assert_array_equal(got, to_x4(quant.quantize(x, static)))
+    got4, got1, _ = run_quantize(lib, x, static)
+    np.testing.assert_array_equal(got4, to_x4(quant.quantize(x, static)))
+    np.testing.assert_array_equal(got1, to_x1(quant.quantize(x, static)))
+    only1 = run_quantize(lib, x, static, layouts=("x1",))
+    assert (only1[0] == 99).all() and np.array_equal(only1[1], got1)
 
 
 # -- the int8 Linear -----------------------------------------------------------------------------
@@ -191,10 +214,17 @@ CASES = [  # (N, K, T, block of the sparsity, density, R, dense)
     (33, 768, 70, (4, 1), 0.1, 4, False),
     (5, 9, 1, (1, 1), 0.5, 1, False),
     (12, 40, 17, (1, 1), 0.0, 4, False),     # no nonzero at all
+    (64, 96, 33, (1, 1), 0.1, 1, "cols"),    # CSR / N:M: column groups of one row
+    (50, 130, 64, (4, 1), 0.2, 4, "cols"),   # bsr4x1: column groups of 4 rows
+    (33, 768, 70, (4, 1), 0.1, 4, "cols"),
+    (37, 53, 20, (1, 1), 0.7, 1, "cols"),
+    (8, 16, 1, (8, 1), 0.3, 4, "cols"),
+    (12, 40, 17, (1, 1), 0.0, 4, "cols"),    # no nonzero at all
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}xT{c[2]}-R{c[5]}{'-dense' if c[6] else ''}" for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}xT{c[2]}-R{c[5]}{'-' + str(c[6]) if c[6] else ''}"
+                                             for c in CASES])
 @pytest.mark.parametrize("epi", ["none-static", "bias-dynamic", "relu-bias-dynamic", "gelu-bias-static"])
 def test_linear_int8_matches_reference(lib, case, epi):
     N, K, T, block, density, R, dense = case
@@ -213,7 +243,7 @@ def test_linear_int8_matches_reference(lib, case, epi):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("R,dense", [(4, True), (4, False), (1, False)])
+@pytest.mark.parametrize("R,dense", [(4, True), (4, False), (1, False), (4, "cols"), (1, "cols")])
 def test_linear_int8_extreme_values_do_not_saturate(lib, R, dense):
     """|x| = 127 with weights of +127 / -128 everywhere: the largest int16 pair sums vpmaddubsw
     sees (2 * 128 * 127), and the largest products; exact."""
@@ -230,7 +260,8 @@ def test_linear_int8_extreme_values_do_not_saturate(lib, R, dense):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_linear_int8_threads_same_result(lib, threads):
+@pytest.mark.parametrize("kernel", [False, "cols"])
+def test_linear_int8_threads_same_result(lib, threads, kernel):
     rng = np.random.default_rng(11)
     N, K, T = 256, 256, 128
     w = sparse_int8(rng, N, K, 0.1, (4, 1))
@@ -238,7 +269,7 @@ def test_linear_int8_threads_same_result(lib, threads):
     ws = rng.uniform(1e-3, 2e-2, N).astype(np.float32)
     lib.s4c_set_num_threads(threads)
     try:
-        got = run_linear(lib, xq, w, np.float32(0.02), ws, None, "none", 4, False)
+        got = run_linear(lib, xq, w, np.float32(0.02), ws, None, "none", 4, kernel)
     finally:
         lib.s4c_set_num_threads(2)
     np.testing.assert_array_equal(got, ref_linear(xq, w, np.float32(0.02), ws, None, "none"))
@@ -249,7 +280,10 @@ def test_linear_int8_bad_args():
     one = np.ones(4, np.float32)
     assert L.s4c_linear_i8(4, 4, 4, 3, None, None, None, None, None, ptr(one), 0, ptr(one), None, 0,
                            ptr(one)) == -1
-    assert L.s4c_quantize_i8(-1, 4, None, None, None, None) == -1
+    assert L.s4c_quantize_i8(-1, 4, None, None, None, None, None) == -1
+    assert L.s4c_quantize_i8(4, 4, ptr(one), ptr(one), None, None, None) == -1  # no output
+    assert L.s4c_linear_i8_cols(4, 4, 4, 4, None, None, None, None, None, ptr(one), 0, ptr(one), None, 0,
+                                ptr(one)) == -1
 
 
 @pytest.mark.skipif(not X86, reason="x86 instruction sets")
@@ -313,7 +347,8 @@ def test_c_int8_linear_equals_reference_exactly(tmp_path, layout, calibrated):
     compiled = s4c.compile(model, input_shapes={"x": (2, 9, K)}, target="c", outdir=str(tmp_path / "out"),
                            precision="int8", backend_options={"layout_default": layout}, **kw)
     text = (tmp_path / "out" / "c" / "model.c").read_text()
-    assert "s4c_linear_i8(" in text and "s4c_quantize_i8(" in text and f"{layout} weight (int8" in text
+    kernel = "s4c_linear_i8(" if layout in ("dense", "bsr1x4") else "s4c_linear_i8_cols("
+    assert kernel in text and "s4c_quantize_i8(" in text and f"{layout} weight (int8" in text
     got = compiled.run({"x": x}, backend="c")["y"]
     want = compiled.run({"x": x}, backend="ref")["y"]
     np.testing.assert_array_equal(got, want)

@@ -220,7 +220,7 @@ def test_calibrate_measures_every_c_layout_and_writes_a_readable_file(tmp_path):
     assert set(data["layouts"]) == {str(layout) for layout in SUPPORTED_LAYOUTS}
     assert all(e["mac_per_ns"] > 0 and e["row_ns"] >= 0 for e in data["layouts"].values())
     assert data["layouts"]["dense"]["row_ns"] == 0 and data["call_us"] > 0 and data["threads"] == 1
-    assert set(data["int8"]) == {"int8-r4", "int8-r1"}  # the int8 Linear's two quad-block kinds
+    assert set(data["int8"]) == {"int8-r4", "int8-r1", "int8-cols-r4", "int8-cols-r1"}  # the int8 kernels
     assert all(e["mac_per_ns"] > 0 and e["row_ns"] >= 0 for e in data["int8"].values())
     params = CTarget.load(path).params
     assert params.calibrated == frozenset(data["layouts"]) | frozenset(data["int8"])
@@ -228,10 +228,11 @@ def test_calibrate_measures_every_c_layout_and_writes_a_readable_file(tmp_path):
     assert params.int8["int8-r1"].rate == data["int8"]["int8-r1"]["mac_per_ns"]
 
 
-def test_c_int8_cost_counts_the_quad_blocks_the_int8_kernel_stores():
-    """LinearInt8 on C: every layout becomes quad blocks of 4 rows (dense, BSR r % 4 == 0) or 1 row
-    (CSR, N:M, other BSR) by 4 input features; the cost counts the blocks' slots (fill-in included)."""
-    from s4c.targets.c import int8_quad_rows, int8_slots
+def test_c_int8_cost_counts_the_slots_the_int8_kernels_store():
+    """LinearInt8 on C: dense and BSR with c % 4 == 0 become quad blocks of 4 rows (r % 4 == 0, dense) or
+    1 row by 4 input features; CSR, N:M and r x 1 BSR become column groups (4 nonzero columns of 4 rows
+    for r x 1 blocks, else 1 row); the cost counts their slots."""
+    from s4c.targets.c import int8_kernel, int8_slots
 
     rng = np.random.default_rng(0)
     keep = np.kron(rng.random((32, 128)) < 0.1, np.ones((4, 1), bool))  # 4x1 blocks, 90% sparse
@@ -239,33 +240,17 @@ def test_c_int8_cost_counts_the_quad_blocks_the_int8_kernel_stores():
     report = analyze_sparsity(w)
     target = CTarget()
     shapes = LinearShapes(128, report)
-    assert [int8_quad_rows(parse_layout(n)) for n in ("dense", "bsr4x1", "bsr8x1", "bsr4x4", "csr", "bsr1x4")] == \
-        [4, 4, 4, 4, 1, 1]
+    names = ("dense", "bsr4x1", "bsr8x1", "bsr4x4", "csr", "bsr1x4", "bsr8x8")
+    assert [int8_kernel(parse_layout(n)) for n in names] == [
+        ("quads", 4), ("cols", 4), ("cols", 4), ("quads", 4), ("cols", 1), ("quads", 1), ("quads", 4)]
+    assert int8_kernel(parse_layout("csr"), 70000) == ("quads", 1)  # uint16 column indices
     assert int8_slots(parse_layout("dense"), report) == 128 * 128
-    assert int8_slots(parse_layout("bsr4x1"), report) == report.block((4, 4)).kept_blocks * 16
-    assert int8_slots(parse_layout("csr"), report) == report.block((1, 4)).kept_blocks * 4
-    k = target.params.int8["int8-r4"]
+    assert int8_slots(parse_layout("bsr4x4"), report) == report.block((4, 4)).kept_blocks * 16
+    assert int8_slots(parse_layout("bsr1x4"), report) == report.block((1, 4)).kept_blocks * 4
+    assert int8_slots(parse_layout("bsr4x1"), report) == (report.block((4, 1)).kept_blocks + 2 * 32) * 4
+    assert int8_slots(parse_layout("csr"), report) == report.nnz + 2 * 128
+    k = target.params.int8["int8-cols-r4"]
     want = target.params.call_s + 128 * (int8_slots(parse_layout("bsr4x1"), report) / k.rate + 128 * k.row_ns) * 1e-9
     assert target.cost("LinearInt8", "bsr4x1", shapes) == pytest.approx(want)
     assert target.cost("LinearInt8", "bsr4x1", shapes) < target.cost("LinearInt8", "dense", shapes)
     assert target.cost("Linear", "bsr4x1", shapes) != target.cost("LinearInt8", "bsr4x1", shapes)
-
-
-def test_cli_calibrate_writes_the_cache_file(tmp_path, monkeypatch, capsys):
-    import s4c.codegen.c.calibrate
-
-    seen = {}
-
-    def fake(out, **kwargs):
-        seen.update(out=out, **kwargs)
-        return calibration_path(), {"call_us": 2.0, "cc": "cc", "cflags": "-O3"}
-
-    monkeypatch.setattr(s4c.codegen.c.calibrate, "calibrate_c", fake)
-    assert main(["calibrate", "--target", "c"]) == 0
-    assert seen["out"] is None
-    assert f"wrote {calibration_path()}" in capsys.readouterr().out
-    assert main(["calibrate", "--target", "c", "--out", str(tmp_path / "x.json"), "--cc", "gcc"]) == 0
-    assert seen["out"] == str(tmp_path / "x.json") and seen["cc"] == "gcc"
-    with pytest.raises(SystemExit) as info:
-        main(["calibrate", "--target", "s4"])
-    assert info.value.code == 2

@@ -12,8 +12,9 @@ Then, per layout, the two parameters of the model in s4c/targets/c.py, per token
     rate   = V / ((t - call) / T - out * row_ns)    (V = stored values, MAC/ns on one core)
 
 `call` is the median time of a 4x4x16 dense call. The int8 Linear (kernels/int8.c) is measured the same
-way for its two quad-block kinds (`int8-r4`: 4 rows x 4 features, `int8-r1`: 1 x 4), on int8 weights
-of whole random blocks at `density` and on all-zero ones; its rate counts the stored block slots.
+way for its quad-block kernel (`int8-r4`: 4 rows x 4 features, `int8-r1`: 1 x 4: weights of whole
+random blocks at `density`) and its column-group kernel (`int8-cols-r4`: 4x1 blocks, `int8-cols-r1`:
+unstructured, at `density`), each also on an all-zero weight; the rate counts the stored slots.
 The result is a small JSON file (default
 $S4C_CACHE/c-costs.json, else ~/.cache/s4c/c-costs.json) that `get_target("c")` reads
 (s4c/targets/c.py: the C cost model lives below codegen, its measurement here, beside the kernels).
@@ -66,6 +67,9 @@ def calibrate_c(out: str | os.PathLike | None = None, *, cc: str | None = None, 
         blocks = BSRLayout(rows, 4)
         cases[f"int8-r{rows}"] = _Int8Case(lib, rows, _weight(rng, blocks, shape, density), tokens)
         cases[f"int8-r{rows}/empty"] = _Int8Case(lib, rows, np.zeros(shape, np.float32), tokens)
+        single = BSRLayout(4, 1) if rows == 4 else CSRLayout()
+        cases[f"int8-cols-r{rows}"] = _Int8Case(lib, rows, _weight(rng, single, shape, density), tokens, cols=True)
+        cases[f"int8-cols-r{rows}/empty"] = _Int8Case(lib, rows, np.zeros(shape, np.float32), tokens, cols=True)
     best: dict[str, float] = {}
     for _ in range(max(1, rounds)):
         for key, case in cases.items():
@@ -92,7 +96,7 @@ def calibrate_c(out: str | os.PathLike | None = None, *, cc: str | None = None, 
                              "empty_seconds": best.get(f"{name}/empty")})
         say(f"{name:<8} {rate:6.1f} MAC/ns/core  row {row_ns:.4f} ns/token")
     int8 = {}
-    for name in ("int8-r4", "int8-r1"):
+    for name in ("int8-r4", "int8-r1", "int8-cols-r4", "int8-cols-r1"):
         row_ns = per_token_ns(f"{name}/empty") / out_features
         values = cases[name].values
         rate = values / max(per_token_ns(name) - out_features * row_ns, 1e-9)
@@ -194,34 +198,47 @@ class _Case:
 
 
 class _Int8Case:
-    """One s4c_linear_i8 call: `weight` quantised per row, stored as quad blocks of `rows` rows."""
+    """One s4c_linear_i8 call (`weight` quantised per row, stored as quad blocks of `rows` rows) or,
+    with `cols`, one s4c_linear_i8_cols call (column groups of `rows` rows)."""
 
-    def __init__(self, lib, rows: int, weight: np.ndarray, tokens: int):
-        from s4c.codegen.c.emit_int8 import padded_tokens, quad_blocks
+    def __init__(self, lib, rows: int, weight: np.ndarray, tokens: int, cols: bool = False):
+        from s4c.codegen.c.emit_int8 import column_groups, padded_tokens, quad_blocks
         from s4c.ops.quant import int_matmul, quantize_weight_per_channel
 
         P, I = ctypes.c_void_p, ctypes.c_int
-        lib.s4c_linear_i8.restype = I
-        lib.s4c_linear_i8.argtypes = [I, I, I, I, P, P, P, P, P, P, I, P, P, I, P]
+        for name in ("s4c_linear_i8", "s4c_linear_i8_cols"):
+            getattr(lib, name).restype = I
+            getattr(lib, name).argtypes = [I, I, I, I, P, P, P, P, P, P, I, P, P, I, P]
         lib.s4c_i8_isa.restype = ctypes.c_char_p
         self.isa = lib.s4c_i8_isa().decode()
         out_dim, in_dim = weight.shape
         rng = np.random.default_rng(1)
         w_q, w_s = quantize_weight_per_channel(weight)
-        packed = quad_blocks(w_q, rows, False)
+        packed = column_groups(w_q, rows) if cols else quad_blocks(w_q, rows, False)
         self.values = int(packed["vals"].size)
         self.arrays = {k: _aligned(a) for k, a in packed.items()}
         x_q = rng.integers(-127, 128, (tokens, in_dim)).astype(np.int8)
-        x4 = np.zeros((-(-in_dim // 4), padded_tokens(tokens), 4), np.int8)
-        x4[:, :tokens, :] = np.pad(x_q, ((0, 0), (0, x4.shape[0] * 4 - in_dim))).reshape(tokens, -1, 4).transpose(1, 0, 2)
-        self.x = _aligned(x4)
+        if cols:
+            x1 = np.zeros((in_dim, padded_tokens(tokens)), np.int8)
+            x1[:, :tokens] = x_q.T
+            self.x = _aligned(x1)
+        else:
+            x4 = np.zeros((-(-in_dim // 4), padded_tokens(tokens), 4), np.int8)
+            x4[:, :tokens, :] = np.pad(x_q, ((0, 0), (0, x4.shape[0] * 4 - in_dim))).reshape(tokens, -1, 4).transpose(1, 0, 2)
+            self.x = _aligned(x4)
         self.scales = _aligned(w_s.astype(np.float32))
         self.xs = _aligned(np.full(1, 0.01, np.float32))
         self.y = _aligned(np.zeros((out_dim, tokens), np.float32))
         p = lambda a: a.ctypes.data  # noqa: E731
         a = self.arrays
-        self.call = lambda: lib.s4c_linear_i8(out_dim, in_dim, tokens, rows, p(a["indptr"]), p(a["qidx"]), p(a["vals"]),
-                                              p(a["comp"]), p(self.x), p(self.xs), 0, p(self.scales), None, 0, p(self.y))
+        if cols:
+            self.call = lambda: lib.s4c_linear_i8_cols(out_dim, in_dim, tokens, rows, p(a["gptr"]), p(a["cols"]),
+                                                       p(a["vals"]), p(a["comp"]), p(self.x), p(self.xs), 0,
+                                                       p(self.scales), None, 0, p(self.y))
+        else:
+            self.call = lambda: lib.s4c_linear_i8(out_dim, in_dim, tokens, rows, p(a["indptr"]), p(a["qidx"]),
+                                                  p(a["vals"]), p(a["comp"]), p(self.x), p(self.xs), 0,
+                                                  p(self.scales), None, 0, p(self.y))
         status = self.call()
         if status != 0:
             raise S4CError(f"calibrate: the int8 kernel returned {status} for {out_dim}x{in_dim}, T={tokens}")

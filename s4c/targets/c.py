@@ -32,16 +32,26 @@ beats dense below ~49% density and r x 1 blocks of such weights are ~all kept; 4
 weights choose an r x 1 BSR, 90% unstructured ones CSR (4 x 1 blocks of those keep ~34% of the
 slots).
 
-int8 (LinearInt8, `--precision int8`; codegen/c/emit_int8.py, kernels/int8.c): whatever the layout, the
-kernel stores the weight as quad blocks of R output rows x 4 aligned input features (the 4-way int8
-dot product), only those holding a nonzero; R = 4 for dense and BSR layouts of r % 4 == 0 rows, else
-1 (`int8_quad_rows`). V is then the stored quad blocks * 4R (the zeros inside them included: a 90%
-unstructured weight keeps ~34% of its 1x4 quads), with one rate per R (`int8-r4`, `int8-r1`) and a
-row cost for the float epilogue (convert, scale, bias):
+int8 (LinearInt8, `--precision int8`; codegen/c/emit_int8.py, kernels/int8.c): two kernels, both on
+the 4-way int8 dot product, picked by the weight's layout (`int8_kernel`):
 
-    int8-r4                     44 MAC/ns   4 rows share each activation load
-    int8-r1                     38 MAC/ns
-    row_ns 0.3 (both)           measured on an AVX2-only machine (vpmaddubsw path), under load
+    quads   dense, BSR r x c with c % 4 == 0 (1x4, 1x8, 4x4, 8x8): quad blocks of R output rows x 4
+            aligned input features holding a nonzero (R = 4 when r % 4 == 0 or dense, else 1);
+            V = kept quad blocks * 4R (zeros inside them included)
+    cols    CSR, N:M, r x 1 BSR: column groups, each 4 of the nonzero columns of R rows (R = 4 for
+            r x 1 blocks of r % 4 == 0, else 1), gathered and interleaved from the activations at
+            run time (no fill-in); V = (nonzero columns of the R-row block rows, padded to 4) * R,
+            estimated as nnz (blocks for r x 1) + 2 padded columns per block row
+
+with one rate per kernel and R (`int8-r4`, `int8-r1` quads; `int8-cols-r4`, `int8-cols-r1`) and a
+row cost for the float epilogue (convert, scale, bias). Defaults, measured on an AVX2-only machine
+(vpmaddubsw path) under load:
+
+    int8-r4         50 MAC/ns    int8-cols-r4    44 MAC/ns
+    int8-r1         50 MAC/ns    int8-cols-r1    24 MAC/ns    row_ns 0.4
+
+(the fp32 kernels measured alongside: dense 41, bsr4x1 40, csr 20 MAC/ns; at 768 x 768, T = 128, 10%
+density, int8 4x1 / csr run as fast as fp32 bsr4x1 / csr on AVX2, 1x4 / 4x4 blocks 1.1-2x faster).
 
 Calibration (codegen/c/calibrate.py) measures `rate` and `row_ns` for each layout, the two int8 block
 kinds and `call_s`; the file lives at $S4C_CACHE/c-costs.json (default ~/.cache/s4c/c-costs.json).
@@ -72,8 +82,10 @@ NM_RATE = 24.0      # N:M
 INDEX_NS = 0.005    # ns per stored index per token
 SPARSE_ROW_NS = 0.08  # ns per output row per token, sparse kernels
 CALL_S = 2e-6       # seconds per kernel call
-INT8_RATES = {"int8-r4": 44.0, "int8-r1": 38.0}  # MAC/ns/core per stored quad-block slot
-INT8_ROW_NS = 0.3   # ns per output row per token, int8 epilogue
+INT8_RATES = {"int8-r4": 50.0, "int8-r1": 50.0,  # MAC/ns/core per stored value slot
+              "int8-cols-r4": 44.0, "int8-cols-r1": 24.0}
+INT8_COLS_MAX_IN = 65535  # column groups index columns as uint16; wider weights take quad blocks
+INT8_ROW_NS = 0.4   # ns per output row per token, int8 epilogue
 
 
 @dataclass(frozen=True)
@@ -105,25 +117,37 @@ def default_rate(layout: Layout) -> KernelRate:
     return KernelRate(1.0 / (1.0 / value_rate + INDEX_NS / values_per_index), SPARSE_ROW_NS)
 
 
-def int8_quad_rows(layout: Layout) -> int:
-    """R, the output rows of one quad block of the C int8 kernel for a weight stored in `layout`."""
+def int8_kernel(layout: Layout, in_features: int = 0) -> tuple[str, int]:
+    """(kernel, R) of the C int8 Linear for a weight stored in `layout` (module docstring): "quads"
+    or "cols", and the output rows R (4 or 1) that share each activation load."""
     if isinstance(layout, DenseLayout):
-        return 4
-    if isinstance(layout, BSRLayout) and layout.block_shape[0] % 4 == 0:
-        return 4
-    return 1
+        return "quads", 4
+    if isinstance(layout, BSRLayout):
+        r, c = layout.block_shape
+        if c % 4 == 0 or in_features > INT8_COLS_MAX_IN:
+            return "quads", 4 if r % 4 == 0 else 1
+        return "cols", 4 if r % 4 == 0 and c == 1 else 1
+    if in_features > INT8_COLS_MAX_IN:
+        return "quads", 1
+    return "cols", 1
+
+
+def int8_quad_rows(layout: Layout) -> int:
+    """R of the C int8 kernel for a weight stored in `layout`."""
+    return int8_kernel(layout)[1]
 
 
 def int8_slots(layout: Layout, report) -> int:
-    """The value slots the C int8 kernel stores for a weight (`report`, a SparsityReport) in `layout`:
-    quad blocks of int8_quad_rows(layout) rows x 4 input features holding a nonzero (all when dense)."""
+    """The value slots (multiply-adds per token) the C int8 kernel stores for a weight (`report`, a
+    SparsityReport) in `layout`: quad blocks holding a nonzero (all when dense), or column groups."""
     out_dim, in_dim = report.shape
-    r = int8_quad_rows(layout)
+    kind, r = int8_kernel(layout, in_dim)
     if isinstance(layout, DenseLayout):
-        blocks = math.ceil(out_dim / r) * math.ceil(in_dim / 4)
-    else:
-        blocks = report.block((r, 4)).kept_blocks
-    return blocks * r * 4
+        return math.ceil(out_dim / r) * math.ceil(in_dim / 4) * r * 4
+    if kind == "quads":
+        return report.block((r, 4)).kept_blocks * r * 4
+    columns = report.block((4, 1)).kept_blocks if r == 4 else report.nnz
+    return (columns + 2 * math.ceil(out_dim / r)) * r
 
 
 def default_int8_rates() -> dict[str, KernelRate]:
@@ -148,8 +172,9 @@ class CCostParams:
     def rate(self, layout: Layout) -> KernelRate:
         return self.rates[str(layout)]
 
-    def int8_rate(self, layout: Layout) -> KernelRate:
-        return self.int8[f"int8-r{int8_quad_rows(layout)}"]
+    def int8_rate(self, layout: Layout, in_features: int = 0) -> KernelRate:
+        kind, r = int8_kernel(layout, in_features)
+        return self.int8[f"int8-r{r}" if kind == "quads" else f"int8-cols-r{r}"]
 
     # -- the calibration file ----------------------------------------------------------------------
     @classmethod
@@ -235,7 +260,7 @@ class CTarget(Target):
         if op != "LinearInt8":
             return seconds
         layout = as_layout(layout)
-        k = self.params.int8_rate(layout)
+        k = self.params.int8_rate(layout, shapes.in_features)
         per_token_ns = int8_slots(layout, shapes.report) / k.rate + shapes.out_features * k.row_ns
         return self.params.call_s + shapes.tokens * per_token_ns * 1e-9 / self.threads
 

@@ -8,6 +8,9 @@
  * the operand order of a 4-way int8 dot product (vpdpbusd / vpmaddubsw+vpmaddwd / sdot).
  * Features >= K and tokens >= T are 0.
  *
+ * (s4c_linear_i8_cols reads the X1 layout instead: int8 [K][Tp], each feature's tokens contiguous;
+ * s4c_quantize_i8 writes either or both.)
+ *
  * Weights: "quad blocks" of R rows (R = 1 or 4) by one aligned feature quad: for block row
  * g (output rows g*R .. g*R+R-1) the stored quads s in [indptr[g], indptr[g+1]) have quad
  * index qidx[s] (features 4*qidx .. +3) and values vals[s][R][4] (int8, row-major; rows
@@ -17,6 +20,12 @@
  *
  *     acc[o][t] = sum_k W[o][k] * Xq[k][t]                          exact int32
  *     Y[o][t]   = act( (float)acc * (xscale[t or 0] * wscale[o]) + bias[o] )   (no FMA)
+ *
+ * Column groups (s4c_linear_i8_cols, for weights whose nonzeros are single columns: CSR, N:M,
+ * r x 1 blocks): for block row g the groups s in [gptr[g], gptr[g+1]) each hold 4 input columns
+ * cols[s][0..3] (any order; a padded slot repeats a column with weight 0) and vals[s][R][4]: the
+ * R rows' weights at those columns.  The kernel loads the 4 columns' X1 rows and interleaves them
+ * into per-token quads (no fill-in: only the nonzeros' columns are read).
  *
  * Y is feature-major float[out][T].  comp[o] = 128 * sum_k W[o][k] (the VNNI paths add 128
  * to the activations to make them unsigned and subtract comp; the others ignore it).
@@ -51,12 +60,13 @@ int s4c_i8_tokens(int T);
 /* The instruction-set path these kernels were built with (see above). */
 const char *s4c_i8_isa(void);
 
-/* Xq (X4 layout, ceil(K/4) * s4c_i8_tokens(T) * 4 bytes) = saturate[-127,127](
- * round_half_even(X[k][t] / s)) for X float[K][T] (feature-major), with s = *scale
- * (static, per tensor) or, when scale is NULL, s = scale_out[t] = max_k |X[k][t]| / 127
- * (1 for an all-zero token; dynamic, per token).  Returns S4C_OK or S4C_EINVAL. */
+/* saturate[-127,127](round_half_even(X[k][t] / s)) for X float[K][T] (feature-major), with
+ * s = *scale (static, per tensor) or, when scale is NULL, s = scale_out[t] = max_k |X[k][t]| / 127
+ * (1 for an all-zero token; dynamic, per token), written to Xq (X4 layout, ceil(K/4) *
+ * s4c_i8_tokens(T) * 4 bytes) and / or X1 (X1 layout, K * s4c_i8_tokens(T) bytes); either may be
+ * NULL.  Returns S4C_OK or S4C_EINVAL. */
 int s4c_quantize_i8(int K, int T, const float *X, const float *scale, float *scale_out,
-                    int8_t *Xq);
+                    int8_t *Xq, int8_t *X1);
 
 /* The int8 Linear (see above).  R: 1 or 4.  xscale: float[T] when xscale_per_token, else
  * float[1].  bias may be NULL.  act: S4C_ACT_*.  Returns S4C_OK or S4C_EINVAL. */
@@ -64,6 +74,12 @@ int s4c_linear_i8(int out, int in, int T, int R, const int32_t *indptr, const ui
                   const int8_t *vals, const int32_t *comp, const int8_t *Xq,
                   const float *xscale, int xscale_per_token, const float *wscale,
                   const float *bias, int act, float *Y);
+
+/* The int8 Linear on column groups (see above), reading X1.  R: 1 or 4. */
+int s4c_linear_i8_cols(int out, int in, int T, int R, const int32_t *gptr, const uint16_t *cols,
+                       const int8_t *vals, const int32_t *comp, const int8_t *X1,
+                       const float *xscale, int xscale_per_token, const float *wscale,
+                       const float *bias, int act, float *Y);
 
 /* The epilogue must round the product and the bias add separately (as numpy does). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -78,7 +94,7 @@ int s4c_linear_i8(int out, int in, int T, int R, const int32_t *indptr, const ui
 #define S4C_I8_PATH 2
 #define S4C_I8_EMULATED 1
 #elif !defined(S4C_I8_NO_VNNI) && !defined(S4C_NO_AVX512) && defined(__AVX512VNNI__) && \
-    defined(__AVX512BW__)
+    defined(__AVX512BW__) && defined(__AVX512VL__)
 #define S4C_I8_PATH 3
 #elif !defined(S4C_I8_NO_VNNI) && \
     (defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__)))
@@ -232,9 +248,10 @@ static void i8_quantize_quad(const float *const rows[4], const float *s, float s
 }
 
 int s4c_quantize_i8(int K, int T, const float *X, const float *scale, float *scale_out,
-                    int8_t *Xq) {
+                    int8_t *Xq, int8_t *X1) {
     int Tp, Kq, q;
-    if (K < 0 || T < 0 || !Xq || (!scale && !scale_out) || ((size_t)K * T > 0 && !X)) return S4C_EINVAL;
+    if (K < 0 || T < 0 || (!Xq && !X1) || (!scale && !scale_out) || ((size_t)K * T > 0 && !X))
+        return S4C_EINVAL;
     Tp = s4c_i8_tokens(T);
     Kq = (K + 3) / 4;
     if (!scale) {
@@ -259,8 +276,22 @@ int s4c_quantize_i8(int K, int T, const float *X, const float *scale, float *sca
         const float *rows[4];
         int j;
         for (j = 0; j < 4; j++) rows[j] = 4 * q + j < K ? X + (size_t)(4 * q + j) * T : NULL;
-        i8_quantize_quad(rows, scale ? NULL : scale_out, scale ? scale[0] : 0.0f, T, Tp,
-                         Xq + (size_t)q * Tp * 4);
+        if (Xq)
+            i8_quantize_quad(rows, scale ? NULL : scale_out, scale ? scale[0] : 0.0f, T, Tp,
+                             Xq + (size_t)q * Tp * 4);
+        if (X1)
+            for (j = 0; j < 4 && rows[j]; j++) {
+                int8_t *S4C_RESTRICT dst = X1 + (size_t)(4 * q + j) * Tp;
+                const float *S4C_RESTRICT x = rows[j];
+                int t;
+                if (scale) {
+                    const float s0 = scale[0];
+                    for (t = 0; t < T; t++) dst[t] = i8_quantize1(x[t], s0);
+                } else {
+                    for (t = 0; t < T; t++) dst[t] = i8_quantize1(x[t], scale_out[t]);
+                }
+                memset(dst + T, 0, (size_t)(Tp - T));
+            }
     }
     return S4C_OK;
 }
@@ -353,29 +384,49 @@ S4C_INLINE void i8_tile(const i8_args *A, int R, int NV, int DENSE, int g, int t
 #endif
 
 /* Y[o][t0 .. t0+n) from acc (rows o0 .. o0+nr); one loop per case so that each vectorises. */
-static void i8_epilogue(const i8_args *A, int o0, int nr, int t0, int n, const int32_t *acc) {
+static void i8_epilogue_offset(const i8_args *A, int o0, int nr, int t0, int n, const int32_t *acc,
+                               int offset) {
     int r, j;
     for (r = 0; r < nr; r++) {
         const int o = o0 + r;
         const float ws = A->wscale[o];
-        const uint32_t c = I8_OFFSET ? (uint32_t)A->comp[o] : 0u;
+        const uint32_t c = offset ? (uint32_t)A->comp[o] : 0u;
         const int32_t *S4C_RESTRICT ar = acc + r * I8_TILE_MAX;
         float *S4C_RESTRICT y = A->Y + (size_t)o * A->T + t0;
         const float b = A->bias ? A->bias[o] : 0.0f;
+        const float *S4C_RESTRICT xs = A->per_token ? A->xscale + t0 : A->xscale;
+        j = 0;
+#if S4C_I8_PATH > 0
+        {   /* 8 at a time: int32 - comp, to float, * (xscale * wscale), + bias: two roundings */
+            const __m256i cv = _mm256_set1_epi32((int32_t)c);
+            const __m256 wv = _mm256_set1_ps(ws), bv = _mm256_set1_ps(b);
+            const __m256 sv = _mm256_set1_ps(xs[0] * ws);
+            for (; j + 8 <= n; j += 8) {
+                const __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(ar + j)), cv);
+                const __m256 s = A->per_token ? _mm256_mul_ps(_mm256_loadu_ps(xs + j), wv) : sv;
+                __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), s);
+                if (A->bias) v = _mm256_add_ps(v, bv);
+                _mm256_storeu_ps(y + j, v);
+            }
+        }
+#endif
         if (A->per_token) {
-            const float *S4C_RESTRICT xs = A->xscale + t0;
             if (A->bias)
-                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * (xs[j] * ws) + b;
+                for (; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * (xs[j] * ws) + b;
             else
-                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * (xs[j] * ws);
+                for (; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * (xs[j] * ws);
         } else {
-            const float s = A->xscale[0] * ws;
+            const float s = xs[0] * ws;
             if (A->bias)
-                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * s + b;
+                for (; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * s + b;
             else
-                for (j = 0; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * s;
+                for (; j < n; j++) y[j] = (float)(int32_t)((uint32_t)ar[j] - c) * s;
         }
     }
+}
+
+static void i8_epilogue(const i8_args *A, int o0, int nr, int t0, int n, const int32_t *acc) {
+    i8_epilogue_offset(A, o0, nr, t0, n, acc, I8_OFFSET);
 }
 
 S4C_INLINE void i8_rows(const i8_args *A, int R, int DENSE, int g0, int g1) {
@@ -467,6 +518,173 @@ int s4c_linear_i8(int out, int in, int T, int R, const int32_t *indptr, const ui
     }
 #else
     i8_part(&A, 0, G);
+#endif
+    return S4C_OK;
+}
+
+/* ------------------------------------------------------------ the int8 Linear on column groups */
+#define G8_TILE 16 /* tokens per tile: two 8-lane vectors */
+
+#if S4C_I8_PATH > 0
+typedef __m256i g8_v;
+#if S4C_I8_PATH == 1
+#define G8_OFFSET 0
+typedef i8_w g8_w;
+S4C_INLINE g8_w g8_wprep(const int8_t *w) { return i8_wprep(w); }
+S4C_INLINE g8_v g8_dot(g8_v a, g8_v x, g8_w w) { return i8_dot(a, x, w); }
+#else
+#define G8_OFFSET 1
+typedef __m256i g8_w;
+S4C_INLINE g8_w g8_wprep(const int8_t *w) {
+    int32_t q;
+    memcpy(&q, w, 4);
+    return _mm256_set1_epi32(q);
+}
+#if defined(S4C_I8_EMULATED)
+S4C_INLINE g8_v g8_dot(g8_v a, g8_v x, g8_w w) { return i8_dot(a, x, w); }
+#elif S4C_I8_PATH == 2 && defined(__AVXVNNI__)
+S4C_INLINE g8_v g8_dot(g8_v a, g8_v x, g8_w w) { return _mm256_dpbusd_avx_epi32(a, x, w); }
+#else
+S4C_INLINE g8_v g8_dot(g8_v a, g8_v x, g8_w w) { return _mm256_dpbusd_epi32(a, x, w); }
+#endif
+#endif
+
+/* acc[r][0..16) for block row g, tokens t0..t0+16: per group, the 4 columns' 16 tokens interleaved
+ * into per-token quads (tokens 0-7 in v0, 8-15 in v1), then each row's 4 weights dotted in. */
+S4C_INLINE void g8_tile(const i8_args *A, int R, int g, int t0, int32_t *S4C_RESTRICT acc) {
+    g8_v a0[2], a1[2], a2[2], a3[2];
+    int v, s;
+    const size_t Tp = (size_t)A->Tp;
+    for (v = 0; v < 2; v++) a0[v] = a1[v] = a2[v] = a3[v] = _mm256_setzero_si256();
+    for (s = A->indptr[g]; s < A->indptr[g + 1]; s++) {
+        const uint16_t *c = A->qidx + (size_t)s * 4;
+        const int8_t *X = A->X + t0;
+        const __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(X + c[0] * Tp));
+        const __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(X + c[1] * Tp));
+        const __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(X + c[2] * Tp));
+        const __m128i x3 = _mm_loadu_si128((const __m128i *)(const void *)(X + c[3] * Tp));
+        const __m128i p01l = _mm_unpacklo_epi8(x0, x1), p01h = _mm_unpackhi_epi8(x0, x1);
+        const __m128i p23l = _mm_unpacklo_epi8(x2, x3), p23h = _mm_unpackhi_epi8(x2, x3);
+        g8_v v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(p01l, p23l)),
+                                          _mm_unpackhi_epi16(p01l, p23l), 1);
+        g8_v v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(p01h, p23h)),
+                                          _mm_unpackhi_epi16(p01h, p23h), 1);
+        const int8_t *w = A->vals + (size_t)s * R * 4;
+        const g8_w w0 = g8_wprep(w);
+        if (G8_OFFSET) {
+            v0 = _mm256_xor_si256(v0, _mm256_set1_epi8((char)0x80));
+            v1 = _mm256_xor_si256(v1, _mm256_set1_epi8((char)0x80));
+        }
+        a0[0] = g8_dot(a0[0], v0, w0);
+        a0[1] = g8_dot(a0[1], v1, w0);
+        if (R == 4) {
+            const g8_w w1 = g8_wprep(w + 4), w2 = g8_wprep(w + 8), w3 = g8_wprep(w + 12);
+            a1[0] = g8_dot(a1[0], v0, w1);
+            a1[1] = g8_dot(a1[1], v1, w1);
+            a2[0] = g8_dot(a2[0], v0, w2);
+            a2[1] = g8_dot(a2[1], v1, w2);
+            a3[0] = g8_dot(a3[0], v0, w3);
+            a3[1] = g8_dot(a3[1], v1, w3);
+        }
+    }
+    for (v = 0; v < 2; v++) {
+        _mm256_storeu_si256((__m256i *)(void *)(acc + 8 * v), a0[v]);
+        if (R == 4) {
+            _mm256_storeu_si256((__m256i *)(void *)(acc + I8_TILE_MAX + 8 * v), a1[v]);
+            _mm256_storeu_si256((__m256i *)(void *)(acc + 2 * I8_TILE_MAX + 8 * v), a2[v]);
+            _mm256_storeu_si256((__m256i *)(void *)(acc + 3 * I8_TILE_MAX + 8 * v), a3[v]);
+        }
+    }
+}
+#else
+#define G8_OFFSET 0
+S4C_INLINE void g8_tile(const i8_args *A, int R, int g, int t0, int32_t *S4C_RESTRICT acc) {
+    int r, l, s;
+    const size_t Tp = (size_t)A->Tp;
+    for (r = 0; r < R; r++)
+        for (l = 0; l < G8_TILE; l++) acc[r * I8_TILE_MAX + l] = 0;
+    for (s = A->indptr[g]; s < A->indptr[g + 1]; s++) {
+        const uint16_t *c = A->qidx + (size_t)s * 4;
+        const int8_t *S4C_RESTRICT x0 = A->X + c[0] * Tp + t0;
+        const int8_t *S4C_RESTRICT x1 = A->X + c[1] * Tp + t0;
+        const int8_t *S4C_RESTRICT x2 = A->X + c[2] * Tp + t0;
+        const int8_t *S4C_RESTRICT x3 = A->X + c[3] * Tp + t0;
+        const int8_t *w = A->vals + (size_t)s * R * 4;
+        for (r = 0; r < R; r++) {
+            const int32_t w0 = w[4 * r], w1 = w[4 * r + 1], w2 = w[4 * r + 2], w3 = w[4 * r + 3];
+            int32_t *S4C_RESTRICT ar = acc + r * I8_TILE_MAX;
+            for (l = 0; l < G8_TILE; l++) ar[l] += x0[l] * w0 + x1[l] * w1 + x2[l] * w2 + x3[l] * w3;
+        }
+    }
+}
+#endif
+
+S4C_INLINE void g8_rows(const i8_args *A, int R, int g0, int g1) {
+    int32_t acc[4 * I8_TILE_MAX];
+    int g;
+    for (g = g0; g < g1; g++) {
+        const int o0 = g * R;
+        const int nr = A->out - o0 < R ? A->out - o0 : R;
+        int t0, r;
+        for (t0 = 0; t0 < A->T; t0 += G8_TILE) { /* Tp is a multiple of 16: every tile is whole */
+            const int n = A->T - t0 < G8_TILE ? A->T - t0 : G8_TILE;
+            if (R == 4) g8_tile(A, 4, g, t0, acc); else g8_tile(A, 1, g, t0, acc);
+            i8_epilogue_offset(A, o0, nr, t0, n, acc, G8_OFFSET);
+        }
+        if (A->act != S4C_ACT_NONE)
+            for (r = 0; r < nr; r++) {
+                float *y = A->Y + (size_t)(o0 + r) * A->T;
+                s4c_activation(A->act, (size_t)A->T, y, y);
+            }
+    }
+}
+
+static void g8_part(const i8_args *A, int g0, int g1) {
+    if (A->R == 4) g8_rows(A, 4, g0, g1); else g8_rows(A, 1, g0, g1);
+}
+
+int s4c_linear_i8_cols(int out, int in, int T, int R, const int32_t *gptr, const uint16_t *cols,
+                       const int8_t *vals, const int32_t *comp, const int8_t *X1,
+                       const float *xscale, int xscale_per_token, const float *wscale,
+                       const float *bias, int act, float *Y) {
+    i8_args A;
+    int G;
+    if (out < 0 || in < 0 || T < 0 || (R != 1 && R != 4) || !gptr || !xscale || !wscale || !Y || !comp)
+        return S4C_EINVAL;
+    if (out == 0 || T == 0) return S4C_OK;
+    memset(&A, 0, sizeof A);
+    A.out = out;
+    A.in = in;
+    A.T = T;
+    A.Tp = s4c_i8_tokens(T);
+    A.R = R;
+    A.act = act;
+    A.per_token = xscale_per_token != 0;
+    A.indptr = gptr;
+    A.qidx = cols;
+    A.vals = vals;
+    A.comp = comp;
+    A.X = X1;
+    A.xscale = xscale;
+    A.wscale = wscale;
+    A.bias = bias;
+    A.Y = Y;
+    G = (out + R - 1) / R;
+#ifdef _OPENMP
+    {
+        const double work = ((double)(gptr[G] - gptr[0]) * R * 4 + out) * (double)T;
+        const int nt = s4c__threads_for(work, 262144.0);
+        const int nc = s4c__nchunks(G, nt, R >= 4 ? 1 : 4);
+        int c;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (c = 0; c < nc; c++) {
+            int b, e;
+            s4c__split_weighted(gptr, G, 1, nc, c, &b, &e);
+            g8_part(&A, b, e);
+        }
+    }
+#else
+    g8_part(&A, 0, G);
 #endif
     return S4C_OK;
 }
