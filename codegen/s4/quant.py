@@ -26,6 +26,8 @@ the dtype it computes in:
   widens the rows to f32 (exact) and multiplies by the scale (vpu.trans makes the gathered scale
   column a vector), f32(q * s), for the LayerNorm. Quantised as vpu.quant does: s = max|row| / 127.
   `int8_word_table="bf16"`: stored bf16, widened exactly to f32.
+- The Q/K/V LinearInt8 result is bf16 too when only MixInt8bf16 attentions read it (they would
+  round Q, K and V to bf16 anyway: same results, half the bytes and no conversion).
 - Residency: i8 and bf16 token matrices stay in SRAM like f32 ones, sized in their own bytes.
 """
 
@@ -115,6 +117,17 @@ def plan_storage(L) -> None:
         uses = readers.get(id(v), [])
         if uses and id(v) not in outputs and all(u.op == "QuantizeInt8" and j == 0 for u, j in uses):
             L.info(v).dt = "bf16"
+        elif uses and id(v) not in outputs and all(j == 0 and bf16_attention(u) for u, j in uses):
+            L.info(v).dt = "bf16"       # Q, K, V: the MixInt8bf16 attention reads them as bf16 anyway
+
+
+def bf16_attention(op) -> bool:
+    """Whether a MultiHeadAttention of an int8 graph runs as MixInt8bf16 (transformer.py): Q/K/V
+    and P bf16 into the SPU, for heads whose bf16 and f32 column slices are 64-byte aligned."""
+    if op.op != "MultiHeadAttention" or len(op.inputs[0].shape) != 3:
+        return False
+    d = op.inputs[0].shape[2] // 3 // op.attrs["num_heads"]
+    return (d * 2) % 64 == 0
 
 
 @kernel("LinearInt8")
@@ -257,5 +270,5 @@ class QuantizeInt8Kernel(Kernel):
         return s
 
 
-__all__ = ["INT8_OPS", "RESIDENT_DTS", "WORD_TABLES", "plan_storage", "quantize_rows", "word_table_rows",
+__all__ = ["INT8_OPS", "RESIDENT_DTS", "WORD_TABLES", "plan_storage", "bf16_attention", "quantize_rows", "word_table_rows",
            "gather_int8_rows", "LinearInt8Kernel", "QuantizeInt8Kernel"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from s4c.errors import TargetError
 
-from .base import X_BUDGET, Kernel, RowInfo, kernel, reject, rup
+from .base import SIZE, X_BUDGET, Kernel, RowInfo, kernel, reject, rup
 from .quant import gather_int8_rows
 from .reductions import layernorm_generic
 from .stream import Region
@@ -97,21 +97,22 @@ class MultiHeadAttentionKernel(Kernel):
         em, sc = L.em, L.scratch(core)
         nq = q1 - q0
         owned = []
+        qdt = L.root(qkv).dt         # f32, or bf16 (int8 graphs: written bf16 by the LinearInt8, quant.py)
         res_q = L.resident_rows(qkv, core, t0, t0 + nq)
         if res_q is not None:
             Q = res_q.sub(0, nq, 0, HD)
         else:
-            Q = sc.tile(nq, HD, "f32")
+            Q = sc.tile(nq, HD, qdt)
             em.ld(core, Q, L.dram_of(qkv).sub(t0, nq, 0, HD))
             owned.append(Q)
         em.timing_cvt(core, Q, "i8")
         res_kv = L.resident_rows(qkv, core, b * S, b * S + S)
-        if res_kv is not None and (HD * 4) % 64 == 0:
+        if res_kv is not None and (HD * SIZE[qdt]) % 64 == 0:
             Kt = res_kv.sub(0, S, HD, HD)
             Vt = res_kv.sub(0, S, 2 * HD, HD)
         else:
-            Kt = sc.tile(S, HD, "f32")
-            Vt = sc.tile(S, HD, "f32")
+            Kt = sc.tile(S, HD, qdt)
+            Vt = sc.tile(S, HD, qdt)
             em.ld(core, Kt, L.dram_of(qkv).sub(b * S, S, HD, HD))
             em.ld(core, Vt, L.dram_of(qkv).sub(b * S, S, 2 * HD, HD))
             owned += [Kt, Vt]
@@ -120,7 +121,7 @@ class MultiHeadAttentionKernel(Kernel):
         yres = L.resident_rows(out, core, t0, t0 + nq)
         O = yres if yres is not None else sc.tile(nq, HD, "f32")
         bf16 = getattr(L, "int8", False) and L.opts.get("int8_bf16", True) and (D * 2) % 64 == 0
-        if bf16:    # int8 graphs (quant.py): MixInt8bf16 attention, Q/K/V and P bf16 into the SPU
+        if bf16 and qdt == "f32":   # int8 graphs (quant.py): MixInt8bf16 attention, Q/K/V and P bf16 into the SPU
             Q, Kt, Vt = (self._bf16(L, core, t, owned) for t in (Q, Kt, Vt))
         btile = None
         for h in range(H):
