@@ -247,6 +247,35 @@ static void i8_quantize_quad(const float *const rows[4], const float *s, float s
     memset(dst + 4 * t, 0, (size_t)(Tp - t) * 4);
 }
 
+/* dst[t] = quantize(x[t]) for t < T, 0 for T <= t < Tp (X1 layout); scale s[t] (s != NULL) or s0. */
+static void i8_quantize_row(const float *S4C_RESTRICT x, const float *s, float s0, int T, int Tp,
+                            int8_t *S4C_RESTRICT dst) {
+    int t = 0;
+#if S4C_I8_PATH > 0
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (; t + 32 <= T; t += 32) {
+        __m256i v[4];
+        int j;
+        for (j = 0; j < 4; j++) {
+            const __m256 sv = s ? _mm256_loadu_ps(s + t + 8 * j) : _mm256_set1_ps(s0);
+            __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + t + 8 * j), sv),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(dst + t),
+                            _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
+                                                                           _mm256_packs_epi32(v[2], v[3])),
+                                                        order));
+    }
+#endif
+    if (s)
+        for (; t < T; t++) dst[t] = i8_quantize1(x[t], s[t]);
+    else
+        for (; t < T; t++) dst[t] = i8_quantize1(x[t], s0);
+    memset(dst + T, 0, (size_t)(Tp - T));
+}
+
 int s4c_quantize_i8(int K, int T, const float *X, const float *scale, float *scale_out,
                     int8_t *Xq, int8_t *X1) {
     int Tp, Kq, q;
@@ -280,18 +309,9 @@ int s4c_quantize_i8(int K, int T, const float *X, const float *scale, float *sca
             i8_quantize_quad(rows, scale ? NULL : scale_out, scale ? scale[0] : 0.0f, T, Tp,
                              Xq + (size_t)q * Tp * 4);
         if (X1)
-            for (j = 0; j < 4 && rows[j]; j++) {
-                int8_t *S4C_RESTRICT dst = X1 + (size_t)(4 * q + j) * Tp;
-                const float *S4C_RESTRICT x = rows[j];
-                int t;
-                if (scale) {
-                    const float s0 = scale[0];
-                    for (t = 0; t < T; t++) dst[t] = i8_quantize1(x[t], s0);
-                } else {
-                    for (t = 0; t < T; t++) dst[t] = i8_quantize1(x[t], scale_out[t]);
-                }
-                memset(dst + T, 0, (size_t)(Tp - T));
-            }
+            for (j = 0; j < 4 && rows[j]; j++)
+                i8_quantize_row(rows[j], scale ? NULL : scale_out, scale ? scale[0] : 0.0f, T, Tp,
+                                X1 + (size_t)(4 * q + j) * Tp);
     }
     return S4C_OK;
 }
