@@ -133,6 +133,33 @@ def test_every_instruction_of_an_int8_program_is_timed_in_the_dtype_it_computes_
     assert timing_mismatches(_programs(Graph("f", [x], [y], [lin]), {"cores": 2}))
 
 
+def test_requantising_in_the_epilogue_gives_the_same_bits_and_stores_no_bf16(monkeypatch):
+    """A bf16 LinearInt8 result (and a MixInt8bf16 attention's result) that only a static
+    QuantizeInt8 reads is quantised in the producer's epilogue (quant.py): the same bits as
+    storing it and quantising after, without the stored value (and no QuantizeInt8 pass of its own)."""
+    from s4c.codegen.s4 import quant
+
+    for mode, layout in (("static", "csr"), ("static", "bsr4x1"), ("dynamic", "csr")):
+        g, feeds = ffn("gelu", mode, layout)
+        s4 = BACKENDS["s4"]         # (prepare: execute would memoise the first program)
+        fused = s4.prepare(g, s4.options({"cores": 2})).run(feeds)
+        n_fused = sum(ins.mnemonic == "vpu.quant" for st in _programs(g, {"cores": 2}).cores for ins in st)
+        monkeypatch.setattr(quant, "FUSE_REQUANT", False)
+        plain = s4.prepare(g, s4.options({"cores": 2})).run(feeds)
+        n_plain = sum(ins.mnemonic == "vpu.quant" for st in _programs(g, {"cores": 2}).cores for ins in st)
+        monkeypatch.setattr(quant, "FUSE_REQUANT", True)
+        for name in plain:
+            np.testing.assert_array_equal(fused[name], plain[name], err_msg=f"{mode} {layout} {name}")
+        assert n_fused and n_plain
+    from s4c.codegen.s4.plan import Plan
+
+    g, _ = ffn("gelu", "static", "csr")
+    plan = Plan(g, BACKENDS["s4"].options({"cores": 2}).lowering())
+    plan.make()
+    mid = [op for op in plan.g.ops if op.op == "LinearInt8"][0].outputs[0]
+    assert plan.info(mid).elided and plan.info(mid).dram is None and not plan.info(mid).resident
+
+
 # -- the int8 word embedding table ---------------------------------------------------------------
 def test_word_table_rows_are_int8_with_the_vpu_quant_rule_and_a_per_row_scale():
     from s4c.codegen.s4.quant import quantize_rows, word_table_rows

@@ -26,6 +26,13 @@ the dtype it computes in:
   widens the rows to f32 (exact) and multiplies by the scale (vpu.trans makes the gathered scale
   column a vector), f32(q * s), for the LayerNorm. Quantised as vpu.quant does: s = max|row| / 127.
   `int8_word_table="bf16"`: stored bf16, widened exactly to f32.
+- Requantisation: a bf16 LinearInt8 result that only a static QuantizeInt8 reads (the FFN
+  intermediate) is never stored: the epilogue dequantises each output tile to bf16 in scratch and
+  `vpu.quant` writes the int8 values straight into the QuantizeInt8's result (same bits as storing
+  the bf16 value and quantising it after; output tiles of 64 rows keep int8 columns aligned). This
+  is what keeps BERT-base's batch-16 activations in SRAM. Likewise a MixInt8bf16 attention's f32
+  result (quantised for the output projection) is quantised per sentence part as it is finished.
+  Not with `keep_values` (s4c check: every value kept).
 - The Q/K/V LinearInt8 result is bf16 too when only MixInt8bf16 attentions read it (they would
   round Q, K and V to bf16 anyway: same results, half the bytes and no conversion).
 - Residency: i8 and bf16 token matrices stay in SRAM like f32 ones, sized in their own bytes.
@@ -48,6 +55,7 @@ TWO100, TWO49 = 2.0 ** 100, 2.0 ** 49
 
 
 WORD_TABLES = ("i8", "bf16")               # S4Options.int8_word_table
+FUSE_REQUANT = True     # a bf16 LinearInt8 result only a static QuantizeInt8 reads: requantised in the epilogue
 
 
 def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +127,18 @@ def plan_storage(L) -> None:
             L.info(v).dt = "bf16"
         elif uses and id(v) not in outputs and all(j == 0 and bf16_attention(u) for u, j in uses):
             L.info(v).dt = "bf16"       # Q, K, V: the MixInt8bf16 attention reads them as bf16 anyway
+    if not FUSE_REQUANT or L.opts.get("keep_values"):
+        return
+    for i, op in enumerate(g.ops):      # requantise in the epilogue: the bf16 result is never stored
+        if not (op.op == "LinearInt8" and L.info(op.outputs[0]).dt == "bf16" or bf16_attention(op)):
+            continue
+        uses = readers.get(id(op.outputs[0]), [])
+        q = uses[0][0] if len(uses) == 1 else None
+        if q is None or q.op != "QuantizeInt8" or len(q.inputs) < 2 or q.inputs[1] is None or len(q.outputs) != 1:
+            continue                    # (a dynamic, per-token scale needs the whole row first)
+        L.fused_quant[id(op)], L.fused_quant[id(q)] = q, op
+        L.info(op.outputs[0]).elided = True
+        L.info(q.outputs[0]).producer = i
 
 
 def bf16_attention(op) -> bool:
@@ -160,7 +180,7 @@ class LinearInt8Kernel(LinearKernel):
         b = op.inputs[4] if len(op.inputs) > 4 else None      # (linear.py's `b` is Linear's operand 2)
         bias = L.const_vector(core, np.asarray(b.data, np.float32)) if b is not None else None
         self._rs = {}
-        return (L.const_vector(core, cs), bias, rows_v)
+        return (L.const_vector(core, cs), bias, rows_v, fused_scale(L, core, op))
 
     @staticmethod
     def _src_rows(L, core, x, t0, t1):
@@ -168,7 +188,7 @@ class LinearInt8Kernel(LinearKernel):
 
     def _tile(self, L, core, op, packed, tile, bufs, X, t0, t1, K, vecs, act, to_dram):
         em, sc = L.em, L.scratch(core)
-        cs, bias, rows_v = vecs
+        cs, bias, rows_v, qs = vecs
         out = op.outputs[0]
         odt = L.root(out).dt
         o0, o1 = tile.o0, tile.o1
@@ -186,10 +206,34 @@ class LinearInt8Kernel(LinearKernel):
                    bias.sub(0, 1, o0, o1 - o0) if bias is not None else None, act)
         if acc.addr != Y.addr:
             sc.release(acc)
+        if qs is not None:      # requantised here (vpu.quant of the bf16 tile) into the QuantizeInt8's result
+            requant(L, core, L.fused_quant[id(op)].outputs[0], Y, qs, t0, t1, o0, o1)
         if to_dram:
             em.st(core, L.dram_of(out).sub(t0, t1 - t0, o0, o1 - o0), Y)
         if yres is None:
             sc.release(Y)
+
+
+
+
+def requant(L, core, q, Y, qs, t0, t1, o0, o1) -> None:
+    """Rows [t0, t1), columns [o0, o1) of the fused QuantizeInt8's result q = vpu.quant(Y, qs): into
+    q's resident rows, and its DRAM home when it has one."""
+    em, sc = L.em, L.scratch(core)
+    qres = L.resident_rows(q, core, t0, t1)
+    Q = qres.sub(0, t1 - t0, o0, o1 - o0) if qres is not None else sc.tile(t1 - t0, o1 - o0, "i8")
+    em.quant(core, Q, Y, qs, per_row=False)
+    qinfo = L.root(q)
+    if qinfo.dram is not None and (qinfo.needs_dram or not qinfo.resident):
+        em.st(core, L.dram_of(q).sub(t0, t1 - t0, o0, o1 - o0), Q)
+    if qres is None:
+        sc.release(Q)
+
+
+def fused_scale(L, core, op):
+    """The static scale of the QuantizeInt8 `op` requantises into (a 1-vector in scratch), or None."""
+    q = L.fused_quant.get(id(op))
+    return L.const_vector(core, np.asarray(q.inputs[1].data, np.float32).reshape(1)) if q is not None else None
 
 
 @kernel("QuantizeInt8")
@@ -206,7 +250,7 @@ class QuantizeInt8Kernel(Kernel):
     def emit(self, L, op):
         x, q = op.inputs[0], op.outputs[0]
         info = L.info(q)
-        if info.n == 0:
+        if info.n == 0 or id(op) in L.fused_quant:     # (done in the LinearInt8's epilogue)
             return
         R, C = info.R, info.C
         static = len(op.inputs) > 1 and op.inputs[1] is not None
@@ -270,5 +314,5 @@ class QuantizeInt8Kernel(Kernel):
         return s
 
 
-__all__ = ["INT8_OPS", "RESIDENT_DTS", "WORD_TABLES", "plan_storage", "bf16_attention", "quantize_rows", "word_table_rows",
+__all__ = ["INT8_OPS", "RESIDENT_DTS", "WORD_TABLES", "plan_storage", "bf16_attention", "requant", "fused_scale", "quantize_rows", "word_table_rows",
            "gather_int8_rows", "LinearInt8Kernel", "QuantizeInt8Kernel"]

@@ -22,7 +22,7 @@ import numpy as np
 from s4c.errors import TargetError
 
 from .base import SIZE, X_BUDGET, Kernel, RowInfo, kernel, reject, rup
-from .quant import gather_int8_rows
+from .quant import fused_scale, gather_int8_rows, requant
 from .reductions import layernorm_generic
 from .stream import Region
 
@@ -154,6 +154,10 @@ class MultiHeadAttentionKernel(Kernel):
             sc.release(btile[0])
         if to_dram:
             em.st(core, L.dram_of(out).sub(t0, nq), O)
+        qs = fused_scale(L, core, op)
+        if qs is not None:      # int8 graphs: quantised for the output projection here (quant.py)
+            requant(L, core, L.fused_quant[id(op)].outputs[0], O, qs, t0, t0 + nq, 0, HD)
+            sc.release(qs)
         if yres is None:
             sc.release(O)
         sc.release(*owned)
