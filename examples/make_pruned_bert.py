@@ -657,6 +657,13 @@ def cached_model(**kwargs) -> Path:
     key_kw["_cache_version"] = _CACHE_VERSION
     key = hashlib.sha256(json.dumps(key_kw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     final = cache_dir() / f"{key_kw.get('arch', 'bert')}_{key_kw.get('size', 'tiny')}_{key}"
+    return build_cached(final, key_kw, lambda tmp: make_model(tmp / "model.onnx", **kwargs))
+
+
+def build_cached(final: Path, key_kw: dict, build) -> Path:
+    """final/model.onnx, made once: `build(tmp)` writes model.onnx into a temporary folder beside
+    `final`, which gets args.json (`key_kw`) and is renamed into place, so concurrent builders are
+    safe and a failed build leaves nothing behind."""
     path = final / "model.onnx"
     if path.exists():
         return path
@@ -664,7 +671,7 @@ def cached_model(**kwargs) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp", dir=final.parent))
     os.chmod(tmp, 0o755)
     try:
-        make_model(tmp / "model.onnx", **kwargs)
+        build(tmp)
         (tmp / "args.json").write_text(json.dumps(key_kw, sort_keys=True, default=str, indent=1) + "\n")
         try:
             os.rename(tmp, final)

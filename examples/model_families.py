@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,7 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_pruned_bert import EXPORTERS, cache_dir, prune_model  # noqa: E402
+from make_pruned_bert import EXPORTERS, build_cached, cache_dir, prune_model  # noqa: E402
 
 _CACHE_VERSION = 1  # bump when the generated graphs change
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -221,23 +218,8 @@ def cached_family_model(family: str, exporter: str = "torchscript", token_type_i
         key_kw["size"] = size
     key = hashlib.sha256(json.dumps(key_kw, sort_keys=True).encode()).hexdigest()[:12]
     final = cache_dir() / "families" / f"{family}_{exporter}{'' if size == 'tiny' else '_' + size}_{key}"
-    path = final / "model.onnx"
-    if path.exists():
-        return path
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp", dir=final.parent))
-    try:
-        make_family_model(tmp / "model.onnx", family, exporter, token_type_ids, sparsity, seed, opset, size)
-        (tmp / "args.json").write_text(json.dumps(key_kw, sort_keys=True, indent=1) + "\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not path.exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return build_cached(final, key_kw, lambda tmp: make_family_model(
+        tmp / "model.onnx", family, exporter, token_type_ids, sparsity, seed, opset, size))
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_pruned_bert import cache_dir  # noqa: E402
+from make_pruned_bert import build_cached, cache_dir  # noqa: E402
 
 FAMILY_NAMES = ("bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "mpnet", "deberta-v2")
 TASKS = {"feature-extraction": ("Model", {}), "text-classification": ("ForSequenceClassification", {"num_labels": 3})}
@@ -187,32 +187,18 @@ def cached_optimum_model(family: str, task: str = "feature-extraction", sparsity
                   requirements=list(OPTIMUM_REQUIREMENTS), v=_CACHE_VERSION)
     key = hashlib.sha256(json.dumps(key_kw, sort_keys=True).encode()).hexdigest()[:12]
     final = cache_dir() / "optimum" / f"{family}_{task}_{key}"
-    path = final / "model.onnx"
-    if path.exists():
-        return path
-    py = ensure_venv()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp", dir=final.parent))
-    os.chmod(tmp, 0o755)
-    try:
-        cmd = [py, Path(__file__).resolve(), "--family", family, "--task", task, "--sparsity", str(sparsity),
-               "--seed", str(seed), "--out", tmp]
+
+    def build(tmp: Path) -> None:
+        cmd = [ensure_venv(), Path(__file__).resolve(), "--family", family, "--task", task,
+               "--sparsity", str(sparsity), "--seed", str(seed), "--out", tmp]
         if opset is not None:
             cmd += ["--opset", str(opset)]
         try:
             _run(cmd, f"optimum export of {family} ({task})")
         except VenvError as e:
             raise RuntimeError(str(e)) from None
-        (tmp / "args.json").write_text(json.dumps(key_kw, sort_keys=True, indent=1) + "\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not path.exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+    return build_cached(final, key_kw, build)
 
 
 # ----------------------------------------------------------------------------- export (optimum venv)
