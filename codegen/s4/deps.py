@@ -6,8 +6,10 @@ check uses (exact in SRAM, where rows start aligned; conservative in DRAM).
 
 The regions come from the opcode table's own `access` functions, so nothing here restates an
 instruction's operands. Reads of the constant segment never conflict (it is read-only) and are
-not tracked. Per block the tracker keeps the last writer and the last reader of each unit slot
-(3 per core in SRAM, one DMA engine per core in DRAM); a write clears the readers it ordered.
+not tracked. Per block the tracker keeps the last writer and *every* reader since that write (a
+"reader group", shared by all blocks read by the same instructions): the scheduler reorders a
+unit's queue (block 0 of the next op may run before block 1 of this one), so the last reader in
+program order need not be the last to run, and a write must wait for all of them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import numpy as np
 
 from s4c.s4.program import region_blocks
 
-from .base import UNIT_INDEX
 
 
 def _ids(arr: np.ndarray) -> set[int]:
@@ -34,11 +35,15 @@ def _ids(arr: np.ndarray) -> set[int]:
 
 
 class _Mem:
-    def __init__(self, n_blocks: int, slots: int, first: int = 0):
+    """One memory's tracker: per block its last writer (-1: none) and its reader group (-1: no
+    reads since that write). Groups are tuples of node ids in `groups`, interned by extension:
+    a read turns group g into the group g + (reader,), made once per (g, reader)."""
+
+    def __init__(self, n_blocks: int, first: int = 0):
         self.first = first
-        # row 0: each block's last writer; rows 1..: its last reader per unit slot (-1: none)
-        self.wr = np.full((1 + slots, n_blocks), -1, dtype=np.int64)
-        self.w, self.r = self.wr[0], self.wr[1:]
+        self.w = np.full(n_blocks, -1, dtype=np.int64)
+        self.rg = np.full(n_blocks, -1, dtype=np.int64)
+        self.groups: list[tuple] = []
         self.cache: dict = {}
 
     def blocks(self, acc, align):
@@ -57,16 +62,45 @@ class _Mem:
         b = b - self.first
         return b[b >= 0]
 
+    def read(self, blocks, node: int) -> set[int]:
+        """Record `node` reading `blocks`; its dependencies: the blocks' last writers."""
+        deps = _ids(self.w[blocks])
+        old = self.rg[blocks]
+        present = _ids(old) | ({-1} if (old == -1).any() else set())
+        for g in present:
+            members = self.groups[g] if g >= 0 else ()
+            if members and members[-1] == node:       # read twice by one instruction
+                continue
+            self.groups.append(members + (node,))
+            new = len(self.groups) - 1
+            if len(present) == 1:
+                self.rg[blocks] = new
+            elif isinstance(blocks, slice):
+                view = self.rg[blocks]
+                view[old == g] = new
+            else:
+                self.rg[blocks[old == g]] = new
+        return deps
+
+    def write(self, blocks, node: int) -> set[int]:
+        """Record `node` writing `blocks`; its dependencies: the last writers and every reader
+        since them."""
+        deps = _ids(self.w[blocks])
+        for g in _ids(self.rg[blocks]):
+            deps.update(self.groups[g])
+        self.w[blocks] = node
+        self.rg[blocks] = -1
+        return deps
+
 
 def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> list[list[int]]:
     align = machine.align
     first = const_end // align
-    dram = _Mem(max(-(-dram_size // align) - first, 1), cores, first)
-    srams = [_Mem(machine.sram_bytes // align, 3) for _ in range(cores)]
+    dram = _Mem(max(-(-dram_size // align) - first, 1), first)
+    srams = [_Mem(machine.sram_bytes // align) for _ in range(cores)]
     preds: list[list[int]] = []
     for i, (core, ins) in enumerate(nodes):
         spec = ins.spec
-        unit = ins.unit()
         deps: set[int] = set()
         accesses = spec.access(ins.fields())
         # reads first (a region may be read and written in place: the write wins)
@@ -74,24 +108,14 @@ def dependencies(nodes, machine, cores: int, const_end: int, dram_size: int) -> 
             if acc.space == "dram":
                 if acc.mode == "r" and acc.base + (acc.rows - 1) * acc.pitch + acc.row_bytes <= const_end:
                     continue
-                mem, slot = dram, core
+                mem = dram
             else:
-                mem, slot = srams[core], UNIT_INDEX[unit]
+                mem = srams[core]
             blocks = mem.blocks(acc, align)
-            if acc.mode == "r":
-                deps |= _ids(mem.w[blocks])
-                mem.r[slot, blocks] = i
-            else:
-                deps |= _ids(mem.wr[:, blocks])
-                mem.w[blocks] = i
-                mem.r[:, blocks] = -1
+            deps |= mem.read(blocks, i) if acc.mode == "r" else mem.write(blocks, i)
         deps.discard(i)
         preds.append(sorted(deps))
     return preds
-
-
-def unit_of(ins) -> str:
-    return ins.unit()
 
 
 __all__ = ["dependencies"]
