@@ -175,7 +175,14 @@ def test_every_candidate_is_supported_and_nm_only_where_compliant():
         _, p = _choice(graph.clone(), target)
         a, b = p.choices
         assert {"nm1:8", "nm2:8", "nm1:4", "nm2:4"} <= set(a.costs) and "nm1:16" not in a.costs
-        assert not [name for name in b.costs if name.startswith("nm")]
+        nm_b = [name for name in b.costs if name.startswith("nm")]
+        if target == "c":
+            assert not nm_b
+        else:  # S4 also prices N:M with fill-in: one pattern, N = the fullest group's count
+            (name,) = nm_b
+            layout = parse_layout(name)
+            assert b.report.max_nonzeros_per_group[layout.m] == layout.n
+            assert all(b.report.satisfies(parse_layout(n)) for n in b.costs if n.startswith("nm"))
         assert all(p.target_model.supports(name) for name in a.costs)
         assert ("csr" in a.costs) == (target == "c")
 

@@ -195,7 +195,7 @@ def test_layout_strings_round_trip():
         assert name in LAYOUTS_BY_NAME
 
 
-@pytest.mark.parametrize("text", ["bsr3x3", "nm3:4", "coo", "", "bsr16x1x", "nm<2:8"])
+@pytest.mark.parametrize("text", ["bsr3x3", "nm5:4", "nm0:4", "nm1:33", "coo", "", "bsr16x1x", "nm<2:8"])
 def test_unknown_layout_strings_are_rejected(text):
     with pytest.raises(SparseFormatError, match="supported: dense, csr, bsr4x1"):
         parse_layout(text)
@@ -204,8 +204,28 @@ def test_unknown_layout_strings_are_rejected(text):
 def test_unsupported_block_or_pattern_cannot_be_built():
     with pytest.raises(SparseFormatError):
         BSRLayout(3, 3)
-    with pytest.raises(SparseFormatError):
-        NMLayout(3, 4)
+    for n, m in [(5, 4), (0, 4), (1, 33)]:
+        with pytest.raises(SparseFormatError):
+            NMLayout(n, m)
+
+
+def test_any_n_m_up_to_32_packs_with_a_short_last_group():
+    """1:20 on 768 inputs is 38 groups of 20 and one of 8; 3:7 on 50 ends with a group of 1."""
+    rng = np.random.default_rng(5)
+    for (n, m), in_dim in [((1, 20), 768), ((3, 7), 50), ((2, 32), 40)]:
+        layout = parse_layout(f"nm{n}:{m}")
+        assert layout == NMLayout(n, m) and str(layout) == f"nm{n}:{m}" and parse_layout(layout.ir_name) == layout
+        weight = rng.standard_normal((16, in_dim)).astype(np.float32)
+        pruned = layout.pack(weight, prune=True)
+        dense = pruned.to_dense()
+        groups = np.pad(dense != 0, ((0, 0), (0, -in_dim % m))).reshape(16, -1, m).sum(-1)
+        assert groups[:, :-1].min() == groups[:, :-1].max() == n and groups[:, -1].max() <= n  # every full group keeps N
+        assert pruned.values.shape == (16, -(-in_dim // m) * n)
+        exact = layout.pack(dense)
+        np.testing.assert_array_equal(exact.to_dense(), dense)
+        assert exact.nbytes == layout.storage_bytes(dense.shape, dense.dtype)
+        with pytest.raises(NotNMCompliantError):
+            layout.pack(weight)
 
 
 def test_summaries():

@@ -174,23 +174,8 @@ def parse_s4_layout(text: str):
 def pack_nm(w: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """(values [O, ceil(K/m)*n], u8 offsets) with s4c.sparse's N:M convention; exact (raises if
     a group holds more than n nonzeros)."""
-    if (n, m) in [(l.n, l.m) for l in (NMLayout(*p) for p in ((2, 4), (1, 4), (2, 8), (1, 8), (1, 16), (1, 32)))]:
-        t = NMLayout(n, m).pack(w)
-        return np.asarray(t.values), np.asarray(t.indices)
-    o, k = w.shape
-    g = -(-k // m)
-    pad = np.zeros((o, g * m), w.dtype)
-    pad[:, :k] = w
-    groups = pad.reshape(o, g, m)
-    keep = groups != 0
-    if keep.sum(axis=-1).max(initial=0) > n:
-        raise SparseFormatError(f"weight is not {n}:{m} along `in`")
-    offsets = np.sort(np.argsort(~keep, axis=-1, kind="stable")[..., :n], axis=-1)
-    values = np.where(np.take_along_axis(keep, offsets, axis=-1), np.take_along_axis(groups, offsets, axis=-1), 0)
-    last = k - (g - 1) * m
-    if last < n:
-        np.minimum(offsets[:, -1, :], last - 1, out=offsets[:, -1, :])
-    return values.reshape(o, -1).astype(w.dtype), offsets.reshape(o, -1).astype(np.uint8)
+    t = NMLayout(n, m).pack(w)
+    return np.asarray(t.values), np.asarray(t.indices)
 
 
 def _tile_bounds(out: int, rows: int, unit: int) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ Array conventions and byte accounting: docs/sparse-formats.md. Which weights an 
 
 from s4c.sparse.analysis import (
     DEFAULT_MAX_FILL_IN,
+    NM_GROUP_SIZES,
     BlockStats,
     SparsityReport,
     analyze_sparsity,
@@ -23,13 +24,13 @@ from s4c.sparse.bsr import SUPPORTED_BLOCK_SHAPES, BSRLayout, BSRTensor
 from s4c.sparse.csr import CSRLayout, CSRTensor
 from s4c.sparse.dense import DenseLayout, DenseTensor
 from s4c.sparse.errors import NotNMCompliantError, SparseFormatError
-from s4c.sparse.nm import NM_INDEX_DTYPE, SUPPORTED_NM_PATTERNS, NMLayout, NMTensor
+from s4c.sparse.nm import NM_INDEX_DTYPE, NM_MAX_M, SUPPORTED_NM_PATTERNS, NMLayout, NMTensor
 from s4c.sparse.registry import LAYOUTS_BY_NAME, SUPPORTED_LAYOUTS, parse_layout
 
 __all__ = [
     "BSRLayout", "BSRTensor", "BlockStats", "CSRLayout", "CSRTensor", "DEFAULT_MAX_FILL_IN",
     "DenseLayout", "DenseTensor", "INDPTR_DTYPE", "LAYOUTS_BY_NAME", "Layout", "NMLayout",
-    "NMTensor", "NM_INDEX_DTYPE", "NotNMCompliantError", "SUPPORTED_BLOCK_SHAPES",
+    "NMTensor", "NM_GROUP_SIZES", "NM_INDEX_DTYPE", "NM_MAX_M", "NotNMCompliantError", "SUPPORTED_BLOCK_SHAPES",
     "SUPPORTED_DTYPES", "SUPPORTED_LAYOUTS", "SUPPORTED_NM_PATTERNS", "SparseFormatError",
     "SparseTensor", "SparsityReport", "analyze_sparsity", "analyze_weights", "best_block_shape",
     "index_dtype", "nm_compliance", "parse_layout",

@@ -16,13 +16,17 @@ from s4c.sparse.bsr import SUPPORTED_BLOCK_SHAPES, BSRLayout
 from s4c.sparse.csr import CSRLayout
 from s4c.sparse.dense import DenseLayout
 from s4c.sparse.errors import SparseFormatError
-from s4c.sparse.masks import any_in_col_groups, any_in_row_groups, count_in_col_groups, merge_col_groups
-from s4c.sparse.nm import SUPPORTED_NM_PATTERNS, NMLayout
+from s4c.sparse.masks import any_in_col_groups, any_in_row_groups
+from s4c.sparse.nm import NM_MAX_M, SUPPORTED_NM_PATTERNS, NMLayout
 
 # best_block_shape accepts a block only if at most this fraction of the values it stores are
 # zeros. At 25% a block kernel does 4/3 of the ideal multiply-adds, which its regular, vectorised
 # inner loop (and one index per block instead of per value) still typically repays.
 DEFAULT_MAX_FILL_IN = 0.25
+
+# N:M group sizes analysed by default: every M an N:M layout may have, so a weight pruned 1:20
+# (M not a power of two, nor a divisor of its width) is recognised.
+NM_GROUP_SIZES: tuple[int, ...] = tuple(range(2, NM_MAX_M + 1))
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,23 @@ class SparsityReport:
 
     @property
     def nm_pattern(self) -> NMLayout | None:
-        """The tightest analysed N:M pattern the weight satisfies exactly, or None.
+        """The tightest N:M pattern the weight satisfies exactly among the named patterns
+        (SUPPORTED_NM_PATTERNS) and 1:M for every analysed M, or None: the structure a pruner
+        left (1:20 when every aligned group of 20 holds at most one nonzero).
 
         Tightest = lowest N/M; on a tie the smaller M (1:4 implies 2:8, not the reverse).
         """
-        compliant = [NMLayout(n, m) for n, m in SUPPORTED_NM_PATTERNS
+        patterns = {*SUPPORTED_NM_PATTERNS, *((1, m) for m in self.max_nonzeros_per_group)}
+        compliant = [NMLayout(n, m) for n, m in patterns
                      if m in self.max_nonzeros_per_group and self.satisfies(NMLayout(n, m))]
         return min(compliant, key=lambda p: (p.n / p.m, p.m), default=None)
+
+    def nm_fill_in(self, max_m: int = NM_MAX_M) -> list[NMLayout]:
+        """For every analysed M <= max_m, the N:M layout with N = the most nonzeros any group of M
+        holds (at least 1): it stores the weight exactly, the emptier groups padded with zeros.
+        Groups of M that are ever full (N = M) are left out: that is dense with indices."""
+        return [NMLayout(max(n, 1), m) for m, n in sorted(self.max_nonzeros_per_group.items())
+                if m <= max_m and n < m]
 
     def best_block_shape(self, max_fill_in: float = DEFAULT_MAX_FILL_IN) -> tuple[int, int] | None:
         """See `best_block_shape`."""
@@ -124,7 +138,7 @@ def best_block_shape(blocks: Iterable[BlockStats],
 
 def analyze_sparsity(weight,
                      block_shapes: Iterable[tuple[int, int]] = SUPPORTED_BLOCK_SHAPES,
-                     group_sizes: Iterable[int] = tuple(sorted({m for _, m in SUPPORTED_NM_PATTERNS})),
+                     group_sizes: Iterable[int] = NM_GROUP_SIZES,
                      ) -> SparsityReport:
     """Analyse one 2-D weight W[out, in] (any numeric dtype) for every block shape and N:M group."""
     weight = np.asarray(weight)
@@ -140,7 +154,7 @@ def analyze_sparsity(weight,
         BlockStats((r, c), int(np.count_nonzero(any_in_col_groups(rows_any, c))),
                    ceil_div(out_dim, r) * ceil_div(in_dim, c), nnz)
         for (r, c), rows_any in _row_reductions(mask, block_shapes))
-    max_per_group = {m: int(counts.max()) for m, counts in _group_counts(mask, group_sizes)}
+    max_per_group = _max_nonzeros_per_group(mask, group_sizes)
     return SparsityReport((out_dim, in_dim), weight.dtype, nnz, blocks, max_per_group)
 
 
@@ -168,14 +182,20 @@ def _row_reductions(mask: np.ndarray, block_shapes: Iterable[tuple[int, int]]):
         yield (r, c), by_rows[r]
 
 
-def _group_counts(mask: np.ndarray, group_sizes: Iterable[int]):
-    """Yield (M, nonzeros per aligned group of M columns) for each M, merging smaller groups."""
-    by_size: dict[int, np.ndarray] = {}
-    for m in sorted(group_sizes):
-        divisors = [k for k in by_size if m % k == 0]
-        if divisors:
-            divisor = max(divisors)
-            by_size[m] = merge_col_groups(by_size[divisor], m // divisor)
-        else:
-            by_size[m] = count_in_col_groups(mask, m)
-        yield m, by_size[m]
+def _max_nonzeros_per_group(mask: np.ndarray, group_sizes: Iterable[int]) -> dict[int, int]:
+    """{M: the most nonzeros any aligned group of M columns holds (the last group may be short)}.
+
+    One running count per row, then for each M the difference of the counts at the group edges
+    (strided views, no copies of the mask per M). The count is kept in uint8 and wraps, which
+    leaves every difference exact: a group of M <= 255 holds fewer than 256 nonzeros."""
+    out_dim, in_dim = mask.shape
+    running = np.zeros((out_dim, in_dim + 1), dtype=np.uint8)
+    np.cumsum(mask, axis=1, dtype=np.uint8, out=running[:, 1:])
+    result = {}
+    for m in sorted(set(group_sizes)):
+        full = in_dim // m
+        worst = int((running[:, m:full * m + 1:m] - running[:, 0:(full - 1) * m + 1:m]).max()) if full else 0
+        if in_dim % m:
+            worst = max(worst, int((running[:, in_dim] - running[:, full * m]).max()))
+        result[m] = worst
+    return result

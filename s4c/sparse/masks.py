@@ -56,12 +56,3 @@ def count_in_col_groups(mask: np.ndarray, group: int) -> np.ndarray:
     for offset in range(1, group):
         counts += padded[:, offset::group]
     return counts
-
-
-def merge_col_groups(counts: np.ndarray, factor: int) -> np.ndarray:
-    """Counts per group of size g*factor from counts per group of size g (zero-padded at the edge)."""
-    padded = pad_to_multiple(counts, 1, factor)
-    merged = padded[:, 0::factor].copy()
-    for offset in range(1, factor):
-        merged += padded[:, offset::factor]
-    return merged

@@ -1,8 +1,14 @@
 """N:M structured sparsity along the reduction dim `in`: at most N nonzeros in every aligned group
 of M columns (wins when hardware or kernels exploit the fixed pattern, e.g. 2:4 units).
 
-When `in` is not a multiple of M the last group is zero-padded. Every group stores exactly N
-(value, offset) slots; groups with fewer than N nonzeros are padded with value-0 slots.
+When `in` is not a multiple of M the last group is zero-padded (768 inputs at 1:20: 38 groups of
+20 and one of 8). Every group stores exactly N (value, offset) slots; groups with fewer than N
+nonzeros are padded with value-0 slots (the fill-in an unstructured weight pays when stored as
+N:M with N = its fullest group's count).
+
+Any 1 <= N <= M <= NM_MAX_M is a layout: the S4 SPU's input mux selects from up to 32 columns and
+the C kernel takes N, M at run time. SUPPORTED_NM_PATTERNS are the named patterns: the C kernel's
+compiled-in fast paths, offered to layout selection wherever a weight complies.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from s4c.sparse.masks import count_in_col_groups, pad_to_multiple
 
 SUPPORTED_NM_PATTERNS: tuple[tuple[int, int], ...] = ((2, 4), (1, 4), (2, 8), (1, 8), (1, 16), (1, 32))
 
+NM_MAX_M = 32  # widest group: the S4 SPU's input mux (s4c.s4.ops_spu.MAX_M); offsets fit uint8
+
 NM_INDEX_DTYPE = np.dtype(np.uint8)  # an offset inside a group of M <= 32 always fits
 
 
@@ -38,9 +46,9 @@ class NMLayout(Layout):
     kind = "nm"
 
     def __post_init__(self):
-        if (self.n, self.m) not in SUPPORTED_NM_PATTERNS:
-            supported = ", ".join(f"{n}:{m}" for n, m in SUPPORTED_NM_PATTERNS)
-            raise SparseFormatError(f"unsupported N:M pattern {self.n}:{self.m} (supported: {supported})")
+        if not 1 <= self.n <= self.m <= NM_MAX_M:
+            raise SparseFormatError(f"unsupported N:M pattern {self.n}:{self.m} (supported: 1 <= N <= M <= "
+                                    f"{NM_MAX_M}, e.g. 2:4, 1:16, 1:20)")
 
     def __str__(self) -> str:
         return f"nm{self.n}:{self.m}"

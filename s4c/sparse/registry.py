@@ -1,4 +1,7 @@
-"""Every supported layout, and parsing of layout strings (`dense`, `csr`, `bsr16x1`, `nm2:8`)."""
+"""Every supported layout, and parsing of layout strings (`dense`, `csr`, `bsr16x1`, `nm2:8`).
+
+SUPPORTED_LAYOUTS lists the N:M patterns by name (SUPPORTED_NM_PATTERNS); `parse_layout` accepts
+any `nmN:M` with 1 <= N <= M <= NM_MAX_M (e.g. `nm1:20`), which targets may offer as well."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from s4c.sparse.bsr import SUPPORTED_BLOCK_SHAPES, BSRLayout
 from s4c.sparse.csr import CSRLayout
 from s4c.sparse.dense import DenseLayout
 from s4c.sparse.errors import SparseFormatError
-from s4c.sparse.nm import SUPPORTED_NM_PATTERNS, NMLayout
+from s4c.sparse.nm import NM_MAX_M, SUPPORTED_NM_PATTERNS, NMLayout
 
 SUPPORTED_LAYOUTS: tuple[Layout, ...] = (
     DenseLayout(),
@@ -22,6 +25,7 @@ LAYOUTS_BY_NAME: dict[str, Layout] = {str(layout): layout for layout in SUPPORTE
 
 # The IR printer's spellings (`bsr<16x1>`, `nm<2:8>`) are accepted too, so printed IR parses back.
 _BRACKETED = re.compile(r"^(bsr|nm)<([^<>]*)>$")
+_NM = re.compile(r"^nm(\d+):(\d+)$")
 
 
 def parse_layout(text: str) -> Layout:
@@ -33,8 +37,11 @@ def parse_layout(text: str) -> Layout:
     bracketed = _BRACKETED.match(name)
     if bracketed:
         name = bracketed.group(1) + bracketed.group(2)
-    try:
+    if name in LAYOUTS_BY_NAME:
         return LAYOUTS_BY_NAME[name]
-    except KeyError:
-        supported = ", ".join(LAYOUTS_BY_NAME)
-        raise SparseFormatError(f"unknown layout {text!r} (supported: {supported})") from None
+    nm = _NM.match(name)
+    if nm and 1 <= int(nm.group(1)) <= int(nm.group(2)) <= NM_MAX_M:
+        return NMLayout(int(nm.group(1)), int(nm.group(2)))
+    supported = ", ".join(LAYOUTS_BY_NAME)
+    raise SparseFormatError(f"unknown layout {text!r} (supported: {supported}, any nmN:M with "
+                            f"1 <= N <= M <= {NM_MAX_M})") from None

@@ -98,13 +98,19 @@ class Target(abc.ABC):
 
     name: str = ""
     supported_layouts: tuple[Layout, ...] = ()
+    # Any N:M with M up to this runs too (0: only the listed patterns), e.g. nm1:20 for a weight
+    # pruned 1:20; `candidates` offers the weight's own tightest pattern.
+    nm_max_m: int = 0
+    # Also offer N:M with fill-in: for every M, N = the fullest group's count (SparsityReport.nm_fill_in).
+    nm_fill_in: bool = False
 
     @property
     def supported_names(self) -> tuple[str, ...]:
         return tuple(str(layout) for layout in self.supported_layouts)
 
     def supports(self, layout: Layout | str) -> bool:
-        return as_layout(layout) in self.supported_layouts
+        layout = as_layout(layout)
+        return layout in self.supported_layouts or (isinstance(layout, NMLayout) and layout.m <= self.nm_max_m)
 
     def cost(self, op: str, layout: Layout | str, shapes: LinearShapes) -> float:
         """Modelled seconds of `op` (Linear / MatMul / Gemm by a weight) with its weight in `layout`.
@@ -113,7 +119,7 @@ class Target(abc.ABC):
         layout = as_layout(layout)
         if op not in WEIGHT_OPS:
             raise TargetError(f"target {self.name}: no cost model for op {op!r} (weight ops: {', '.join(WEIGHT_OPS)})")
-        if layout not in self.supported_layouts:
+        if not self.supports(layout):
             raise TargetError(f"target {self.name} does not run layout {layout} "
                               f"(supported: {', '.join(self.supported_names)})")
         if isinstance(layout, NMLayout) and not shapes.report.satisfies(layout):
@@ -121,10 +127,19 @@ class Target(abc.ABC):
         return self.linear_cost(layout_work(layout, shapes.report), shapes)
 
     def candidates(self, report: SparsityReport) -> list[Layout]:
-        """The supported layouts that can hold the weight exactly: every supported layout except
-        N:M patterns the weight does not satisfy (BSR always can: its cost counts the fill-in)."""
-        return [layout for layout in self.supported_layouts
-                if not isinstance(layout, NMLayout) or report.satisfies(layout)]
+        """The supported layouts that can hold the weight exactly: every listed layout except
+        N:M patterns the weight does not satisfy (BSR always can: its cost counts the fill-in),
+        then the weight's tightest N:M pattern when it is not listed (nm1:20 for a weight pruned
+        1:20) and, with `nm_fill_in`, N:M with fill-in for every group size M."""
+        listed = [layout for layout in self.supported_layouts
+                  if not isinstance(layout, NMLayout) or report.satisfies(layout)]
+        tightest = [report.nm_pattern] if report.nm_pattern is not None else []
+        # Of the fill-in patterns only the one storing the fewest slots (ties: the smaller M): an
+        # N:M kernel's work and weight bytes are its slots, so the others cannot be cheaper.
+        fill_in = min(report.nm_fill_in(self.nm_max_m) if self.nm_fill_in else [],
+                      key=lambda p: (layout_work(p, report).values, p.m), default=None)
+        extra = [layout for layout in tightest + [fill_in] if layout is not None and self.supports(layout)]
+        return listed + [layout for layout in dict.fromkeys(extra) if layout not in listed]
 
     @abc.abstractmethod
     def linear_cost(self, work: LayoutWork, shapes: LinearShapes) -> float:

@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s4c.errors import TargetError
-from s4c.sparse import SUPPORTED_LAYOUTS, BSRLayout, CSRLayout, DenseLayout, Layout, NMLayout
+from s4c.sparse import NM_MAX_M, SUPPORTED_LAYOUTS, BSRLayout, CSRLayout, DenseLayout, Layout, NMLayout, parse_layout
 from s4c.targets.base import LayoutWork, LinearShapes, Target, as_layout
 
 CALIBRATION_VERSION = 1
@@ -170,6 +170,11 @@ class CCostParams:
         return cls({str(layout): default_rate(layout) for layout in SUPPORTED_LAYOUTS}, CALL_S)
 
     def rate(self, layout: Layout) -> KernelRate:
+        if str(layout) not in self.rates and isinstance(layout, NMLayout):
+            # An unlisted N:M (nm1:20) runs the kernel's run-time-N, M instance of the same loop:
+            # priced as the named pattern nearest in N, then M.
+            named = [parse_layout(name) for name in self.rates if name.startswith("nm")]
+            layout = min(named, key=lambda p: (abs(p.n - layout.n), abs(p.m - layout.m)))
         return self.rates[str(layout)]
 
     def int8_rate(self, layout: Layout, in_features: int = 0) -> KernelRate:
@@ -238,6 +243,7 @@ class CTarget(Target):
 
     name = "c"
     supported_layouts = SUPPORTED_LAYOUTS  # the kernels implement every s4c.sparse layout
+    nm_max_m = NM_MAX_M  # s4c_linear_nm takes N and M at run time
 
     def __init__(self, params: CCostParams | None = None, threads: int = 1):
         if threads < 1:

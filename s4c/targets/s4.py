@@ -21,7 +21,8 @@ DMA'd) and weights are timed as int8 (MixInt8bf16; `weight_dtype` changes it). V
 dequantisation) is the same for every layout and is left out.
 
 Layouts: dense, every BSR block with r, c <= the SPU's largest block side, every N:M pattern with
-m <= the widest group its input mux selects from. CSR is not offered: the SPU runs it only as 1x1
+m <= the widest group its input mux selects from, also with fill-in (for each M, N = the fullest
+group's count, emptier groups padded with zeros), so an unstructured weight is priced as N:M too. CSR is not offered: the SPU runs it only as 1x1
 BSR at 1/8 of the BSR rate (docs/isa.md: "the compiler should convert it to N:M or r x 1 blocks").
 """
 
@@ -58,6 +59,8 @@ class S4Target(Target):
 
     name = "s4"
     supported_layouts = tuple(layout for layout in SUPPORTED_LAYOUTS if _s4_runs(layout))
+    nm_max_m = MAX_M
+    nm_fill_in = True  # an unstructured weight may run faster as N:M with padding slots than as BSR
 
     def __init__(self, machine: Machine | str = "s4v1", weight_dtype: str = "i8"):
         self.machine = load_machine(machine)
