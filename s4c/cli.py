@@ -1,4 +1,4 @@
-"""The `s4c` command line: compile, run, inspect, calibrate.
+"""The `s4c` command line: compile, run, check, compare, inspect, calibrate, sparsify.
 
 Errors caused by the input are one line `error: ...` on stderr and exit code 2; a bug in s4c is
 one line and exit code 1. `--debug` shows the traceback instead."""
@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s4c", description="Compile pruned ONNX models for the S4 accelerator and C.")
     p.add_argument("--version", action="version", version=f"s4c {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,check,compare,inspect,calibrate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,run,check,compare,inspect,calibrate,sparsify}")
 
     c = sub.add_parser("compile", help="import, optimise and build a model")
     c.add_argument("model", help="ONNX model file")
@@ -92,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="summarise an ONNX model or a compiled OUTDIR")
     i.add_argument("target", metavar="MODEL.onnx|OUTDIR")
+
+    sp = sub.add_parser("sparsify", help="project a model's Linear weights onto an N:M pattern by magnitude",
+                        description="Keep the N largest |w| of every aligned group of M inputs of each MatMul / "
+                                    "Gemm weight (as NVIDIA ASP does for 2:4) and write the result. This costs "
+                                    "accuracy: fine-tuning with the mask fixed is the user's job, not s4c's.")
+    sp.add_argument("model", metavar="MODEL.onnx")
+    sp.add_argument("--pattern", required=True, metavar="nmN:M", help="e.g. nm2:4, nm1:16 (1 <= N <= M <= 32)")
+    sp.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    sp.add_argument("--inputs", metavar="IN.npz", help="also report OUT's output deviation from MODEL on these inputs")
+    sp.add_argument("--json", metavar="FILE.json", help="also write the per-weight changes as JSON")
 
     k = sub.add_parser("calibrate", help="microbenchmark a backend's kernels for its layout cost model")
     k.add_argument("--target", required=True, choices=CALIBRATE_TARGETS,
@@ -247,8 +257,27 @@ def cmd_compare(args) -> None:
     print(f"wrote {os.path.join(args.output, 'compare.md')} and compare.json")
 
 
+def cmd_sparsify(args) -> None:
+    import json
+
+    from s4c.sparsify import parse_pattern, sparsify
+
+    pattern = parse_pattern(args.pattern)  # before reading anything: a bad pattern is the first error
+    inputs = _load_inputs(args.inputs, None) if args.inputs else None
+    result = sparsify(args.model, pattern, args.output, inputs)
+    print(result.table())
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(result.to_json(), f, indent=1)
+        except OSError as e:
+            raise S4CError(f"cannot write {args.json}: {e.strerror}") from None
+    print(f"wrote {args.output} ({len(result.weights)} weights projected onto {pattern}; fine-tune it to recover "
+          f"accuracy)")
+
+
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "check": cmd_check, "compare": cmd_compare, "inspect": cmd_inspect,
-            "calibrate": cmd_calibrate}
+            "calibrate": cmd_calibrate, "sparsify": cmd_sparsify}
 
 
 def main(argv: list[str] | None = None) -> int:

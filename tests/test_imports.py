@@ -41,7 +41,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "codegen": ("s4c.codegen",),
     "driver": ("s4c.driver", "s4c.cli", "s4c.backend", "s4c.__main__", "s4c.inspect", "s4c.calibrate", "s4c.precision",
                "s4c.fusion_report", "s4c.layout_report", "s4c.check", "s4c.compare",
-               "s4c.layer_plot"),
+               "s4c.layer_plot", "s4c.sparsify"),
 }
 _MID = {"core", "ir"}
 MAY_IMPORT: dict[str, set[str]] = {

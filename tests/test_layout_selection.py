@@ -26,7 +26,8 @@ from s4c.frontend import load_onnx
 from s4c.ir import Graph, Op, TensorType, Value
 from s4c.ops import Attr
 from s4c.passes import PassManager, VerifyEach, get_pass
-from s4c.sparse import parse_layout
+from s4c.sparse import analyze_sparsity, parse_layout
+from s4c.targets import LinearShapes
 from s4c.text import parse_graph
 from s4c.verify import verify
 
@@ -185,6 +186,72 @@ def test_every_candidate_is_supported_and_nm_only_where_compliant():
             assert all(b.report.satisfies(parse_layout(n)) for n in b.costs if n.startswith("nm"))
         assert all(p.target_model.supports(name) for name in a.costs)
         assert ("csr" in a.costs) == (target == "c")
+
+
+def planted_1_of_m(shape, m, seed=0):
+    """One nonzero in every aligned group of m along `in`; the last group may be short."""
+    rng = np.random.default_rng(seed)
+    out_dim, in_dim = shape
+    starts = np.arange(0, in_dim, m)
+    widths = np.minimum(m, in_dim - starts)
+    columns = starts + (rng.random((out_dim, len(starts))) * widths).astype(int)
+    w = np.zeros(shape, np.float32)
+    np.put_along_axis(w, columns, _values(rng, columns.shape), axis=1)
+    return w
+
+
+@pytest.mark.parametrize("target", ["c", "s4"])
+@pytest.mark.parametrize("m, in_dim", [(20, 768), (20, 3072), (16, 768), (12, 768), (32, 3072)])
+def test_selection_finds_1_of_m_whether_or_not_m_divides_the_width(target, m, in_dim):
+    """Issue 15: a model pruned 1:20 (768 inputs: 38 groups of 20 and one of 8) was compiled as nm1:4."""
+    w = planted_1_of_m((768, in_dim), m, seed=m)
+    graph = linear_graph({"w": w})
+    (layout,), p = _choice(graph, target)
+    assert layout == f"nm1:{m}", sorted(p.choices[0].costs.items(), key=lambda kv: kv[1])[:4]
+    assert parse_layout(layout).pack(w).nbytes == p.choices[0].bytes[layout]
+    np.testing.assert_array_equal(parse_layout(layout).pack(w).to_dense(), w)
+
+
+def test_s4_prices_n_m_with_fill_in_for_unstructured_weights_and_c_does_not():
+    w = uniform(sparsity=0.8, seed=3)
+    report = analyze_sparsity(w)
+    fill_in = report.nm_fill_in()
+    assert fill_in and all(report.satisfies(p) and report.max_nonzeros_per_group[p.m] == p.n for p in fill_in)
+    _, s4 = _choice(linear_graph({"w": w}), "s4")
+    _, c = _choice(linear_graph({"w": w}), "c")
+    s4_nm = [name for name in s4.choices[0].costs if name.startswith("nm")]
+    assert not [name for name in c.choices[0].costs if name.startswith("nm")] and len(s4_nm) == 1
+    # the one offered is the cheapest of every fill-in pattern under the S4 model
+    target, shapes = s4.target_model, LinearShapes(128, report)
+    costs = {str(p): target.cost("Linear", p, shapes) for p in fill_in}
+    assert s4.choices[0].costs[s4_nm[0]] == min(costs.values())
+    chosen = s4.choices[0]
+    assert chosen.costs[str(chosen.layout)] == min(chosen.costs.values())
+
+
+def test_layout_report_projects_every_weight_onto_the_named_patterns_on_s4():
+    graph = linear_graph({"u": uniform(sparsity=0.9, seed=1), "q": planted_1_of_m((768, 768), 16)})
+    report, md = {}, []
+    for target in ("s4", "c"):
+        select_layouts(graph, target, {}, None, report, md)
+    assert "projections" not in report["layouts"]["c"] and "What N:M pruning" not in md[1]
+    section = report["layouts"]["s4"]
+    u, q = section["weights"]
+    assert list(u["projections"]) == ["nm2:4", "nm1:4", "nm2:8", "nm1:8", "nm1:16", "nm1:32"]
+    # the unstructured weight: tighter patterns are cheaper, none dearer than its current layout
+    p = u["projections"]
+    assert p["nm1:32"] < p["nm1:16"] < p["nm1:8"] < p["nm1:4"] <= u["cost_s"]
+    # the 1:16 weight keeps its layout for every pattern it complies with; only 1:32 would gain
+    assert q["layout"] == "nm1:16" and q["projections"]["nm1:16"] == q["projections"]["nm1:4"] == q["cost_s"]
+    assert q["projections"]["nm1:32"] < q["cost_s"]
+    totals = section["projections"]["nm1:16"]
+    assert totals["cost_s"] == pytest.approx(u["projections"]["nm1:16"] + q["projections"]["nm1:16"])
+    assert totals["speedup_vs_current"] == pytest.approx(section["totals"]["cost_s"] / totals["cost_s"])
+    assert totals["speedup_vs_dense"] > totals["speedup_vs_current"] > 1
+    text = md[0]
+    assert "### What N:M pruning would reach (target s4)" in text and "s4c sparsify" in text
+    assert f"| nm1:16 | " in text and f"{totals['speedup_vs_current']:.2f}x" in text
+    assert f"| q | nm1:16 | 1.00x | 1.00x | 1.00x | 1.00x | 1.00x | {q['cost_s'] / q['projections']['nm1:32']:.2f}x |" in text
 
 
 # -- overrides and defaults -----------------------------------------------------------------------
