@@ -10,9 +10,11 @@ biases, tables) is model.s4's own, so what the built program computes with is wh
 The program then runs in the reference interpreter; each value is read from DRAM, converted from
 its S4 storage dtype back to the IR's.
 
-`chrome_trace(program)` runs the cycle model (no numerics) and writes one complete event per run
-of consecutive instructions of one op on one unit: pid = core, tid = unit (dma, spu, vpu),
-microseconds at the machine's clock, named by the op's first ONNX node.
+`chrome_trace(program)` runs the cycle model (no numerics) and writes one complete event per
+instruction: pid = core, tid = unit (dma, spu, vpu), microseconds at the machine's clock, named by
+its op's first ONNX node (sync instructions by mnemonic and semaphore); a sync.wait that ended an
+idle gap carries the gap's cycles, producer queue and causes (s4c/s4/idle.py) in its args, and
+otherData has every unit's busy and idle-cause totals.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from s4c.errors import S4CError
 from s4c.ir import Graph, numpy_dtype
 from s4c.s4 import Program
 from s4c.s4 import dtypes as D
+from s4c.s4 import isa
 from s4c.s4.cycles import schedule
+from s4c.s4.ops_sync import sem_parts
 from s4c.s4.interp import DEFAULT_MAX_DRAM, _Machine
 
-from .base import STORAGE
+from .base import STORAGE, UNITS
 from .lower import assemble
 from .plan import VBASE
 from .program import S4Program
@@ -115,40 +119,44 @@ def to_device(a: np.ndarray, e: dict) -> np.ndarray:
 
 def chrome_trace(program: Program, name: str = "s4") -> dict:
     """The cycle model's timeline of `program` as a Chrome / Perfetto trace (module docstring)."""
-    spans: dict[tuple[int, str], list] = {}
-    order: list[tuple[int, str]] = []
+    tracks: dict[tuple[int, str], list] = {}
 
     def on_event(ev) -> None:
-        key = (ev.core, ev.unit)
-        end = ev.start + int(ev.cost.cycles)
-        cur = spans.get(key)
-        if cur is None:
-            spans[key] = cur = []
-            order.append(key)
-        if cur and cur[-1][2] == ev.ins.dbg and ev.start <= cur[-1][1]:
-            cur[-1][1] = max(cur[-1][1], end)
-            cur[-1][3] += 1
-        else:
-            cur.append([ev.start, end, ev.ins.dbg, 1])
+        tracks.setdefault((ev.core, ev.unit), []).append((ev.start, int(ev.cost.cycles), ev.index, ev.ins))
 
     report = schedule(program, None, on_event)
     hz = float(report.clock_hz)
     events = [{"ph": "M", "name": "process_name", "pid": core, "tid": 0,
-               "args": {"name": f"s4c {name} core {core}"}} for core in sorted({k[0] for k in order})]
-    units = {"dma": 0, "spu": 1, "vpu": 2}
-    for core, unit in sorted(order, key=lambda k: (k[0], units.get(k[1], 9))):
-        tid = units.get(unit, 9)
+               "args": {"name": f"s4c {name} core {core}"}} for core in sorted({k[0] for k in tracks})]
+    for core, unit in sorted(tracks, key=lambda k: (k[0], UNITS.index(k[1]))):
+        tid = UNITS.index(unit)
         events.append({"ph": "M", "name": "thread_name", "pid": core, "tid": tid, "args": {"name": unit}})
-        for start, end, dbg, count in spans[(core, unit)]:
-            entry = program.debug.get(dbg)
-            label = entry.ir_op if entry else "(no debug info)"
-            parts = label.split(":", 2)
-            op_index = int(parts[0]) if parts[0].isdigit() else None
-            events.append({"name": entry.onnx_node if entry else label,
-                           "cat": parts[1] if len(parts) > 1 else "s4", "ph": "X",
-                           "ts": round(start / hz * 1e6, 4), "dur": round(end / hz * 1e6, 4) - round(start / hz * 1e6, 4),
-                           "pid": core, "tid": tid,
-                           "args": {"op": parts[1] if len(parts) > 1 else None, "op_index": op_index, "ir_op": label, "instructions": count, "unit": unit,
-                                    "cycles": end - start}})
+        for start, cycles, index, ins in tracks[(core, unit)]:
+            ts = round(start / hz * 1e6, 4)
+            event = {"ph": "X", "pid": core, "tid": tid, "ts": ts,
+                     "dur": round(round((start + cycles) / hz * 1e6, 4) - ts, 4), **_slice_label(program, ins)}
+            event["args"].update(mnemonic=ins.mnemonic, index=index, cycles=cycles)
+            gap = report.idle_gaps.get((core, index))
+            if gap is not None:         # why the unit sat idle before this sync.wait (s4c/s4/idle.py)
+                event["args"].update(idle_before=gap.cycles, idle_producer=gap.producer, idle_causes=gap.parts)
+            events.append(event)
     return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"backend": name, "clock_hz": hz, "total_cycles": int(report.total_cycles)}}
+            "otherData": {"backend": name, "clock_hz": hz, "total_cycles": int(report.total_cycles),
+                          "unit_busy": report.unit_busy, "unit_idle": report.unit_idle}}
+
+
+def _slice_label(program: Program, ins) -> dict:
+    """name, cat and the op's args of one instruction's slice: its op's first ONNX node and IR op
+    (debug map); sync instructions carry no op and are named by what they do."""
+    if ins.op in (isa.SIGNAL, isa.WAIT):
+        a = ins.fields()
+        is_global, sem = sem_parts(a["sem"])
+        what = f"{ins.mnemonic} {'g' if is_global else 'l'}{sem}" + (f">={a['value']}" if ins.op == isa.WAIT else "")
+        return {"name": what, "cat": "sync", "args": {"op": "sync", "op_index": None}}
+    entry = program.debug.get(ins.dbg)
+    if entry is None:
+        return {"name": ins.mnemonic, "cat": "s4", "args": {"op": None, "op_index": None}}
+    parts = entry.ir_op.split(":", 2)
+    return {"name": entry.onnx_node or entry.ir_op, "cat": parts[1] if len(parts) > 1 else "s4",
+            "args": {"op": parts[1] if len(parts) > 1 else None,
+                     "op_index": int(parts[0]) if parts[0].isdigit() else None, "ir_op": entry.ir_op}}

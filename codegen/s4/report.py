@@ -7,7 +7,9 @@ report.json key "s4" (stable keys first):
   plus: machine, precision, instructions, unit_busy / utilisation (per unit, summed / averaged over
   cores), dram (constant bytes, io bytes, activation peak and sum without reuse), sram (resident
   peak, values kept resident, row-local values spilled to DRAM for want of SRAM and their bytes
-  per core), schedule_estimate_cycles.
+  per core), schedule_estimate_cycles, idle (why each unit is not busy, s4c/s4/idle.py):
+  {causes, units: {"c0.dma": {busy, wait_dma, ..., tail}}, by_unit: {"dma": the same summed over
+  cores}}; every unit's entries sum to `cycles` exactly (by_unit's to cores x cycles).
 
 dram_bytes_moved counts what the cycle model charges (bytes in the timing dtype: MixInt8bf16 by
 default); cycles of an op are busy cycles summed over cores.
@@ -16,6 +18,7 @@ default); cycles of an op are busy cycles summed over cores.
 from __future__ import annotations
 
 from s4c.s4.cycles import schedule as cycle_schedule
+from s4c.s4.idle import CAUSES
 
 from .base import UNITS
 
@@ -78,8 +81,36 @@ def make_report(lowered, graph=None) -> tuple[dict, str]:
                  "spilled_values": st.get("sram_spilled_values", 0),
                  "spilled_bytes": st.get("sram_spilled_bytes", 0)},
         "schedule_estimate_cycles": st.get("schedule_estimate_cycles", 0),
+        "idle": idle_section(rep),
     }
     return report, markdown(report)
+
+
+def idle_section(rep) -> dict:
+    """report.json's "idle": busy + each idle cause per core x unit, and summed per unit kind."""
+    units = {name: {"busy": int(rep.unit_busy[name]), **{c: int(v) for c, v in idle.items()}}
+             for name, idle in rep.unit_idle.items()}
+    by_unit = {u: {c: sum(d[c] for name, d in units.items() if name.endswith("." + u)) for c in ("busy",) + CAUSES}
+               for u in UNITS}
+    return {"causes": ["busy", *CAUSES], "units": units, "by_unit": by_unit}
+
+
+def idle_markdown(r: dict) -> list[str]:
+    idle, total, cores = r["idle"], r["cycles"], r["cores"]
+    head = "| unit | busy | " + " | ".join(c.replace("_", " ") for c in CAUSES) + " |"
+    rule = "|---|" + "---:|" * (len(CAUSES) + 1)
+    lines = ["", "### Idle time", "",
+             "Each unit's cycles split into busy and why it is not (s4c/s4/idle.py): waiting on a semaphore "
+             "signalled by this core's DMA / SPU / VPU or by another core (the producer's work, the signal and "
+             "its latency), waiting on a busy unit (the producer still ran work queued ahead of the awaited "
+             "work), and the tail after the unit's last instruction. Each row sums to the total.", "",
+             f"Per unit, summed over the {cores} core(s) (% of {cores} x {total:,} cycles):", "", head, rule]
+    for u, d in idle["by_unit"].items():
+        lines.append(f"| {u} | " + " | ".join(f"{d[c] / max(cores * total, 1):.1%}" for c in idle["causes"]) + " |")
+    lines += ["", "Per core and unit (cycles):", "", head, rule]
+    for name, d in idle["units"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{d[c]:,}" for c in idle["causes"]) + " |")
+    return lines
 
 
 def markdown(r: dict) -> str:
@@ -100,4 +131,4 @@ def markdown(r: dict) -> str:
              "", "| op | unit | cycles (busy, all cores) |", "|---|---|---|"]
     for op in sorted(r["ops"], key=lambda o: -o["cycles"])[:15]:
         lines.append(f"| `{op['name']}` | {op['unit']} | {op['cycles']:,} |")
-    return "\n".join(lines)
+    return "\n".join(lines + idle_markdown(r))

@@ -2,6 +2,7 @@
 
     report = simulate(program)            # timing only (no data needed: all costs are static)
     report.total_cycles, report.latency_s, report.utilisation(), report.by_opcode, report.by_node
+    report.unit_idle["c0.vpu"]            # why the unit is not busy, by cause (idle.py); + busy == total
     print(report.summary())
 
 Model (docs/isa.md §Cycle model): each core has three unit queues (DMA, SPU, VPU); a core's
@@ -23,6 +24,7 @@ from typing import Callable, NamedTuple
 
 from s4c.errors import S4ProgramError
 from s4c.s4 import isa
+from s4c.s4.idle import IdleLedger
 from s4c.s4.ops_sync import sem_parts
 
 
@@ -49,6 +51,8 @@ class CycleReport:
     core_cycles: list = field(default_factory=list)
     unit_busy: dict = field(default_factory=dict)     # "c0.dma" -> busy cycles
     unit_stall: dict = field(default_factory=dict)    # "c0.vpu" -> cycles spent waiting on semaphores
+    unit_idle: dict = field(default_factory=dict)     # "c0.vpu" -> {cause: cycles}: busy + these == total (idle.py)
+    idle_gaps: dict = field(default_factory=dict)     # (core, stream index of the sync.wait) -> idle.Gap
     by_opcode: dict = field(default_factory=dict)     # mnemonic -> OpStat
     by_node: dict = field(default_factory=dict)       # ONNX node name (debug map) -> OpStat
     by_ir_op: dict = field(default_factory=dict)      # IR op (debug map) -> OpStat
@@ -122,6 +126,7 @@ def schedule(program, machine=None, on_event: Callable | None = None) -> CycleRe
     report = CycleReport(m.name, m.clock_hz, core_cycles=[0] * len(program.cores))
     local_lat, global_lat = m["sync.local_latency"], m["sync.global_latency"]
     debug = program.debug
+    ledger = IdleLedger([(core, unit) for core, unit, _ in queues])
 
     def head_start(k: int):
         """When queue k's next instruction can start: inf when the queue is done, or when it
@@ -152,11 +157,15 @@ def schedule(program, machine=None, on_event: Callable | None = None) -> CycleRe
         if on_event is not None:
             on_event(Event(core, unit, index, ins, a, best_start, cost, key))
         end = best_start + cost.cycles
+        if best_start > t_free[best]:
+            ledger.gap(best, index, ins, key, t_free[best], best_start)
+        ledger.executed(best, ins.op, best_start, end)
         if ins.op == isa.SIGNAL:
             counts[key] = counts.get(key, 0) + 1
             times = reach.setdefault(key, [])
             visible = end + (global_lat if key[0] == "g" else local_lat)
             times.append(max(visible, times[-1]) if times else visible)
+            ledger.signaled(key, best, visible)
             for k in range(n):
                 if ready[k] == math.inf:
                     ready[k] = head_start(k)
@@ -182,6 +191,7 @@ def schedule(program, machine=None, on_event: Callable | None = None) -> CycleRe
         raise S4ProgramError("deadlock: " + "; ".join(blocked))
     report.instructions += len(program.cores)          # the `end`s
     report.total_cycles = max(t_free) if t_free else 0
+    report.unit_idle, report.idle_gaps = ledger.finish(report.total_cycles), ledger.gaps
     for k, (core, unit, _) in enumerate(queues):
         report.unit_busy[names[k]] = busy[k]
         report.unit_stall[names[k]] = stall[k]
