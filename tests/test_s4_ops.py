@@ -461,8 +461,9 @@ def test_vpu_dequant_is_the_linear_int8_epilogue(act):
             "vpu.copy dst=sw src=sa rows=4 cols=64 pd=256 ps=256 dt=f32")
     text = build({"a": ("i32", (4, 64))}, {"y": ("f32", (4, 64)), "z": ("bf16", (4, 64)), "w": ("f32", (4, 64))},
                  body, consts={"ws": ("f32", ws), "rs": ("f32", rs), "bias": ("f32", bias)})
-    p = M["vpu.passes.cvt"] + M["vpu.passes.mul"]
-    pa = p + M["vpu.passes.add"] + (M[f"vpu.passes.{act}"] if act != "none" else 0)
+    # one fused pass, priced at its slowest stage (cvt, mul, add, the activation)
+    p = max(M["vpu.passes.cvt"], M["vpu.passes.mul"])
+    pa = max(p, M["vpu.passes.add"], M[f"vpu.passes.{act}"] if act != "none" else 0)
     cyc = (M["vpu.overhead"] + pa * 2) + (M["vpu.overhead"] + pa * 1) + (M["vpu.overhead"] + p * 2)
     out, _ = execute(text, {"a": acc}, "vpu.dequant", cyc)
     want = _linear_int8([xq, wq, rs[:, None], ws, bias], {"activation": act})[0]
@@ -473,6 +474,30 @@ def test_vpu_dequant_is_the_linear_int8_epilogue(act):
     np.testing.assert_array_equal(out["z"], to_bf16(out["y"].astype(np.float64)) if act != "gelu" else out["z"])
     np.testing.assert_allclose(out["z"], want, rtol=2 ** -8, atol=1e-6)
     np.testing.assert_array_equal(out["w"], acc.astype(np.float32) * ws)   # in place, no row scale / bias
+
+
+@pytest.mark.parametrize("act", ["none", "gelu", "relu"])
+def test_vpu_epilogue_is_bias_add_then_activation(act):
+    """vpu.epilogue gives the same bits as vpu.add (bcast=row) then the activation's opcode, in one
+    fused pass priced at its slowest stage; bf16 output rounds that result once."""
+    x, bias = rand(4, 64), rand(64)
+    code = {"none": 0, "gelu": 1, "relu": 3}[act]
+    sep = "vpu.add dst=sw a=sa b=sbias rows=4 cols=64 pd=256 pa=256 bcast=row dt=f32\n" + (
+        f"vpu.{act} dst=sw src=sw rows=4 cols=64 pd=256 ps=256 dt=f32\n" if act != "none" else "")
+    body = (f"vpu.epilogue dst=sy src=sa bias=sbias rows=4 cols=64 pd=256 ps=256 hb=1 act={code} dt=f32\n"
+            f"vpu.epilogue dst=sz src=sa bias=sbias rows=4 cols=64 pd=128 ps=256 hb=1 act={code} dt=bf16\n"
+            + sep + "vpu.epilogue dst=sa src=sa rows=4 cols=64 pd=256 ps=256 act=3 dt=f32 tdt=bf16\n"
+            "vpu.copy dst=sv src=sa rows=4 cols=64 pd=256 ps=256 dt=f32")
+    text = build({"a": ("f32", (4, 64))}, {"y": ("f32", (4, 64)), "z": ("bf16", (4, 64)), "w": ("f32", (4, 64)),
+                                            "v": ("f32", (4, 64))},
+                 body, consts={"bias": ("f32", bias)})
+    pa = max(M["vpu.passes.cvt"], M["vpu.passes.add"], M[f"vpu.passes.{act}"] if act != "none" else 0)
+    pr = max(M["vpu.passes.cvt"], M["vpu.passes.relu"])
+    cyc = (2 * M["vpu.overhead"] + pa * (2 + 1)) + (M["vpu.overhead"] + pr * 1)   # f32: 2 steps of 128 lanes
+    out, _ = execute(text, {"a": x}, "vpu.epilogue", cyc)
+    np.testing.assert_array_equal(out["y"], out["w"])
+    np.testing.assert_array_equal(out["z"], to_bf16(out["y"].astype(np.float64)))
+    np.testing.assert_array_equal(out["v"], np.maximum(x, 0))      # in place, no bias
 
 
 # -- whole-program checks -------------------------------------------------------------------------

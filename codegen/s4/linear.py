@@ -3,7 +3,8 @@
 Every layout of constants.py, activation none / gelu / gelu_tanh / relu: per core, the X rows
 (resident, or loaded in token tiles); per output tile of the packed weight: the tile's arrays
 DMA'd from the constant segment, one SPU op (spu.mm tb=1 / spu.nm / spu.bsr) into the output
-columns, then on the VPU the bias (row broadcast) and the activation in place; stored when the
+columns, then the epilogue on the VPU: bias (row broadcast) and activation in place, one fused
+`vpu.epilogue` pass; stored when the
 result lives in DRAM. Weight tiles are allocated next-fit in scratch, so the DMA loads the next
 tiles while the SPU works on the current one. Fewer sentences than cores (e.g. batch 1): tensor
 parallel, each core its share of the weight's output tiles over every token row.
@@ -11,9 +12,9 @@ parallel, each core its share of the weight's output tiles over every token row.
 A MatMul whose second operand is a constant 2-D weight runs as this kernel (the weight packed
 transposed, dense); any other MatMul is matmul.py's.
 
-With `precision="mixed"` each matmul is surrounded by the MixInt8bf16 machine's quantise (i8)
-and dequantise (bf16) passes, modelled as in-place fp32 identity cvts (stream.Stream.timing_cvt),
-as s4c.s4.estimate counts them.
+With `precision="mixed"` each matmul's input is quantised by the MixInt8bf16 machine's i8 pass, an
+in-place fp32 identity cvt (stream.Stream.timing_cvt), and its dequantisation is a stage of the
+fused epilogue (timed bf16), as s4c.s4.estimate counts them.
 """
 
 from __future__ import annotations
@@ -158,11 +159,8 @@ class LinearKernel(Kernel):
         yres = L.resident_rows(out, core, t0, t1)
         Y = yres.sub(0, t1 - t0, o0, o1 - o0) if yres is not None else sc.tile(t1 - t0, o1 - o0, "f32")
         self._compute(L, core, packed, tile, bufs, X, Y, K)
-        em.timing_cvt(core, Y, "bf16")
-        if bias is not None:
-            em.vbin(core, "add", Y, Y, bias.sub(0, 1, o0, o1 - o0), bcast="row")
-        if act != "none":
-            em.vun(core, act, Y, Y)  # the activation names are the VPU's unary opcodes
+        # bias and activation (and, timed as MixInt8bf16, the dequantisation) in one fused VPU pass
+        em.epilogue(core, Y, Y, bias.sub(0, 1, o0, o1 - o0) if bias is not None else None, act)
         if to_dram:
             em.st(core, L.dram_of(out).sub(t0, t1 - t0, o0, o1 - o0), Y)
         if yres is None:

@@ -362,6 +362,18 @@ class Stream:
                   ps=acc.pitch_or_packed(), rsc=int(rs is not None), hb=int(bias is not None),
                   act=("none", "gelu", "gelu_tanh", "relu").index(act), dt=dst.dt, tdt=self.t_act(dst.dt))
 
+    def epilogue(self, core: int, dst: Region, src: Region, bias: Region | None = None, act: str = "none") -> None:
+        """dst = act(src + bias[j]) in one fused VPU pass (a float GEMM's bias and activation; under the
+        MixInt8bf16 timing also its dequantisation). Nothing to do (fp32 timing, no bias, no
+        activation): no instruction."""
+        if bias is None and act == "none" and not self.mixed:
+            return
+        assert (dst.rows, dst.cols) == (src.rows, src.cols) and src.dt in ("f32", "bf16"), (dst, src)
+        self._put(core, "vpu.epilogue", dst=dst.addr, src=src.addr, bias=bias.addr if bias else 0, rows=src.rows,
+                  cols=src.cols, pd=dst.pitch_or_packed(), ps=src.pitch_or_packed(), hb=int(bias is not None),
+                  act=("none", "gelu", "gelu_tanh", "relu").index(act), sdt=src.dt, dt=dst.dt,
+                  tdt=self.t_act(dst.dt))
+
     def vop(self, core: int, op: str, dst: Region, a: Region, b: Region, bcast: str = "full") -> None:
         """A binary VPU op in the operands' own float dtype (vbin is f32 only)."""
         assert dst.dt == a.dt == b.dt and dst.dt in ("f32", "bf16"), (op, dst, a, b)

@@ -177,12 +177,21 @@ VPU_DEQUANT = (F("dst", "sram", "result [rows, cols] (dt)"), F("src", "sram", "i
                F("hb", "bool", "add the bias", 0),
                F("act", "u8", "activation: 0 none, 1 gelu, 2 gelu_tanh, 3 relu", 0),
                _dt("result dtype: f32 or bf16"), _TDT)
+VPU_EPILOGUE = (F("dst", "sram", "result [rows, cols] (dt)"), F("src", "sram", "accumulator [rows, cols] (sdt)"),
+                F("bias", "sram", "f32 bias [cols], packed (read when hb=1)", 0),
+                F("rows", "u32", "rows"), F("cols", "u32", "columns"), F("pd", "u32", "dst row pitch"),
+                F("ps", "u32", "src row pitch"), F("hb", "bool", "add the bias", 0),
+                F("act", "u8", "activation: 0 none, 1 gelu, 2 gelu_tanh, 3 relu", 0),
+                F("sdt", "dtype", "accumulator dtype: f32 or bf16", D.F32),
+                _dt("result dtype: f32 or bf16"), _TDT)
 SYNC_SIGNAL = (F("unit", "unit", "unit queue that executes it"), F("sem", "sem", "semaphore"))
 SYNC_WAIT = SYNC_SIGNAL + (F("value", "u32", "wait until the count is >= value"),)
 
 _DMA_COST = ("dma.overhead + dma.latency + ceil(rows * roundup(bytes*size(tdt)/size(dt), dma.burst_bytes) "
              "/ dma.bytes_per_cycle)")
 _VPU_COST = "vpu.overhead + vpu.passes.{op} * ceil(rows*cols / vpu.lanes[tdt])"
+_FUSED_COST = ("vpu.overhead + max(vpu.passes over its stages: {stages}, the activation's if act) "
+               "* ceil(rows*cols / vpu.lanes[tdt]): one pipelined pass, priced at its slowest stage")
 _ELEM = frozenset({("dst", "src")})
 _ELEM2 = frozenset({("dst", "a"), ("dst", "b")})
 _ROUND = ("Computed in float64 and rounded once to dt (round to nearest even); dst may be exactly "
@@ -326,14 +335,21 @@ OPS: tuple[OpSpec, ...] = (
            "is bit-exact; the activation is float64-accurate before the final rounding to dt (bf16: "
            "round to nearest even to 8 significant bits). dst may be exactly src when dt is f32 (same "
            "element size), otherwise they must not overlap.",
-           "vpu.overhead + (vpu.passes.cvt + vpu.passes.mul + hb*vpu.passes.add + vpu.passes.{act} if act) "
-           "* ceil(rows*cols / vpu.lanes[tdt])", inplace=_ELEM, **ops_vpu.dequant()),
+           _FUSED_COST.format(stages="cvt, mul, add if hb"), inplace=_ELEM, **ops_vpu.dequant()),
+    OpSpec(0x5C, "vpu.epilogue", "vpu", VPU_EPILOGUE,
+           "Float GEMM epilogue: bias and activation in one pass (f32 or bf16).",
+           "y = src[i,j] (read as sdt); when hb=1 y = f32(y + bias[j]); dst[i,j] = act(y) rounded once to "
+           "dt: the same bits as vpu.add (bcast=row) then the activation's own opcode. dst may be exactly "
+           "src when sdt and dt have the same size, otherwise they must not overlap. Under the MixInt8bf16 "
+           "timing (tdt bf16) it also stands for the dequantisation of the int8 GEMM's accumulator, a stage "
+           "of the same pass.",
+           _FUSED_COST.format(stages="cvt, add if hb"), inplace=_ELEM, **ops_vpu.epilogue()),
 )
 
 BY_CODE = {op.code: op for op in OPS}
 BY_MNEMONIC = {op.mnemonic: op for op in OPS}
 # fused VPU ops priced from the passes of the ops they fuse: no vpu.passes.<op> parameter of their own
-FUSED_VPU = frozenset({"vpu.quant", "vpu.dequant"})
+FUSED_VPU = frozenset({"vpu.quant", "vpu.dequant", "vpu.epilogue"})
 VPU_OPS = tuple(op.mnemonic[4:] for op in OPS if op.unit == "vpu" and op.mnemonic not in FUSED_VPU)
 END = BY_MNEMONIC["end"].code
 SIGNAL = BY_MNEMONIC["sync.signal"].code

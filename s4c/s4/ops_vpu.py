@@ -275,6 +275,16 @@ def _rf32(x: np.ndarray) -> np.ndarray:
         return np.asarray(x, np.float64).astype(np.float32).astype(np.float64)
 
 
+def fused_cost(a, m, stages: tuple, access) -> Cost:
+    """A fused epilogue streams its tile through the VPU once, its stages pipelined one after the
+    other: it costs the passes of its slowest stage (the activation's, when there is one), not their
+    sum. `stages`: the vpu.passes keys of the arithmetic stages; a["act"] adds the activation's."""
+    stages = stages + ((ACTIVATIONS[a["act"]],) if a["act"] else ())
+    p = max(m.vpu_passes(s) for s in stages)
+    n = a["rows"] * a["cols"]
+    return Cost(m["vpu.overhead"] + p * cdiv(n, m.vpu_lanes(tdt(a))), sram_bytes(access), p * n)
+
+
 def quant():
     """vpu.quant: dst i8 = saturate[-127,127](round_half_even(f32(src / s))), s per row or scalar."""
 
@@ -331,14 +341,8 @@ def dequant():
         out.append(tile("w", "sram", "dst", a["dst"], a["rows"], a["cols"], a["pd"], a["dt"]))
         return out
 
-    def passes(a, m) -> int:
-        p = m.vpu_passes("cvt") + m.vpu_passes("mul") + (m.vpu_passes("add") if a["hb"] else 0)
-        return p + (m.vpu_passes(ACTIVATIONS[a["act"]]) if a["act"] else 0)
-
     def cost(a, m):
-        p = passes(a, m)
-        n = a["rows"] * a["cols"]
-        return Cost(m["vpu.overhead"] + p * cdiv(n, m.vpu_lanes(tdt(a))), sram_bytes(access(a)), p * n)
+        return fused_cost(a, m, ("cvt", "mul") + (("add",) if a["hb"] else ()), access(a))
 
     def run(ctx, a):
         rows, cols = a["rows"], a["cols"]
@@ -349,6 +353,42 @@ def dequant():
             cs = _rf32(rs * cs)
         with np.errstate(all="ignore"):
             y = _rf32(_rf32(acc) * cs)
+            if a["hb"]:
+                y = _rf32(y + D.to_f64(load_vec(ctx, "sram", a["bias"], cols, D.F32), D.F32)[None, :])
+            if a["act"]:
+                y = _ACT_FN[a["act"]](y)
+        store64(ctx, "sram", a["dst"], a["pd"], a["dt"], y)
+
+    return {"check": check, "access": access, "cost": cost, "run": run}
+
+
+def epilogue():
+    """vpu.epilogue: the float GEMM epilogue, dst = act(f32(src + bias[j])) in one pass (f32 / bf16)."""
+
+    def check(a, m):
+        err = first_error(_dts(a, D.FLOATS), dt_in(a, "sdt", D.FLOATS, "vpu.epilogue's source"),
+                          positive(a, "rows", "cols"))
+        if err:
+            return err
+        if a["act"] >= len(ACTIVATIONS):
+            return f"act={a['act']} unknown (0 none, 1 gelu, 2 gelu_tanh, 3 relu)"
+        return None
+
+    def access(a):
+        out = [tile("r", "sram", "src", a["src"], a["rows"], a["cols"], a["ps"], a["sdt"])]
+        if a["hb"]:
+            out.append(vector("r", "sram", "bias", a["bias"], a["cols"], D.F32))
+        out.append(tile("w", "sram", "dst", a["dst"], a["rows"], a["cols"], a["pd"], a["dt"]))
+        return out
+
+    def cost(a, m):
+        # "cvt": the dequantise stage the MixInt8bf16 timing charges (tdt bf16) rides in the same pass
+        return fused_cost(a, m, ("cvt",) + (("add",) if a["hb"] else ()), access(a))
+
+    def run(ctx, a):
+        rows, cols = a["rows"], a["cols"]
+        y = load64(ctx, "sram", a["src"], rows, cols, a["ps"], a["sdt"])
+        with np.errstate(all="ignore"):
             if a["hb"]:
                 y = _rf32(y + D.to_f64(load_vec(ctx, "sram", a["bias"], cols, D.F32), D.F32)[None, :])
             if a["act"]:

@@ -97,8 +97,7 @@
     spu.mm       dst=0xac0 a=0xc0 b=0x2c0 m=8 n=32 k=16 pd=128 pa=64 pb=64 tb=1 dt=f32 tdt=i8 @0  ; /attn/qkv/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=1
-    vpu.cvt      dst=0xac0 src=0xac0 rows=8 cols=32 pd=128 ps=128 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul
-    vpu.add      dst=0xac0 a=0xac0 b=0x0 rows=8 cols=32 pd=128 pa=128 bcast=row dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul
+    vpu.epilogue dst=0xac0 src=0xac0 rows=8 cols=32 pd=128 ps=128 hb=1 dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=1
     dma.st       dst=0x1600 src=0xac0 rows=8 bytes=128 dpitch=192 spitch=128 dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul
@@ -175,8 +174,7 @@
     spu.mm       dst=0x2ac0 a=0x24c0 b=0x26c0 m=8 n=16 k=16 pd=64 pa=64 pb=64 tb=1 dt=f32 tdt=i8 @2  ; /attn/out/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=4
-    vpu.cvt      dst=0x2ac0 src=0x2ac0 rows=8 cols=16 pd=64 ps=64 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @2  ; /attn/out/MatMul
-    vpu.add      dst=0x2ac0 a=0x2ac0 b=0x2480 rows=8 cols=16 pd=64 pa=64 bcast=row dt=f32 tdt=bf16 @2  ; /attn/out/MatMul
+    vpu.epilogue dst=0x2ac0 src=0x2ac0 bias=0x2480 rows=8 cols=16 pd=64 ps=64 hb=1 dt=f32 tdt=bf16 @2  ; /attn/out/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=2
     dma.st       dst=0x1600 src=0x2ac0 rows=1 bytes=512 dpitch=512 spitch=512 dt=f32 tdt=bf16 @2  ; /attn/out/MatMul
@@ -207,8 +205,7 @@
     spu.mm       dst=0x6c0 a=0xc0 b=0x2c0 m=8 n=16 k=16 pd=64 pa=64 pb=64 tb=1 dt=f32 tdt=i8 @0  ; /attn/qkv/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=1
-    vpu.cvt      dst=0x6c0 src=0x6c0 rows=8 cols=16 pd=64 ps=64 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul
-    vpu.add      dst=0x6c0 a=0x6c0 b=0x80 rows=8 cols=16 pd=64 pa=64 bcast=row dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul
+    vpu.epilogue dst=0x6c0 src=0x6c0 bias=0x80 rows=8 cols=16 pd=64 ps=64 hb=1 dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=1
     dma.st       dst=0x1680 src=0x6c0 rows=8 bytes=64 dpitch=192 spitch=64 dt=f32 tdt=bf16 @0  ; /attn/qkv/MatMul

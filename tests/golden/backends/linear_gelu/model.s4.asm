@@ -285,18 +285,14 @@
     spu.mm       dst=0x0 a=0x900 b=0xd00 m=8 n=32 k=32 pd=256 pa=128 pb=128 tb=1 dt=f32 tdt=i8 @0  ; /ffn/lin1/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=1
-    vpu.cvt      dst=0x0 src=0x0 rows=8 cols=32 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.add      dst=0x0 a=0x0 b=0x800 rows=8 cols=32 pd=256 pa=256 bcast=row dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.gelu     dst=0x0 src=0x0 rows=8 cols=32 pd=256 ps=256 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
+    vpu.epilogue dst=0x0 src=0x0 bias=0x800 rows=8 cols=32 pd=256 ps=256 hb=1 act=1 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
     dma.ld       dst=0x2d00 src=0x4100 rows=1 bytes=128 dpitch=128 spitch=128 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=dma sem=l1
     sync.wait    unit=spu sem=l0 value=2
     spu.mm       dst=0x80 a=0x900 b=0x1d00 m=8 n=32 k=32 pd=256 pa=128 pb=128 tb=1 dt=f32 tdt=i8 @0  ; /ffn/lin1/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=2
-    vpu.cvt      dst=0x80 src=0x80 rows=8 cols=32 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.add      dst=0x80 a=0x80 b=0x880 rows=8 cols=32 pd=256 pa=256 bcast=row dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.gelu     dst=0x80 src=0x80 rows=8 cols=32 pd=256 ps=256 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
+    vpu.epilogue dst=0x80 src=0x80 bias=0x880 rows=8 cols=32 pd=256 ps=256 hb=1 act=1 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
     vpu.cvt      dst=0x0 src=0x0 rows=8 cols=64 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=vpu sem=l5
     dma.ld       dst=0x2d80 src=0x2100 rows=1 bytes=4096 dpitch=256 spitch=4096 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
@@ -307,10 +303,9 @@
     sync.wait    unit=spu sem=l5 value=2
     spu.mm       dst=0x3d80 a=0x0 b=0x2d80 m=8 n=16 k=64 pd=64 pa=256 pb=256 tb=1 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=spu sem=l3
-    sync.wait    unit=vpu sem=l3 value=3
-    vpu.cvt      dst=0x3d80 src=0x3d80 rows=8 cols=16 pd=64 ps=64 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.wait    unit=vpu sem=l1 value=3
-    vpu.add      dst=0x3d80 a=0x3d80 b=0x2d00 rows=8 cols=16 pd=64 pa=64 bcast=row dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
+    sync.wait    unit=vpu sem=l3 value=3
+    vpu.epilogue dst=0x3d80 src=0x3d80 bias=0x2d00 rows=8 cols=16 pd=64 ps=64 hb=1 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=1
     dma.st       dst=y src=0x3d80 rows=8 bytes=64 dpitch=128 spitch=64 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
@@ -318,8 +313,7 @@
     spu.mm       dst=0x4f80 a=0x0 b=0x3f80 m=8 n=16 k=64 pd=64 pa=256 pb=256 tb=1 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=4
-    vpu.cvt      dst=0x4f80 src=0x4f80 rows=8 cols=16 pd=64 ps=64 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
-    vpu.add      dst=0x4f80 a=0x4f80 b=0x2d40 rows=8 cols=16 pd=64 pa=64 bcast=row dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
+    vpu.epilogue dst=0x4f80 src=0x4f80 bias=0x2d40 rows=8 cols=16 pd=64 ps=64 hb=1 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=2
     dma.st       dst=y+0x40 src=0x4f80 rows=8 bytes=64 dpitch=128 spitch=64 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
@@ -341,18 +335,14 @@
     spu.mm       dst=0x0 a=0x900 b=0xd00 m=8 n=32 k=32 pd=256 pa=128 pb=128 tb=1 dt=f32 tdt=i8 @0  ; /ffn/lin1/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=1
-    vpu.cvt      dst=0x0 src=0x0 rows=8 cols=32 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.add      dst=0x0 a=0x0 b=0x800 rows=8 cols=32 pd=256 pa=256 bcast=row dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.gelu     dst=0x0 src=0x0 rows=8 cols=32 pd=256 ps=256 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
+    vpu.epilogue dst=0x0 src=0x0 bias=0x800 rows=8 cols=32 pd=256 ps=256 hb=1 act=1 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
     dma.ld       dst=0x2d00 src=0x4100 rows=1 bytes=128 dpitch=128 spitch=128 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=dma sem=l1
     sync.wait    unit=spu sem=l0 value=2
     spu.mm       dst=0x80 a=0x900 b=0x1d00 m=8 n=32 k=32 pd=256 pa=128 pb=128 tb=1 dt=f32 tdt=i8 @0  ; /ffn/lin1/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=2
-    vpu.cvt      dst=0x80 src=0x80 rows=8 cols=32 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.add      dst=0x80 a=0x80 b=0x880 rows=8 cols=32 pd=256 pa=256 bcast=row dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
-    vpu.gelu     dst=0x80 src=0x80 rows=8 cols=32 pd=256 ps=256 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
+    vpu.epilogue dst=0x80 src=0x80 bias=0x880 rows=8 cols=32 pd=256 ps=256 hb=1 act=1 dt=f32 tdt=bf16 @0  ; /ffn/lin1/MatMul
     vpu.cvt      dst=0x0 src=0x0 rows=8 cols=64 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=vpu sem=l5
     dma.ld       dst=0x2d80 src=0x2100 rows=1 bytes=4096 dpitch=256 spitch=4096 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
@@ -363,10 +353,9 @@
     sync.wait    unit=spu sem=l5 value=2
     spu.mm       dst=0x3d80 a=0x0 b=0x2d80 m=8 n=16 k=64 pd=64 pa=256 pb=256 tb=1 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=spu sem=l3
-    sync.wait    unit=vpu sem=l3 value=3
-    vpu.cvt      dst=0x3d80 src=0x3d80 rows=8 cols=16 pd=64 ps=64 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.wait    unit=vpu sem=l1 value=3
-    vpu.add      dst=0x3d80 a=0x3d80 b=0x2d00 rows=8 cols=16 pd=64 pa=64 bcast=row dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
+    sync.wait    unit=vpu sem=l3 value=3
+    vpu.epilogue dst=0x3d80 src=0x3d80 bias=0x2d00 rows=8 cols=16 pd=64 ps=64 hb=1 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=1
     dma.st       dst=y+0x400 src=0x3d80 rows=8 bytes=64 dpitch=128 spitch=64 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
@@ -374,8 +363,7 @@
     spu.mm       dst=0x4f80 a=0x0 b=0x3f80 m=8 n=16 k=64 pd=64 pa=256 pb=256 tb=1 dt=f32 tdt=i8 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=4
-    vpu.cvt      dst=0x4f80 src=0x4f80 rows=8 cols=16 pd=64 ps=64 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
-    vpu.add      dst=0x4f80 a=0x4f80 b=0x2d40 rows=8 cols=16 pd=64 pa=64 bcast=row dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
+    vpu.epilogue dst=0x4f80 src=0x4f80 bias=0x2d40 rows=8 cols=16 pd=64 ps=64 hb=1 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=2
     dma.st       dst=y+0x440 src=0x4f80 rows=8 bytes=64 dpitch=128 spitch=64 dt=f32 tdt=bf16 @1  ; /ffn/lin2/MatMul

@@ -260,9 +260,7 @@
     spu.bsr      dst=0x0 x=0x900 val=0x1300 col=0x11c0 ptr=0x1100 t=8 o=32 k=64 r=1 c=4 nnzb=286 pd=256 px=256 dt=f32 cdt=u8 tdt=i8 @0  ; /l0/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=1
-    vpu.cvt      dst=0x0 src=0x0 rows=8 cols=32 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /l0/MatMul
-    vpu.add      dst=0x0 a=0x0 b=0x800 rows=8 cols=32 pd=256 pa=256 bcast=row dt=f32 tdt=bf16 @0  ; /l0/MatMul
-    vpu.relu     dst=0x0 src=0x0 rows=8 cols=32 pd=256 ps=256 dt=f32 tdt=bf16 @0  ; /l0/MatMul
+    vpu.epilogue dst=0x0 src=0x0 bias=0x800 rows=8 cols=32 pd=256 ps=256 hb=1 act=3 dt=f32 tdt=bf16 @0  ; /l0/MatMul
     dma.ld       dst=0x25c0 src=0x11e rows=1 bytes=298 dpitch=320 spitch=298 dt=u8 @0  ; /l0/MatMul
     dma.ld       dst=0x2700 src=0x1460 rows=1 bytes=4768 dpitch=4800 spitch=4768 dt=f32 tdt=i8 @0  ; /l0/MatMul
     sync.signal  unit=dma sem=l0
@@ -271,9 +269,7 @@
     spu.bsr      dst=0x80 x=0x900 val=0x2700 col=0x25c0 ptr=0x2500 t=8 o=32 k=64 r=1 c=4 nnzb=298 pd=256 px=256 dt=f32 cdt=u8 tdt=i8 @0  ; /l0/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=2
-    vpu.cvt      dst=0x80 src=0x80 rows=8 cols=32 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @0  ; /l0/MatMul
-    vpu.add      dst=0x80 a=0x80 b=0x880 rows=8 cols=32 pd=256 pa=256 bcast=row dt=f32 tdt=bf16 @0  ; /l0/MatMul
-    vpu.relu     dst=0x80 src=0x80 rows=8 cols=32 pd=256 ps=256 dt=f32 tdt=bf16 @0  ; /l0/MatMul
+    vpu.epilogue dst=0x80 src=0x80 bias=0x880 rows=8 cols=32 pd=256 ps=256 hb=1 act=3 dt=f32 tdt=bf16 @0  ; /l0/MatMul
     vpu.cvt      dst=0x0 src=0x0 rows=8 cols=64 pd=256 ps=256 scale=1.0 sdt=f32 dt=f32 tdt=i8 @1  ; /l1/MatMul
     sync.signal  unit=vpu sem=l5
     dma.ld       dst=0x3a00 src=0x2980 rows=1 bytes=107 dpitch=128 spitch=107 dt=u8 @1  ; /l1/MatMul
@@ -285,7 +281,7 @@
     spu.bsr      dst=0x4140 x=0x0 val=0x3a80 col=0x3a00 ptr=0x39c0 t=8 o=32 k=64 r=4 c=1 nnzb=107 pd=128 px=256 dt=f32 cdt=u8 tdt=i8 @1  ; /l1/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=3
-    vpu.cvt      dst=0x4140 src=0x4140 rows=8 cols=32 pd=128 ps=128 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @1  ; /l1/MatMul
+    vpu.epilogue dst=0x4140 src=0x4140 rows=8 cols=32 pd=128 ps=128 dt=f32 tdt=bf16 @1  ; /l1/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=1
     dma.st       dst=y src=0x4140 rows=8 bytes=128 dpitch=256 spitch=128 dt=f32 tdt=bf16 @1  ; /l1/MatMul
@@ -296,7 +292,7 @@
     spu.bsr      dst=0x4f80 x=0x0 val=0x4640 col=0x4580 ptr=0x4540 t=8 o=32 k=64 r=4 c=1 nnzb=146 pd=128 px=256 dt=f32 cdt=u8 tdt=i8 @1  ; /l1/MatMul
     sync.signal  unit=spu sem=l3
     sync.wait    unit=vpu sem=l3 value=4
-    vpu.cvt      dst=0x4f80 src=0x4f80 rows=8 cols=32 pd=128 ps=128 scale=1.0 sdt=f32 dt=f32 tdt=bf16 @1  ; /l1/MatMul
+    vpu.epilogue dst=0x4f80 src=0x4f80 rows=8 cols=32 pd=128 ps=128 dt=f32 tdt=bf16 @1  ; /l1/MatMul
     sync.signal  unit=vpu sem=l4
     sync.wait    unit=dma sem=l4 value=2
     dma.st       dst=y+0x80 src=0x4f80 rows=8 bytes=128 dpitch=256 spitch=128 dt=f32 tdt=bf16 @1  ; /l1/MatMul
