@@ -244,12 +244,11 @@ def _range_targets(graph: Graph, target: str, targets: list[str], backends, quan
     able = [n for n in targets if getattr(backends[n], "shape_ranges", False)]
     skipped = [n for n in targets if n not in able]
     if skipped and target != "all":
-        raise TargetError(f"target {target} cannot compile shape ranges ({ranges}) yet: S4 sequence buckets "
-                          f"(--seq-buckets) are not supported yet; compile with --target c, or bind fixed dims")
+        raise TargetError(f"target {target} cannot compile shape ranges ({ranges}); bind fixed dims")
     warning = None
     if skipped:
         warning = (f"shape ranges ({ranges}): built {', '.join(able) or 'no backend'} only; "
-                   f"{', '.join(skipped)} needs fixed dims (S4 --seq-buckets are not supported yet)")
+                   f"{', '.join(skipped)} needs fixed dims")
     return able, warning
 
 
@@ -370,10 +369,11 @@ def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
     return CompiledModel(graph, outdir, files, manifest["targets"], {})
 
 
-def load(outdir: str | os.PathLike, threads: int | None = None, backend: str = "c") -> Runner:
+def load(outdir: str | os.PathLike, threads: int | None = None, backend: str | None = None) -> Runner:
     """A compiled OUTDIR's model for a serving loop: `run(feeds) -> outputs` at any shape the compile
     allows (every dim inside its --input-shape range; a one-line S4CError outside), `set_threads(n)`.
-    The weights are read once, here; runs reuse them (the C backend; `threads`: OpenMP threads)."""
+    The weights are read once, here; runs reuse them (`threads`: the C backend's OpenMP threads).
+    `backend`: c (the default when compiled) or s4 (its buckets, codegen/s4/buckets.py)."""
     outdir = os.fspath(outdir)
     try:
         with open(os.path.join(outdir, "manifest.json")) as f:
@@ -382,11 +382,14 @@ def load(outdir: str | os.PathLike, threads: int | None = None, backend: str = "
         raise S4CError(f"{outdir}: not a compiled s4c output folder (manifest.json missing)") from None
     except (OSError, json.JSONDecodeError) as e:
         raise S4CError(f"{outdir}: compiled output is corrupt ({type(e).__name__}: {e})") from None
+    if backend is None:
+        backend = "c" if "c" in manifest.get("targets", []) or not manifest.get("targets") else manifest["targets"][0]
     if backend not in manifest.get("targets", []):
         raise TargetError(f"{outdir} was not compiled for {backend!r} (compiled targets: "
                           f"{', '.join(manifest.get('targets', [])) or 'none'}); compile with --target {backend}")
     backends = available_backends()
-    return backends[backend].load(outdir, backends[backend].options({"threads": threads} if threads else None))
+    threaded = threads and "threads" in option_names(backends[backend].options_type)
+    return backends[backend].load(outdir, backends[backend].options({"threads": threads} if threaded else None))
 
 
 def runner_for(compiled: CompiledModel, backend: str, options: BackendOptions | Mapping | None = None) -> Runner:

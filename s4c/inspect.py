@@ -8,6 +8,7 @@ N:M pattern it satisfies, if any. An ONNX model is summarised as stored (no shap
 from __future__ import annotations
 
 import collections
+import json
 import os
 
 import numpy as np
@@ -105,7 +106,22 @@ def inspect_outdir(path: str) -> str:
     matrices = [(name, w.T if name in transposed else w) for name, w in weights if w.ndim == 2 and w.size]
     return _summary(f"{path}: compiled s4c model (targets: {', '.join(compiled.targets) or 'ir only'})",
                     [op.op for op in g.ops], [(v.name, str(v.type)) for v in g.inputs],
-                    [(v.name, str(v.type)) for v in g.outputs], weights, matrices)
+                    [(v.name, str(v.type)) for v in g.outputs], weights, matrices) + _s4_buckets(path)
+
+
+def _s4_buckets(path: str) -> str:
+    """A line on a bucketed S4 build (shape ranges: one program per bucket in model.s4), else ''."""
+    try:
+        with open(os.path.join(path, "model.s4.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(meta, dict) or meta.get("version") != 2:
+        return ""
+    names = ", ".join(str(b.get("name")) for b in meta.get("buckets", []))
+    size = os.path.getsize(os.path.join(path, "model.s4")) if os.path.exists(os.path.join(path, "model.s4")) else 0
+    return (f"\nS4 programs (buckets): {names}; one constant segment, model.s4 {size:,} bytes "
+            f"(ranges {', '.join(f'{k}={lo}..{hi}' for k, (lo, hi) in meta.get('ranges', {}).items())})\n")
 
 
 def inspect_path(path: str) -> str:

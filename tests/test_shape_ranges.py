@@ -111,11 +111,6 @@ def test_c_range_header_and_harness(mini_range, tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "outside the compiled range 1..128" in r.stderr
 
 
-def test_s4_refuses_ranges(tmp_path):
-    with pytest.raises(TargetError, match="--seq-buckets"):
-        s4c.compile(BERT_MINI, {"input_ids": "1x1..128"}, target="s4", outdir=tmp_path / "o")
-
-
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_family_range(exporter, tmp_path):
     pytest.importorskip("torch")

@@ -82,16 +82,18 @@ from s4c.codegen.protocol import Artifacts, Backend, BackendOptions, Runner
 from s4c.errors import S4CError, S4ProgramError, TargetError
 from s4c.evaluate import check_inputs
 from s4c.ir import Graph, numpy_dtype
-from s4c.s4 import Program, disassemble, load_machine
+from s4c.s4 import ProgramSet, disassemble, load_machine, read_programs
 from s4c.s4 import run as run_program
 
 from .base import STORAGE
 from . import quant
+from .buckets import BucketRunner, buckets_markdown, lower_buckets
 from .lower import Lowered, lower
 from .report import make_report
 
 FILES = {"s4": "model.s4", "s4_asm": "model.s4.asm", "s4_io": "model.s4.json"}
 ASM_DATA_LIMIT = 16 << 20        # constant segments above this are left out of model.s4.asm
+BUCKET_KEYS = ("cycles", "latency_s", "batch", "throughput_per_s", "instructions")   # report["buckets"] rows
 
 
 
@@ -105,7 +107,9 @@ class S4Options(BackendOptions):
                MixInt8bf16 does (quant.py); False keeps them f32 (agrees with the reference evaluator)
     int8_word_table: with int8_bf16, how an int8 graph stores its word embedding table: "i8" (int8
                rows with a per-row f32 scale, dequantised on the VPU) or "bf16" (quant.py)
-    sub_blocks, residency, lane_slack, debug_schedule: lowering knobs (plan.py; None = its default)"""
+    sub_blocks, residency, lane_slack, debug_schedule: lowering knobs (plan.py; None = its default)
+    seq_buckets: a graph compiled for shape ranges: the sequence lengths to build a program for
+               ("32,64,128" or ints; the range maximum is always one); None: buckets.py's default"""
 
     cores: int = 4
     machine: str = "s4v1"
@@ -117,6 +121,7 @@ class S4Options(BackendOptions):
     debug_schedule: bool = False
     int8_bf16: bool = True
     int8_word_table: str = "i8"
+    seq_buckets: object = None
 
     def lowering(self) -> dict:
         """The options as the lowering (plan.py, program.py) reads them (a dict)."""
@@ -149,6 +154,7 @@ class S4Backend(Backend):
     name = "s4"
     options_type = S4Options
     precisions = ("fp32", "int8")     # int8: LinearInt8 / QuantizeInt8 lowered as computed (quant.py)
+    shape_ranges = True  # --input-shape NAME=LO..HI dims: one program per bucket in model.s4 (buckets.py)
     description = "S4 instruction streams (model.s4, model.s4.asm) run by the bundled interpreter"
 
     def check_sizes(self, graph: Graph, options=None) -> None:
@@ -164,11 +170,16 @@ class S4Backend(Backend):
         options = self.options(options)
         outdir = os.fspath(outdir)
         self.check_sizes(graph, options)
+        if options.seq_buckets is not None and graph.dim_ranges is None:
+            raise TargetError("--seq-buckets needs a sequence range in --input-shape (e.g. input_ids=1x1..256)")
         t0 = time.perf_counter()
         with _gc_paused():
-            lowered = lower(graph, options.lowering())
+            if graph.dim_ranges is not None:
+                program, io, bucket_reports = lower_buckets(graph, options.lowering(), options.seq_buckets)
+            else:
+                lowered = lower(graph, options.lowering())
+                program, io, bucket_reports = lowered.program, lowered.io, None
         t1 = time.perf_counter()
-        program = lowered.program
         errors: list = []
         writer = threading.Thread(target=_write, args=(program, os.path.join(outdir, FILES["s4"]), errors))
         # model.s4 (~300 MB: its checksum and write release the GIL) is written while this thread
@@ -179,7 +190,13 @@ class S4Backend(Backend):
             program.validate()
             with open(os.path.join(outdir, FILES["s4_asm"]), "w") as f:
                 f.write(_assembly(program))
-            report, md = make_report(lowered, graph)
+            if bucket_reports is None:
+                report, md = make_report(lowered, graph)
+            else:   # the largest bucket's report, then every bucket's modelled cost
+                report, md = bucket_reports[0][2], bucket_reports[0][3]
+                report["buckets"] = [{"name": name, "dims": dims, **{k: r[k] for k in BUCKET_KEYS}}
+                                     for name, dims, r, _ in bucket_reports]
+                md += "\n\n" + buckets_markdown(report["buckets"])
         finally:
             writer.join()
         if errors:
@@ -189,7 +206,7 @@ class S4Backend(Backend):
         t2 = time.perf_counter()
         report["compile_s"] = {"lower": round(t1 - t0, 3), "write": round(t2 - t1, 3)}
         with open(os.path.join(outdir, FILES["s4_io"]), "w") as f:
-            json.dump({"version": 1, "io": lowered.io}, f, indent=1)
+            json.dump(io if bucket_reports is not None else {"version": 1, "io": io}, f, indent=1)
         return Artifacts(dict(FILES), report, md)
 
     def load(self, outdir, options=None) -> "S4Runner":
@@ -206,9 +223,16 @@ class S4Backend(Backend):
         except (OSError, ValueError) as e:
             raise S4CError(f"{outdir}: {FILES['s4_io']} is corrupt ({e})") from None
         try:
-            program = Program.from_bytes(blob)
+            program = read_programs(blob)
+            if isinstance(program, ProgramSet) != (meta.get("version") == 2):
+                raise S4ProgramError(f"does not match {FILES['s4_io']} (one is a bucketed build, the other not)")
+            if isinstance(program, ProgramSet):
+                runners = {b["name"]: S4Runner(program[b["name"]], b["io"], trace=options.trace) for b in meta["buckets"]}
+                return BucketRunner(runners, meta)
         except S4ProgramError as e:
             raise S4ProgramError(f"{path}: {e}") from None
+        except (KeyError, TypeError) as e:
+            raise S4CError(f"{outdir}: {FILES['s4_io']} is corrupt ({type(e).__name__}: {e})") from None
         return S4Runner(program, meta["io"], trace=options.trace)
 
     def prepare(self, graph: Graph, options: S4Options) -> "S4Runner":

@@ -87,6 +87,11 @@ class ConstSegment:
                 return self.items[i][0]
         return None
 
+    def fresh_keys(self) -> None:
+        """Forget the keys (they name IR values of one lowering, by id) but keep the arrays: a
+        segment shared by several lowerings (buckets.py) then reuses arrays by their bytes only."""
+        self._cache = {k: v for k, v in self._cache.items() if isinstance(k, tuple) and k[:1] == ("vec",)}
+
     @property
     def nbytes(self) -> int:
         """The segment's size: the arrays and the padding to the next 64-byte boundary."""

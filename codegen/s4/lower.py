@@ -39,8 +39,13 @@ class Lowered:
     graph: Graph | None = None
 
 
-def lower(graph: Graph, options: dict | None = None) -> Lowered:
+def lower(graph: Graph, options: dict | None = None, const=None) -> Lowered:
+    """`const`: a constants.ConstSegment to place the constants in (shared by the programs of a
+    program set, buckets.py: what earlier lowerings placed is reused byte for byte), else a new one."""
     prog = S4Program(graph, options)
+    if const is not None:
+        const.fresh_keys()
+        prog.const = const
     prog.make()
     debug = prog.emit()
     return assemble(prog, debug)
@@ -88,15 +93,15 @@ def assemble(prog: S4Program, debug: dict) -> Lowered:
     return Lowered(program, io, prog.stats, prog.op_names, prog.g)
 
 
-def relocate(ins, data_base: int):
+def relocate(ins, data_base: int, old_base: int = VBASE):
     """Instructions address non-constant DRAM as VBASE + offset until the constant segment's size is
-    known; this rebases them to data_base + offset."""
+    known; this rebases them to data_base + offset (every DRAM operand >= old_base: the data)."""
     spec = ins.spec
     args = list(ins.args)
     changed = False
     for k, f in enumerate(spec.fields):
-        if f.kind == "dram" and args[k] >= VBASE:
-            args[k] = args[k] - VBASE + data_base
+        if f.kind == "dram" and args[k] >= old_base:
+            args[k] = args[k] - old_base + data_base
             changed = True
     if not changed:
         return ins

@@ -15,6 +15,7 @@ API for the lowering (stable):
                 symbols=[Symbol("input_ids", "input", addr, "i32", (1, 128)), ...],
                 debug={12: DebugEntry("linear_3", "/encoder/layer.0/attention/self/query/MatMul")})
     blob = p.to_bytes(); p = Program.from_bytes(blob)
+    ps = ProgramSet(m, const, {"1x32": p32, ...}); read_programs(blob)   # programs sharing one const
     text = disassemble(p); p = assemble(text)
     outputs, report = run(p, {"input_ids": ids}, trace=print)
     report = simulate(p)          # cycles only
@@ -26,8 +27,9 @@ from s4c.s4.interp import run
 from s4c.s4.isa import NO_DEBUG, OPS, UNITS, Instr, make
 from s4c.s4.machine import Machine, load_machine
 from s4c.s4.program import DebugEntry, Program, Symbol
+from s4c.s4.program_set import ProgramSet, read_programs
 
 __all__ = [
-    "CycleReport", "DebugEntry", "Instr", "Machine", "NO_DEBUG", "OPS", "OpStat", "Program", "Symbol",
-    "UNITS", "assemble", "disassemble", "load_machine", "make", "run", "simulate",
+    "CycleReport", "DebugEntry", "Instr", "Machine", "NO_DEBUG", "OPS", "OpStat", "Program", "ProgramSet",
+    "Symbol", "UNITS", "assemble", "disassemble", "load_machine", "make", "read_programs", "run", "simulate",
 ]

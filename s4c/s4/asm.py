@@ -17,6 +17,11 @@ Syntax (docs/isa.md §Assembly), one item per line, `;` starts a comment:
         dma.ld dst=xs src=x rows=4 bytes=64 dpitch=64 spitch=64 dt=f32 @3 ; comment
         end
 
+A program set (several programs sharing one constant segment, s4c/s4/program_set.py) names each
+program with `.program NAME` after the shared `.machine` / `.param` / `.const_size` / `.data`
+lines; its `.dram_size`, `.sym`, `.debug` and `.core` lines follow. assemble() then returns a
+ProgramSet, and disassemble() takes one.
+
 Operands are name=value in any order; optional ones (see isa.OPS defaults) may be left out.
 Addresses may be symbolic: NAME or NAME+OFFSET (DRAM symbols for DRAM operands, the current
 core's sram symbols for SRAM operands). `@N` attaches debug-map entry N; the disassembler adds a
@@ -35,6 +40,7 @@ from s4c.s4.machine import DEFAULT_TARGET, Machine, builtin_targets, load_machin
 from s4c.s4.ops_sync import GLOBAL_BIT
 from s4c.s4.ops_vpu import BCAST_NAMES
 from s4c.s4.program import DebugEntry, Program, Symbol, SYMBOL_KINDS
+from s4c.s4.program_set import ProgramSet
 
 MAX_CONST_BYTES = 1 << 30      # text is not the medium for larger weight sets: use the binary container
 _TYPE_RE = re.compile(r"^([a-z0-9]+)\[([0-9,]*)\]$")
@@ -55,7 +61,7 @@ def _int(token: str) -> int:
     return value
 
 
-def assemble(text: str) -> Program:
+def assemble(text: str) -> "Program | ProgramSet":
     if not isinstance(text, str):
         raise S4ProgramError("assembly must be a str")
     state = _Assembler()
@@ -73,12 +79,20 @@ class _Assembler:
     def __init__(self):
         self.machine_name = None
         self.params: dict = {}
-        self.dram_size = None
         self.const = None
+        self.named: list = []       # (name, per-program state) of a program set's finished programs
+        self.name = None
+        self._program_state()
+
+    def _program_state(self) -> None:
+        self.dram_size = None
         self.symbols: list = []
         self.by_space: dict = {}
         self.debug: dict = {}
         self.cores: list = []
+
+    def _started(self) -> bool:
+        return self.dram_size is not None or bool(self.symbols or self.debug or self.cores)
 
     def line(self, line: str) -> None:
         stripped = line.strip()
@@ -101,6 +115,10 @@ class _Assembler:
         if len(rest) != n:
             raise _Error(f"usage: {usage}")
 
+    def _shared_line(self, what: str) -> None:
+        if self.name is not None:
+            raise _Error(f"{what} belongs before the first .program (the programs share it)")
+
     def d_machine(self, rest):
         self._arity(rest, 1, ".machine NAME")
         if self.machine_name is not None or self.params:
@@ -109,6 +127,7 @@ class _Assembler:
 
     def d_param(self, rest):
         self._arity(rest, 2, ".param KEY VALUE")
+        self._shared_line(".param")
         try:
             value = float(rest[1])
         except ValueError:
@@ -125,6 +144,7 @@ class _Assembler:
 
     def d_const_size(self, rest):
         self._arity(rest, 1, ".const_size BYTES")
+        self._shared_line(".const_size")
         if self.const is not None:
             raise _Error(".const_size given twice")
         size = _int(rest[0])
@@ -134,6 +154,7 @@ class _Assembler:
 
     def d_data(self, rest):
         self._arity(rest, 2, ".data OFFSET HEX")
+        self._shared_line(".data")
         if self.const is None:
             raise _Error(".data before .const_size")
         offset = _int(rest[0])
@@ -189,6 +210,17 @@ class _Assembler:
             raise _Error(f"debug id {key} defined twice")
         self.debug[key] = DebugEntry(*texts)
 
+    def d_program(self, rest):
+        self._arity(rest, 1, ".program NAME")
+        if self.name is None and self._started():
+            raise _Error(".program must come before every program's .dram_size / .sym / .debug / .core")
+        if self.name is not None:
+            self.named.append((self.name, self._program(self._shared())))
+        if rest[0] in [n for n, _ in self.named] or rest[0] == self.name:
+            raise _Error(f"program {rest[0]} defined twice")
+        self.name = rest[0]
+        self._program_state()
+
     def d_core(self, rest):
         self._arity(rest, 1, ".core N")
         if _int(rest[0]) != len(self.cores):
@@ -240,35 +272,62 @@ class _Assembler:
             raise _Error(f"unknown {'DRAM' if kind == 'dram' else 'SRAM (this core)'} symbol {name!r}")
         return sym.addr + (_int(offset) if offset else 0)
 
-    def finish(self) -> Program:
-        name = self.machine_name or DEFAULT_TARGET
-        try:
-            if name in builtin_targets():
-                machine = load_machine(name).replace(self.params) if self.params else load_machine(name)
-            else:
-                machine = Machine(name, self.params)
-        except TargetError as exc:
-            raise S4ProgramError(f"asm machine: {exc}") from None
-        const = bytes(self.const or b"")
+    def _shared(self) -> tuple:
+        """(machine, constant segment) of the text (shared by a set's programs): made once."""
+        if not hasattr(self, "_machine"):
+            name = self.machine_name or DEFAULT_TARGET
+            try:
+                if name in builtin_targets():
+                    machine = load_machine(name).replace(self.params) if self.params else load_machine(name)
+                else:
+                    machine = Machine(name, self.params)
+            except TargetError as exc:
+                raise S4ProgramError(f"asm machine: {exc}") from None
+            self._machine, self._const = machine, bytes(self.const or b"")
+        return self._machine, self._const
+
+    def _program(self, shared: tuple) -> Program:
+        machine, const = shared
         dram = self.dram_size if self.dram_size is not None else -(-len(const) // machine.align) * machine.align
-        program = Program(machine, self.cores, const, dram, self.symbols, self.debug)
-        program.validate()
-        return program
+        return Program(machine, self.cores, const, dram, self.symbols, self.debug)
+
+    def finish(self) -> "Program | ProgramSet":
+        if self.name is None:
+            program = self._program(self._shared())
+            program.validate()
+            return program
+        self.named.append((self.name, self._program(self._shared())))
+        machine, const = self._shared()
+        programs = ProgramSet(machine, const, dict(self.named))
+        programs.validate()
+        return programs
 
 
 # -- disassembly ------------------------------------------------------------------------------
-def disassemble(program: Program, data: bool = True, validate: bool = True) -> str:
+def disassemble(program: "Program | ProgramSet", data: bool = True, validate: bool = True) -> str:
     """Canonical assembly text. data=False leaves out the .data lines (not re-assemblable then);
-    validate=False skips validating a program the caller has just validated (a big one takes a while)."""
+    validate=False skips validating a program the caller has just validated (a big one takes a while).
+    A ProgramSet: the shared lines, then each program after its `.program NAME`."""
     if validate:
         program.validate()
+    if isinstance(program, ProgramSet):
+        out = _shared_lines(program, data)
+        for name, p in program.programs.items():
+            out += [f".program {name}", f".dram_size 0x{p.dram_size:x}"] + _program_lines(p)
+    else:   # (a single program's .dram_size comes before .const_size, as it always has)
+        out = _shared_lines(program, data, f".dram_size 0x{program.dram_size:x}") + _program_lines(program)
+    return "\n".join(out) + "\n"
+
+
+def _shared_lines(program, data: bool, dram_line: str | None = None) -> list:
     m = program.machine
     out = [f"; s4 assembly, s4 ISA v{isa.ISA_VERSION[0]}.{isa.ISA_VERSION[1]}", f".machine {m.name}"]
     base = load_machine(m.name) if m.name in builtin_targets() else None
     for key in sorted(m.params):
         if base is None or base.params[key] != m.params[key]:
             out.append(f".param {key} {m.params[key]!r}")
-    out.append(f".dram_size 0x{program.dram_size:x}")
+    if dram_line:
+        out.append(dram_line)
     out.append(f".const_size {len(program.const)}")
     const = program.const_bytes() if data else program.const
     if data:
@@ -279,6 +338,11 @@ def disassemble(program: Program, data: bool = True, validate: bool = True) -> s
                 out.append(f".data 0x{off:x} {chunk.hex()}")
     elif const:
         out.append(f"; constant data omitted ({len(const)} bytes)")
+    return out
+
+
+def _program_lines(program: Program) -> list:
+    out = []
     for s in program.symbols:
         kind = f"sram:{s.core}" if s.kind == "sram" else s.kind
         out.append(f".sym {kind} {s.name} 0x{s.addr:x} {s.dtype}[{','.join(map(str, s.shape))}]")
@@ -292,7 +356,7 @@ def disassemble(program: Program, data: bool = True, validate: bool = True) -> s
         out.append(f".core {core}")
         for ins in stream:
             out.append("    " + _format(ins, spaces.get("dram", []), spaces.get(f"sram:{core}", []), program.debug))
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _format(ins: isa.Instr, dram_syms, sram_syms, debug) -> str:

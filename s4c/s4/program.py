@@ -258,39 +258,10 @@ class Program:
         uncopied: write the list with `f.writelines(chunks)` rather than joining it."""
         if validate:
             self.validate()
-        m = self.machine
-        mach = [_str16(m.name), _U32.pack(len(m.params))]
-        for key in sorted(m.params):
-            mach += [_str16(key), _F64.pack(float(m.params[key]))]
-        code = []
-        for stream in self.cores:
-            blob = isa.encode_stream(stream)
-            code += [_CODE_HEAD.pack(len(stream), len(blob)), blob]
-        syms = [_U32.pack(len(self.symbols))]
-        for s in self.symbols:
-            name = s.name.encode("utf-8")
-            syms += [_SYM.pack(SYMBOL_KINDS.index(s.kind), D.CODES[s.dtype], len(s.shape), 0, s.core, len(name)),
-                     name, _U64.pack(s.addr)] + [_U64.pack(d) for d in s.shape]
-        dbg = [_U32.pack(len(self.debug))]
-        for key in sorted(self.debug):
-            entry = self.debug[key]
-            dbg += [_U32.pack(key), _str16(entry.ir_op), _str16(entry.onnx_node)]
-        const = self.const.chunks() if isinstance(self.const, ConstPieces) else [memoryview(self.const)]
-        sections = [[b"".join(mach)], [b"".join(code)], const, [b"".join(syms)], [b"".join(dbg)]]
-        offset = HEADER_SIZE + _SECT.size * len(sections)
-        table = []
-        for kind, parts in zip(SECTIONS, sections):
-            size, crc = 0, 0
-            for part in parts:
-                size += len(part)
-                crc = zlib.crc32(part, crc)
-            table.append(_SECT.pack(kind, offset, size, crc))
-            offset += size
-        table_bytes = b"".join(table)
-        head = _HDR.pack(MAGIC, VERSION[0], VERSION[1], HEADER_SIZE, 0, offset, self.dram_size,
-                         len(self.cores), len(sections), bytes(16))
-        crc = zlib.crc32(head + table_bytes)
-        return [head + _HDR_CRC.pack(crc) + table_bytes] + [part for parts in sections for part in parts]
+        sections = [(b"MACH", [machine_section(self.machine)]), (b"CODE", [code_section(self.cores)]),
+                    (b"CNST", const_chunks(self.const)), (b"SYMS", [symbol_section(self.symbols)]),
+                    (b"DBUG", [debug_section(self.debug)])]
+        return container_chunks(sections, 0, self.dram_size, len(self.cores))
 
     @classmethod
     def from_bytes(cls, data) -> "Program":
@@ -316,6 +287,61 @@ def _is_bytes(data) -> bool:
 def _str16(text: str) -> bytes:
     raw = text.encode("utf-8")
     return _U16.pack(len(raw)) + raw
+
+
+# -- serialisation (shared with program_set.py: programs sharing one constant segment) ------------
+def machine_section(m: Machine) -> bytes:
+    mach = [_str16(m.name), _U32.pack(len(m.params))]
+    for key in sorted(m.params):
+        mach += [_str16(key), _F64.pack(float(m.params[key]))]
+    return b"".join(mach)
+
+
+def code_section(cores: list) -> bytes:
+    code = []
+    for stream in cores:
+        blob = isa.encode_stream(stream)
+        code += [_CODE_HEAD.pack(len(stream), len(blob)), blob]
+    return b"".join(code)
+
+
+def symbol_section(symbols: list) -> bytes:
+    syms = [_U32.pack(len(symbols))]
+    for s in symbols:
+        name = s.name.encode("utf-8")
+        syms += [_SYM.pack(SYMBOL_KINDS.index(s.kind), D.CODES[s.dtype], len(s.shape), 0, s.core, len(name)),
+                 name, _U64.pack(s.addr)] + [_U64.pack(d) for d in s.shape]
+    return b"".join(syms)
+
+
+def debug_section(debug: dict) -> bytes:
+    dbg = [_U32.pack(len(debug))]
+    for key in sorted(debug):
+        entry = debug[key]
+        dbg += [_U32.pack(key), _str16(entry.ir_op), _str16(entry.onnx_node)]
+    return b"".join(dbg)
+
+
+def const_chunks(const) -> list:
+    return const.chunks() if isinstance(const, ConstPieces) else [memoryview(const)]
+
+
+def container_chunks(sections: list, flags: int, dram_size: int, n_cores: int) -> list:
+    """Header, section table and sections ([(kind, [buffers])]) as a list of buffers in file order."""
+    offset = HEADER_SIZE + _SECT.size * len(sections)
+    table = []
+    for kind, parts in sections:
+        size, crc = 0, 0
+        for part in parts:
+            size += len(part)
+            crc = zlib.crc32(part, crc)
+        table.append(_SECT.pack(kind, offset, size, crc))
+        offset += size
+    table_bytes = b"".join(table)
+    head = _HDR.pack(MAGIC, VERSION[0], VERSION[1], HEADER_SIZE, flags, offset, dram_size,
+                     n_cores, len(sections), bytes(16))
+    crc = zlib.crc32(head + table_bytes)
+    return [head + _HDR_CRC.pack(crc) + table_bytes] + [part for _, parts in sections for part in parts]
 
 
 # -- instruction validation -----------------------------------------------------------------------
@@ -455,7 +481,11 @@ class _Reader:
             _fail(f"{self.what}: {len(self.buf) - self.pos} trailing bytes")
 
 
-def _parse(data) -> Program:
+FLAG_PROGRAM_SET = 1      # header flag: several programs sharing one constant segment (program_set.py)
+
+
+def read_container(data, flags_expected: int) -> tuple:
+    """(dram_size, n_cores, [(kind, body)]) of a container whose header and checksums are sound."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         _fail("a program must be bytes")
     data = bytes(data)
@@ -466,35 +496,45 @@ def _parse(data) -> Program:
         _fail("not an S4 program: bad magic")
     if major != VERSION[0] or minor > VERSION[1]:
         _fail(f"unsupported S4 program version {major}.{minor} (this s4c reads {VERSION[0]}.0..{VERSION[0]}.{VERSION[1]})")
-    if hdr_size != HEADER_SIZE or flags != 0 or reserved != bytes(16):
+    if hdr_size != HEADER_SIZE or flags not in (0, FLAG_PROGRAM_SET) or reserved != bytes(16):
         _fail("corrupt header (size / flags / reserved bytes)")
+    if flags != flags_expected:
+        _fail("this file holds several programs sharing one constant segment (a bucketed build): read it with "
+              "s4c.s4.read_programs" if flags else "this file holds a single program, not a program set")
     if file_size != len(data):
-        _fail(f"file size {len(data)} does not match the header ({file_size})")
-    if n_sect != len(SECTIONS):
-        _fail(f"expected {len(SECTIONS)} sections, header says {n_sect}")
+        _fail(f"file size {len(data)} does not match the header ({file_size}): truncated or padded")
     table_end = HEADER_SIZE + _SECT.size * n_sect
     if table_end > len(data):
         _fail("truncated section table")
     (crc,) = _HDR_CRC.unpack_from(data, _HDR.size)
     if zlib.crc32(data[:_HDR.size] + data[HEADER_SIZE:table_end]) != crc:
         _fail("header checksum mismatch")
-    bodies = {}
+    sections = []
     offset = table_end
     for i in range(n_sect):
         kind, off, size, sect_crc = _SECT.unpack_from(data, HEADER_SIZE + i * _SECT.size)
-        if kind != SECTIONS[i]:
-            _fail(f"section {i} is {kind!r}, expected {SECTIONS[i]!r}")
         if off != offset or off + size > len(data):
-            _fail(f"section {kind.decode()} has a bad offset or size")
+            _fail(f"section {kind!r} has a bad offset or size")
         body = data[off:off + size]
         if zlib.crc32(body) != sect_crc:
-            _fail(f"section {kind.decode()}: checksum mismatch")
-        bodies[kind] = body
+            _fail(f"section {kind!r}: checksum mismatch")
+        sections.append((kind, body))
         offset = off + size
     if offset != len(data):
         _fail("trailing bytes after the last section")
+    return dram_size, n_cores, sections
 
-    r = _Reader(bodies[b"MACH"], "machine section")
+
+def expect_kinds(sections: list, kinds: list) -> None:
+    if len(sections) != len(kinds):
+        _fail(f"expected {len(kinds)} sections, header says {len(sections)}")
+    for i, ((kind, _), want) in enumerate(zip(sections, kinds)):
+        if kind != want:
+            _fail(f"section {i} is {kind!r}, expected {want!r}")
+
+
+def parse_machine(body) -> Machine:
+    r = _Reader(body, "machine section")
     name = r.str16()
     params = {}
     for _ in range(r.count(2 + 8)):
@@ -504,11 +544,13 @@ def _parse(data) -> Program:
             _fail(f"machine section: parameter {key} twice")
         params[key] = int(value) if value.is_integer() and abs(value) < 2 ** 53 else value
     r.done()
-    machine = Machine(name, params)
+    return Machine(name, params)
+
+
+def parse_code(body, n_cores: int, machine: Machine) -> list:
     if not 1 <= n_cores <= machine.n_cores:
         _fail(f"program has {n_cores} core streams, machine {machine.name} has {machine.n_cores} cores")
-
-    r = _Reader(bodies[b"CODE"], "code section")
+    r = _Reader(body, "code section")
     cores = []
     for core in range(n_cores):
         n_instr, n_bytes = r.unpack(_CODE_HEAD)
@@ -523,8 +565,11 @@ def _parse(data) -> Program:
             _fail(f"core {core}: {n_bytes - pos} bytes after the last instruction")
         cores.append(stream)
     r.done()
+    return cores
 
-    r = _Reader(bodies[b"SYMS"], "symbol section")
+
+def parse_symbols(body) -> list:
+    r = _Reader(body, "symbol section")
     symbols = []
     for _ in range(r.count(_SYM.size + 8)):
         kind, dtype, ndim, pad, core, name_len = r.unpack(_SYM)
@@ -539,8 +584,11 @@ def _parse(data) -> Program:
         shape = tuple(r.unpack(_U64)[0] for _ in range(ndim))
         symbols.append(Symbol(sym_name, SYMBOL_KINDS[kind], addr, D.NAMES[dtype], shape, core))
     r.done()
+    return symbols
 
-    r = _Reader(bodies[b"DBUG"], "debug section")
+
+def parse_debug(body) -> dict:
+    r = _Reader(body, "debug section")
     debug = {}
     for _ in range(r.count(8)):
         key = r.u32()
@@ -548,8 +596,17 @@ def _parse(data) -> Program:
             _fail(f"debug section: id {key} twice")
         debug[key] = DebugEntry(r.str16(), r.str16())
     r.done()
+    return debug
 
-    program = Program(machine, cores, bodies[b"CNST"], dram_size, symbols, debug)
+
+def _parse(data) -> Program:
+    dram_size, n_cores, sections = read_container(data, 0)
+    expect_kinds(sections, list(SECTIONS))
+    bodies = dict(sections)
+    machine = parse_machine(bodies[b"MACH"])
+    cores = parse_code(bodies[b"CODE"], n_cores, machine)
+    program = Program(machine, cores, bodies[b"CNST"], dram_size, parse_symbols(bodies[b"SYMS"]),
+                      parse_debug(bodies[b"DBUG"]))
     program.validate()
     return program
 
