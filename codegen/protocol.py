@@ -70,6 +70,9 @@ class Artifacts:
     files: dict[str, str] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     report_md: str = ""
+    # IR weights (by value name) these files hold whole (s4c.weight_store.StoredWeight): the
+    # driver leaves them out of weights.npz, and readers rebuild them from these files
+    weights: dict = field(default_factory=dict)
 
 
 class Runner(abc.ABC):

@@ -1,7 +1,8 @@
 """The compile driver: import -> pass pipeline -> backends, writing OUTDIR atomically.
 
     OUTDIR/model.s4ir       the IR after the pipeline (text form; weights summarised)
-    OUTDIR/weights.npz      the IR's weights (w0, w1, ... in manifest order)
+    OUTDIR/weights.npz      the IR's weights (w0, w1, ... in manifest order), compressed, without
+                            those a backend's files hold whole (s4c/weight_store.py)
     OUTDIR/manifest.json    source model, shapes, pipeline, targets built and their files
     OUTDIR/report.json|md   per-target reports (added by backends)
     OUTDIR/...              whatever each backend writes (model.s4, c/ ...)
@@ -36,8 +37,13 @@ from s4c.passes.pipelines import target_pipeline
 from s4c.passes.select_sparse_layout import LayoutSelection
 from s4c.precision import DEFAULT_METHOD, check_precision, quantize_model
 from s4c.text import INLINE_LIMIT, parse_graph, print_graph
+from s4c.weight_store import NPZ as WEIGHTS_NPZ
+from s4c.weight_store import read_weights
+from s4c.weight_store import write_weights as write_weight_store
 
-MANIFEST_VERSION = 1
+# 2: weights.npz compressed, and weights a backend's files hold whole listed in "weight_refs"
+# (s4c/weight_store.py); version 1 folders (every weight dense in weights.npz) still load.
+MANIFEST_VERSION = 2
 # The backends (codegen/registry.py) implement codegen/protocol.py: typed options, build(graph,
 # outdir, options) -> Artifacts, load(outdir, options) -> Runner. The graph a backend gets has been
 # through the pipeline and then passes/pipelines.py `target_pipeline(NAME)`
@@ -178,9 +184,10 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
     outdir = os.fspath(outdir)
     source = model if isinstance(model, (str, os.PathLike)) else "<ModelProto>"
     with _atomic_dir(outdir) as tmp, ThreadPoolExecutor(max_workers=1) as background:
-        # The IR text and weights.npz (~440 MB for BERT-base: disk-bound, hashing and file writes
-        # release the GIL) are written while the backends build; they only read the graph.
+        # The IR text is written while the backends build (it only reads the graph); weights.npz
+        # after them, as it leaves out the weights a backend's files already hold whole.
         ir_written = background.submit(_timed, write_ir, graph, tmp)
+        held: dict = {}
         report: dict = {"fusion": fusion, "passes": pass_section}
         report_md: list[str] = [fusion_report_md(fusion)]
         if quantized is not None:
@@ -198,11 +205,13 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
             built = backends[name].build(target_graph, tmp, options[name])
             timings[f"build-{name}"] = time.perf_counter() - start
             built_files.update(built.files)
+            held.update(built.weights)
             if built.report:
                 report[name] = built.report
             if built.report_md:
                 report_md.append(built.report_md)
         report_md.insert(1, pass_stats_md(pass_section))
+        weights_written = background.submit(_timed, write_weights, tmp, _stored_weights(graph), held)
         if targets:  # time per layer: S4 modelled, C measured (a table; a plot with matplotlib)
             from s4c.layer_plot import safe_layer_section
 
@@ -212,6 +221,8 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
                 report_md.append(layers_md)
             built_files.update(layer_files)
         paths, timings["write-ir"] = ir_written.result()
+        weight_refs, timings["write-weights"] = weights_written.result()
+        paths["weights"] = WEIGHTS_NPZ
         paths.update(built_files)
         paths.update(write_report(tmp, report, report_md))
         manifest = {
@@ -223,6 +234,7 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
             "targets": targets,
             "files": {k: os.path.relpath(v, tmp) if os.path.isabs(v) else v for k, v in paths.items()},
             "weights": [v.name for v in _stored_weights(graph)],
+            "weight_refs": weight_refs,
         }
         if quantized is not None:
             manifest["precision"] = quant["precision"]
@@ -342,9 +354,13 @@ def _stored_weights(graph: Graph):
 def write_ir(graph: Graph, outdir: str) -> dict[str, str]:
     with open(os.path.join(outdir, "model.s4ir"), "w") as f:
         f.write(print_graph(graph))
-    weights = _stored_weights(graph)
-    np.savez(os.path.join(outdir, "weights.npz"), **{f"w{i}": v.data for i, v in enumerate(weights)})
-    return {"ir": "model.s4ir", "weights": "weights.npz"}
+    return {"ir": "model.s4ir"}
+
+
+def write_weights(outdir: str, weights, held: dict) -> dict[str, dict]:
+    """weights.npz (s4c/weight_store.py: compressed; without those `held` by a backend's files
+    whole); returns the manifest's weight_refs."""
+    return write_weight_store(outdir, [(v.name, v.data) for v in weights], held)
 
 
 def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
@@ -354,12 +370,11 @@ def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
     try:
         with open(manifest_path) as f:
             manifest = json.load(f)
-        if manifest.get("version") != MANIFEST_VERSION:
+        if manifest.get("version") not in (1, MANIFEST_VERSION):
             raise ValueError(f"manifest version {manifest.get('version')!r}")
         with open(os.path.join(outdir, "model.s4ir")) as f:
             text = f.read()
-        with np.load(os.path.join(outdir, "weights.npz")) as npz:
-            weights = {name: npz[f"w{i}"] for i, name in enumerate(manifest["weights"])}
+        weights = read_weights(outdir, manifest["weights"], manifest.get("weight_refs", {}))
     except FileNotFoundError as e:
         raise S4CError(f"{outdir}: not a compiled s4c output folder ({os.path.basename(e.filename)} missing)") from None
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:

@@ -72,10 +72,18 @@ def _fix_checksums(blob: bytearray) -> None:
 def perturbed(built):
     from s4c.driver import load_compiled
     from s4c.s4 import Program
+    from s4c.weight_store import write_weights
 
     out = built / "bad"
     shutil.copytree(built / "out", out)
     graph = load_compiled(out).graph
+    # The reference reads the weights c/weights.bin holds from there (s4c/weight_store.py); keep its
+    # own copy so only the backends see the perturbation (an edited weights.bin is otherwise refused)
+    manifest = json.loads((out / "manifest.json").read_text())
+    data = {v.name: v.data for v in graph.constants()}
+    write_weights(str(out), [(name, data[name]) for name in manifest["weights"]], {})
+    manifest["weight_refs"] = {}
+    (out / "manifest.json").write_text(json.dumps(manifest))
     op = next(op for op in graph.ops if op.outputs[0].name == TARGET)
     assert op.op == "Linear"
     w = np.asarray(op.inputs[1].data, np.float32)

@@ -34,7 +34,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "ir": ("s4c.ir", "s4c.ops", "s4c.text", "s4c.verify", "s4c.evaluate", "s4c.ranges",
            "s4c.quantization", "s4c.accuracy"),  # int8 math, calibration observers, accuracy metrics
     "frontend": ("s4c.frontend", "s4c.export_onnx"),
-    "sparse": ("s4c.sparse",),          # sparse formats and the weight analyses
+    # sparse formats and the weight analyses; OUTDIR's compressed weight store
+    "sparse": ("s4c.sparse", "s4c.weight_store"),
     "isa": ("s4c.s4",),                 # the S4 ISA, machine description, interpreter, cycle model
     "targets": ("s4c.targets",),        # per-target cost models
     "passes": ("s4c.passes",),

@@ -46,6 +46,7 @@ from s4c.codegen.c.render import write_sources
 from s4c.codegen.c.runtime import CModel
 from s4c.codegen.c.runtime import load as load_model
 from s4c.codegen.c.toolchain import compile_library
+from s4c.codegen.c.weights_bin import HEADER_BYTES
 from s4c.codegen.protocol import Artifacts, Backend
 from s4c.errors import TargetError
 from s4c.ir import Graph, numpy_dtype
@@ -98,6 +99,8 @@ class CBackend(Backend):
 
             dyn = analyse(program, graph, lambda g: lower_graph(g, options))
         weights_id = program.weights.write(str(cdir / "weights.bin"))
+        for stored in program.stored.values():  # the payload's hash, for readers of these weights
+            stored.digest = (HEADER_BYTES, HEADER_BYTES + program.weights.nbytes, weights_id)
         source = options.source or graph.name
         written = write_sources(program, cdir, weights_id, str(source), dyn)
         generate_s = time.perf_counter() - start
@@ -109,7 +112,7 @@ class CBackend(Backend):
         if options.compile:
             files["c_library"] = "c/libmodel.so"
         report = _report(program, tool, generate_s, time.perf_counter() - start, written)
-        return Artifacts(files, report, _report_md(report))
+        return Artifacts(files, report, _report_md(report), weights=program.stored)
 
     def load(self, outdir, options=None) -> CModel:
         return load_model(os.fspath(outdir), self.options(options))

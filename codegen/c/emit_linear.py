@@ -101,8 +101,10 @@ def _linear_weight(lw: CProgram, op: Op, wv: Value, layout) -> tuple[list[Tensor
     if dq is None:
         w = np.asarray(wv.data)
         if layout.kind == "dense":
-            return [lw.weight(w, label, key=("w", id(wv), "dense"), shape=w.shape)], ""
-        return _packed(lw, layout.pack(w), layout, label, ("w", id(wv), str(layout))), ""
+            t = lw.weight(w, label, key=("w", id(wv), "dense"), shape=w.shape)
+            lw.record_stored(wv, "dense", {"data": (t, w, w)})
+            return [t], ""
+        return _packed(lw, layout.pack(w), layout, wv, ("w", id(wv), str(layout))), ""
     # int8 weight: store the int8 values (+ scale), dequantise once at init into float
     q = np.asarray(dq.inputs[0].data)
     scale = np.asarray(dq.inputs[1].data, dtype=np.float32)
@@ -114,11 +116,12 @@ def _linear_weight(lw: CProgram, op: Op, wv: Value, layout) -> tuple[list[Tensor
     out_f, in_f = q.shape
     if layout.kind == "dense":
         qt = lw.weight(q, dq.inputs[0].name, key=("w", id(dq.inputs[0]), "dense"))
+        lw.record_stored(dq.inputs[0], "dense", {"data": (qt, q, q)})
         wf = lw.new("f32", q.shape, None, "init", f"{label} (dequantised)")
         lw.step("dequantize", [qt, s], [wf], f"s4cx_dequant_dense({out_f}, {in_f}, {qt.name}, {s.name}, {per}, {wf.name})",
                 kernel="s4cx_dequant_dense")
         return [wf], note
-    packed = _packed(lw, layout.pack(q), layout, dq.inputs[0].name, ("w", id(dq.inputs[0]), str(layout)))
+    packed = _packed(lw, layout.pack(q), layout, dq.inputs[0], ("w", id(dq.inputs[0]), str(layout)))
     qv = packed[-1]
     vf = lw.new("f32", qv.shape, None, "init", f"{label} values (dequantised)")
     if layout.kind == "csr":
@@ -138,17 +141,21 @@ def _linear_weight(lw: CProgram, op: Op, wv: Value, layout) -> tuple[list[Tensor
     return packed[:-1] + [vf], note
 
 
-def _packed(lw: CProgram, tensor, layout, label: str, key) -> list[Tensor]:
+def _packed(lw: CProgram, tensor, layout, value: Value, key) -> list[Tensor]:
+    """The packed weight's arrays in weights.bin (CSR / BSR indices widened to the kernels' u16 / i32)."""
     arrays = tensor.arrays
     out_f, in_f = tensor.shape
     names = ["indptr", "indices", "values"] if layout.kind in ("csr", "bsr") else ["indices", "values"]
     result = []
+    parts = {}
     for name in names:
-        arr = np.asarray(arrays[name])
+        packed = arr = np.asarray(arrays[name])
         if name == "indices" and layout.kind in ("csr", "bsr"):
             extent = in_f
             arr = arr.astype(np.uint16 if extent <= 65535 else np.int32)
-        result.append(lw.weight(arr, f"{label} {name}", key=key + (name,)))
+        result.append(lw.weight(arr, f"{value.name} {name}", key=key + (name,)))
+        parts[name] = (result[-1], arr, packed)
+    lw.record_stored(value, str(layout), parts)
     return result
 
 

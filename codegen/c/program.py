@@ -33,9 +33,10 @@ from s4c.codegen.c import cnames
 from s4c.codegen.c.cnames import comment_name, ctype
 from s4c.codegen.c.loops import Access, nest, render, row_major_strides
 from s4c.codegen.c.options import COptions
-from s4c.codegen.c.weights_bin import WeightStore
+from s4c.codegen.c.weights_bin import HEADER_BYTES, WeightStore
 from s4c.errors import TargetError
 from s4c.ir import Graph, Op, Value, dtype_name
+from s4c.weight_store import StoredWeight
 
 ALIGN = 64
 
@@ -179,6 +180,9 @@ class CProgram:
         self.functions: list[str] = []  # generated helper functions, in order
         self._fn_names: set[str] = set()
         self.weights = WeightStore(ALIGN)
+        # IR weights weights.bin holds whole (by value name): the driver then leaves them out of
+        # OUTDIR/weights.npz and s4c.weight_store rebuilds them from weights.bin
+        self.stored: dict[str, StoredWeight] = {}
         self.derived_bytes = 0
         self._home: dict[int, Tensor] = {}
         self._views: dict[tuple[int, int | None], Tensor] = {}
@@ -245,6 +249,15 @@ class CProgram:
         buf.offset = offset
         return self._tensor(dtype_name(array.dtype), array.shape if shape is None else shape, None, buf, label)
 
+    def record_stored(self, value: Value, layout: str, parts: dict[str, tuple[Tensor, np.ndarray, np.ndarray]]) -> None:
+        """Note that weights.bin holds constant `value` whole, in `layout`: `parts` maps each array's
+        name to (its weight tensor, the array as written, the array as `layout`'s pack gave it)."""
+        data = np.asarray(value.data)
+        arrays = {name: (HEADER_BYTES + t.buffer.offset, str(w.dtype), tuple(w.shape), str(a.dtype))
+                  for name, (t, w, a) in parts.items()}
+        self.stored[value.name] = StoredWeight("c/weights.bin", layout, tuple(data.shape), str(data.dtype), arrays,
+                                               {name: a for name, (_, _, a) in parts.items()})
+
     def home(self, value: Value) -> Tensor:
         t = self._home.get(id(value))
         if t is not None:
@@ -255,6 +268,8 @@ class CProgram:
                 data = data.astype(np.uint8)
             t = self.weight(data, value.name, key=("value", id(value)), shape=value.shape)
             t.dtype = value.dtype
+            if data is value.data:
+                self.record_stored(value, "dense", {"data": (t, data, data)})
             self.set(value, t)
             return t
         raise TargetError(f"C backend: value {value.name!r} is used before it is computed")

@@ -27,6 +27,7 @@ import onnx.inliner
 import onnx.reference
 import onnx.shape_inference
 import onnx.version_converter
+from onnx import external_data_helper
 
 from s4c import ops
 from s4c.errors import FrontendError, RuntimeShapeOperandError
@@ -75,8 +76,8 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, input_shapes: dict | N
     options = ImportOptions({k: normalize_dims(k, v) for k, v in (input_shapes or {}).items()},
                             dict(frozen_inputs or {}))
     label = os.path.basename(os.fspath(model)) if not isinstance(model, onnx.ModelProto) else "model"
-    proto = _read(model, label)
-    return Importer(proto, label, options).run()
+    proto, external = _read(model, label)
+    return Importer(proto, label, options, external).run()
 
 
 def parse_shape_binding(text: str) -> tuple[str, tuple[int, ...]]:
@@ -125,17 +126,59 @@ def normalize_dims(name: str, dims) -> tuple:
     return tuple(out)
 
 
-def _read(model, label: str) -> onnx.ModelProto:
+def _read(model, label: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """(the model, its top-level initializers kept in external data files, read into numpy by name)."""
     if isinstance(model, onnx.ModelProto):
-        return model
+        return model, {}
     path = os.fspath(model)
     if not os.path.isfile(path):
         raise FrontendError(f"{path}: no such file")
     try:
-        proto = onnx.load(path, load_external_data=True)
+        proto = onnx.load(path, load_external_data=False)
+        external = _read_external_initializers(proto, os.path.dirname(os.path.abspath(path)), label)
+        for t in external_data_helper._get_all_tensors(proto):  # the rest (subgraphs, other dtypes): onnx's way
+            if external_data_helper.uses_external_data(t) and t.name not in external:
+                external_data_helper.load_external_data_for_tensor(t, os.path.dirname(path))
+    except FrontendError:
+        raise
     except Exception as e:  # protobuf DecodeError, external-data errors, ...
         raise FrontendError(f"{label}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    return proto
+    return proto, external
+
+
+# dtypes whose external bytes numpy reads as they are (little-endian); others go through onnx
+_EXTERNAL_DTYPES = {getattr(onnx.TensorProto, n): np.dtype(d).newbyteorder("<") for n, d in (
+    ("FLOAT", np.float32), ("DOUBLE", np.float64), ("FLOAT16", np.float16), ("INT8", np.int8),
+    ("INT16", np.int16), ("INT32", np.int32), ("INT64", np.int64), ("UINT8", np.uint8), ("UINT16", np.uint16),
+    ("UINT32", np.uint32), ("UINT64", np.uint64), ("BOOL", np.bool_))}
+
+
+def _read_external_initializers(proto: onnx.ModelProto, base_dir: str, label: str) -> dict[str, np.ndarray]:
+    """The graph's initializers stored in external files, read with np.fromfile straight into their
+    arrays (onnx.load would copy each into the protobuf and numpy_helper again out of it: ~1 s for
+    BERT-base). They stay external in `proto`. The file must lie inside the model's folder and hold
+    the bytes the tensor's dims need, as onnx's own loader checks."""
+    arrays: dict[str, np.ndarray] = {}
+    root = os.path.realpath(base_dir)
+    for t in proto.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL or t.data_type not in _EXTERNAL_DTYPES:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        where = f"{label}: initializer {t.name!r}: external data {info.get('location', '')!r}"
+        location = os.path.realpath(os.path.join(root, info.get("location", "")))
+        if not info.get("location") or os.path.isabs(info["location"]) or os.path.commonpath([root, location]) != root:
+            raise FrontendError(f"{where} is not a file inside the model's folder")
+        dtype = _EXTERNAL_DTYPES[t.data_type]
+        count = math.prod(t.dims)
+        offset, length = int(info.get("offset", 0)), info.get("length")
+        if length is not None and int(length) != count * dtype.itemsize:
+            raise FrontendError(f"{where}: {length} bytes for {count} x {dtype.itemsize}-byte values")
+        if not os.path.isfile(location) or os.path.getsize(location) < offset + count * dtype.itemsize:
+            raise FrontendError(f"{where}: the file is missing or too short for offset {offset} + "
+                                f"{count * dtype.itemsize} bytes")
+        arrays[t.name] = np.fromfile(location, dtype=dtype, count=count, offset=offset).astype(
+            dtype.newbyteorder("="), copy=False).reshape(tuple(t.dims))
+    return arrays
 
 
 # -- opsets ----------------------------------------------------------------------------------------
@@ -277,8 +320,10 @@ def _conversion_culprit(model: onnx.ModelProto, reason: str, target: str | int):
 
 
 class Importer:
-    def __init__(self, proto: onnx.ModelProto, label: str, options: ImportOptions):
+    def __init__(self, proto: onnx.ModelProto, label: str, options: ImportOptions,
+                 external: dict[str, np.ndarray] | None = None):
         self.proto = proto
+        self.external = external or {}  # initializers read from external data files (_read)
         self.label = label
         self.options = options
         self.env: dict[str, Value] = {}
@@ -310,6 +355,10 @@ class Importer:
         except Exception as e:
             raise self.fail(f"malformed graph ({type(e).__name__}: {e})") from None
         gsg.cleanup(remove_unused_graph_inputs=False)
+        if self.external:  # the initializers _read loaded; gs would read them from the (unloaded) proto
+            for tensor in gsg.tensors().values():
+                if isinstance(tensor, gs.Constant) and tensor.name in self.external:
+                    tensor.values = self.external[tensor.name]
         self._gs_nodes = list(gsg.nodes)
         self._gs_graph_io = list(gsg.inputs) + list(gsg.outputs)
         self._outer_ids = {id(t) for n in gsg.nodes for t in list(n.inputs) + list(n.outputs)}
