@@ -270,13 +270,14 @@ def prune_mask(w: np.ndarray, pattern: str, sparsity: float) -> np.ndarray:
         bkeep = bkeep.reshape(norms.shape)
         return np.repeat(np.repeat(bkeep, r, axis=0), c, axis=1)
     n, m = p[1], p[2]
-    if in_f % m:
-        raise ValueError(f"input dim {in_f} not divisible by M={m}")
-    g = a.reshape(out_f, in_f // m, m)
+    # M need not divide the input dim: the last group is short (768 at 1:20: 38 groups of 20 and
+    # one of 8), padded with -1 so that padding is never kept
+    pad = -in_f % m
+    g = np.pad(a, ((0, 0), (0, pad)), constant_values=-1.0).reshape(out_f, -1, m)
     order = np.argsort(-g, axis=-1, kind="stable")[..., :n]
     keep = np.zeros_like(g, bool)
     np.put_along_axis(keep, order, True, axis=-1)
-    return keep.reshape(w.shape)
+    return keep.reshape(out_f, -1)[:, :in_f]
 
 
 def prune_model(model, pattern="unstructured", sparsity=0.9, verbose=True) -> dict:

@@ -47,9 +47,11 @@ class _Rule:
 class SelectSparseLayout(Pass):
     """For every Linear (and LinearInt8: an i8 weight), store the weight in the layout with the lowest modelled cost on `target`
     (s4c.targets: `s4` from the S4 machine model, `c` from the C kernels' calibration or defaults)
-    among the layouts the target runs that can hold it: dense always, CSR, every BSR block shape
-    (the cost counts the zeros stored in kept blocks), N:M only where the weight complies. Ties go
-    to fewer bytes, then to the order of s4c.sparse.SUPPORTED_LAYOUTS.
+    among the layouts the target runs that can hold it (Target.candidates): dense always, CSR, every
+    BSR block shape (the cost counts the zeros stored in kept blocks), the named N:M patterns where
+    the weight complies, its tightest 1:M for any M <= 32 (nm1:20 for a weight pruned 1:20, whether
+    or not 20 divides its width) and, on S4, N:M with fill-in (N = the fullest group's count). Ties
+    go to fewer bytes, then to the candidates' order (s4c.sparse.SUPPORTED_LAYOUTS first).
 
     `overrides` = "GLOB=layout;GLOB=layout": a weight whose operand name, constant name or any of
     the op's ONNX node names matches GLOB (fnmatch, case-sensitive) gets that layout; when several

@@ -25,7 +25,7 @@ from oracle import REPO, make_feeds, ort_outputs
 from s4c.accuracy import cosine
 from s4c.cli import main
 from s4c.sparse import NMLayout, analyze_sparsity
-from s4c.sparsify import linear_weights
+from s4c.sparsify import linear_weights, project
 
 BUNDLED = os.path.join(REPO, "examples", "models", "bert_mini_pruned90.onnx")
 BUNDLED_INPUTS = os.path.join(REPO, "examples", "models", "bert_mini_inputs.npz")
@@ -136,6 +136,18 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, args, message):
     assert message in err, err
     if "--pattern" in args or "ONNX" in message:
         assert not os.path.exists(out)
+
+
+def test_make_pruned_bert_prunes_n_m_with_a_short_last_group_as_sparsify_does():
+    """The fixture generator's --pattern nm1:20 on 768 inputs (it required M to divide the width)."""
+    sys.path.insert(0, os.path.join(REPO, "examples"))
+    from make_pruned_bert import prune_mask
+
+    w = np.random.default_rng(4).standard_normal((96, 768)).astype(np.float32)
+    for n, m in [(1, 20), (2, 4), (3, 7)]:
+        keep = prune_mask(w, f"nm{n}:{m}", 0.9)
+        assert_projected(w, np.where(keep, w, 0), n, m)
+        np.testing.assert_array_equal(keep, project(w, NMLayout(n, m)) != 0)
 
 
 # -- a BERT of width 768 (needs torch) ------------------------------------------------------------
