@@ -81,9 +81,11 @@ def test_store_waiting_on_the_vpu():
         sync.wait unit=dma sem=l1 value=1
         {ST}
         end"""))
-    # the DMA is free after load + signal; the VPU's awaited run (the axpb) starts after its own
-    # sync.wait, which it was still executing: that cycle is a busy unit, the rest is the VPU's
-    assert idle_of(report, "c0.dma") == {"wait_busy_unit": WAIT, "wait_vpu": LAT + vpu("axpb", 64) + SIG + LAT}
+    # the DMA is free after load + signal; before the VPU's awaited run (the axpb) the VPU still
+    # waited LAT cycles for that signal (so does the DMA: waiting on DMA), then ran its sync.wait
+    # (a busy unit); the axpb, the VPU's signal and its latency are the VPU's
+    assert idle_of(report, "c0.dma") == {"wait_dma": LAT, "wait_busy_unit": WAIT,
+                                         "wait_vpu": vpu("axpb", 64) + SIG + LAT}
     assert idle_of(report, "c0.vpu") == {"wait_dma": dma(4, 64) + SIG + LAT, "tail": LAT + WAIT + dma(4, 64)}
 
 
@@ -101,8 +103,10 @@ def test_a_global_semaphore_from_another_core():
     d = dma(4, 64)
     axpb_start = d + SIG + LAT + WAIT
     visible = axpb_start + vpu("axpb", 64) + SIG + GLAT
-    # core 0's VPU was idle (waiting on its DMA) and then busy with its sync.wait before the axpb
-    assert idle_of(report, "c1.vpu") == {"wait_busy_unit": WAIT, "wait_other_core": visible - WAIT}
+    # before its axpb, core 0's VPU waited on its DMA, then ran its sync.wait (a busy unit)
+    assert idle_of(report, "c1.vpu") == {"wait_dma": d + SIG + LAT, "wait_busy_unit": WAIT,
+                                         "wait_other_core": vpu("axpb", 64) + SIG + GLAT}
+    assert report.total_cycles == visible + WAIT + vpu("axpb", 64)
     assert idle_of(report, "c1.dma") == {"tail": report.total_cycles}
 
 

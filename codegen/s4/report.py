@@ -103,7 +103,8 @@ def idle_markdown(r: dict) -> list[str]:
              "Each unit's cycles split into busy and why it is not (s4c/s4/idle.py): waiting on a semaphore "
              "signalled by this core's DMA / SPU / VPU or by another core (the producer's work, the signal and "
              "its latency), waiting on a busy unit (the producer still ran work queued ahead of the awaited "
-             "work), and the tail after the unit's last instruction. Each row sums to the total.", "",
+             "work), and the tail after the unit's last instruction; while the producer itself was waiting, "
+             "its own causes count. Each row sums to the total.", "",
              f"Per unit, summed over the {cores} core(s) (% of {cores} x {total:,} cycles):", "", head, rule]
     for u, d in idle["by_unit"].items():
         lines.append(f"| {u} | " + " | ".join(f"{d[c] / max(cores * total, 1):.1%}" for c in idle["causes"]) + " |")

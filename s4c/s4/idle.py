@@ -12,13 +12,14 @@ the count's reach time: the latest-visible of the first `value` increments). S r
 producer queue P. The work S announces is P's *awaited run*: walking back from S over the
 signals right before it, the maximal run of non-sync instructions; w = the start of its first
 instruction (S's own start when there is none: S follows a wait or opens the queue).
+The gap is split along the chain of producers:
 
-- wait_busy_unit: P's busy cycles within [a, min(w, b)): the awaited work was queued behind P's
-  earlier work, and P was still doing that when this queue started waiting.
-- the rest of the gap goes to P: wait_dma / wait_spu / wait_vpu when P is this core's DMA / SPU /
-  VPU queue, wait_other_core when P is on another core (a global semaphore; the cores' barriers
-  are signalled by their DMA after a store). It holds the awaited run, S itself, the sync
-  latency, and any time P sat idle itself before w.
+- [max(a, w), b), P running the awaited run, S, and the sync latency: wait_dma / wait_spu /
+  wait_vpu when P is this core's DMA / SPU / VPU, wait_other_core when P is on another core (a
+  global semaphore; the cores' barriers are signalled by their DMA after a store).
+- [a, w), before P started the awaited work: while P was busy (with work queued ahead of it),
+  wait_busy_unit; while P sat in a gap of its own, that gap's causes over the same cycles. So
+  waiting on a VPU that itself waited on a DMA load counts as waiting on DMA for those cycles.
 - tail: total_cycles - the end of the queue's last instruction (all of total for an empty queue).
 
 E.g. a DMA load of d cycles, `sync.signal unit=dma`, then `sync.wait unit=vpu` as the VPU's first
@@ -47,19 +48,20 @@ class Gap(NamedTuple):
 
 
 class IdleLedger:
-    """Per-queue instruction spans, each semaphore increment's origin, and the gaps' causes."""
+    """Each queue's gaps and awaited-run start, each semaphore increment's origin, the causes."""
 
     def __init__(self, queues: list[tuple[int, str]]):
         self.queues = queues
         self.names = [f"c{core}.{unit}" for core, unit in queues]
         n = len(queues)
-        self.starts: list[list[int]] = [[] for _ in range(n)]
-        self.ends: list[list[int]] = [[] for _ in range(n)]
-        self.done: list[list[int]] = [[] for _ in range(n)]    # busy cycles up to and including each
+        self.last_end = [0] * n
         self.last_kind: list[str | None] = [None] * n
         self.run_start = [0] * n
         self.origin: dict = {}        # sem key -> per increment: (visible, producer queue, w) binding so far
         self.idle = [dict.fromkeys(CAUSES, 0) for _ in range(n)]
+        self.gap_starts: list[list[int]] = [[] for _ in range(n)]    # each queue's gaps, in time order
+        self.gap_ends: list[list[int]] = [[] for _ in range(n)]
+        self.gap_segments: list[list[list]] = [[] for _ in range(n)]  # per gap: [(cause, cycles)] in time order
         self.gaps: dict = {}          # (core, stream index) -> Gap
 
     def gap(self, k: int, index: int, ins, key, a: int, b: int) -> None:
@@ -69,15 +71,36 @@ class IdleLedger:
                                  f"queue got free, but is no sync.wait")
         visible, p, w = self.origin[key][ins.args[2] - 1]
         cut = min(max(w, a), b)
-        blocked = self._busy_before(p, cut) - self._busy_before(p, a)
+        segments: list = []
+        self._before_run(p, a, cut, segments)
         core, pcore, punit = self.queues[k][0], *self.queues[p]
-        cause = f"wait_{punit}" if pcore == core else "wait_other_core"
-        parts = {cause: b - a - blocked}
-        if blocked:
-            parts["wait_busy_unit"] = blocked
-        for c, cycles in parts.items():
-            self.idle[k][c] += cycles
+        _push(segments, f"wait_{punit}" if pcore == core else "wait_other_core", b - cut)
+        parts: dict = {}
+        for cause, cycles in segments:
+            parts[cause] = parts.get(cause, 0) + cycles
+            self.idle[k][cause] += cycles
+        self.gap_starts[k].append(a)
+        self.gap_ends[k].append(b)
+        self.gap_segments[k].append(segments)
         self.gaps[(core, index)] = Gap(self.names[k], index, a, b - a, self.names[p], parts)
+
+    def _before_run(self, p: int, t0: int, t1: int, segments: list) -> None:
+        """Producer p's causes over [t0, t1): busy (p's instructions) or p's own gaps, clipped."""
+        starts, ends = self.gap_starts[p], self.gap_ends[p]
+        i = bisect_right(ends, t0)                 # p's first gap ending after t0
+        t = t0
+        while t < t1:
+            if i < len(starts) and starts[i] < t1:
+                _push(segments, "wait_busy_unit", starts[i] - t)
+                t, offset = max(t, starts[i]), starts[i]
+                for cause, cycles in self.gap_segments[p][i]:
+                    _push(segments, cause, min(offset + cycles, t1) - max(offset, t))
+                    offset += cycles
+                t = min(ends[i], t1)
+                i += 1
+            else:
+                _push(segments, "wait_busy_unit", t1 - t)
+                t = t1
 
     def executed(self, k: int, op: int, start: int, end: int) -> None:
         kind = "signal" if op == isa.SIGNAL else "wait" if op == isa.WAIT else "work"
@@ -86,10 +109,7 @@ class IdleLedger:
         if (kind == "work" and last != "work") or (kind == "signal" and last in (None, "wait")):
             self.run_start[k] = start
         self.last_kind[k] = kind
-        done = self.done[k]
-        self.starts[k].append(start)
-        self.ends[k].append(end)
-        done.append((done[-1] if done else 0) + end - start)
+        self.last_end[k] = end
 
     def signaled(self, key, k: int, visible: int) -> None:
         """Queue k's signal on `key` (already `executed`) becomes visible at `visible`."""
@@ -103,15 +123,16 @@ class IdleLedger:
         """{queue name: {cause: cycles}} with the tails filled in."""
         out = {}
         for k, name in enumerate(self.names):
-            self.idle[k]["tail"] = total - (self.ends[k][-1] if self.ends[k] else 0)
+            self.idle[k]["tail"] = total - self.last_end[k]
             out[name] = self.idle[k]
         return out
 
-    def _busy_before(self, k: int, t: int) -> int:
-        """Busy cycles of queue k in [0, t), from the instructions it has run so far."""
-        ends = self.ends[k]
-        i = bisect_right(ends, t)
-        busy = self.done[k][i - 1] if i else 0
-        if i < len(ends) and self.starts[k][i] < t:
-            busy += t - self.starts[k][i]
-        return busy
+
+def _push(segments: list, cause: str, cycles: int) -> None:
+    """Append cycles of a cause, merged with the last segment when it has the same cause."""
+    if cycles <= 0:
+        return
+    if segments and segments[-1][0] == cause:
+        segments[-1] = (cause, segments[-1][1] + cycles)
+    else:
+        segments.append((cause, cycles))
