@@ -63,6 +63,8 @@ for _p in (HERE, os.path.join(REPO, "tests")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from results_block import write_results_block  # noqa: E402
+
 #: name -> (pattern, sparsity) for examples/make_pruned_bert.py (N:M fixes its own sparsity;
 #: 0.9 is passed so the cache key is the same as bert_base()'s default).
 MODELS: dict[str, tuple[str, float]] = {
@@ -839,17 +841,9 @@ def results_section(results: dict, plot_rel: str | None) -> str:
 def update_results_md(path: str, generated: str) -> None:
     """Replace the generated block of the '## CPU' section (creating the section or the file when
     absent); every other section and the hand-written notes are kept."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if RESULTS_BEGIN in text and RESULTS_END in text:
-        head, rest = text.split(RESULTS_BEGIN, 1)
-        _, tail = rest.split(RESULTS_END, 1)
-        text = head + generated + tail
-    else:
-        section = ("\n## CPU: end-to-end latency vs onnxruntime and DeepSparse\n\n"
-                   "Made by `benchmarks/bench_cpu.py` (see `benchmarks/README.md`).\n\n" + generated + "\n")
-        text = text.rstrip("\n") + "\n" + section
-    with open(path, "w") as f:
-        f.write(text)
+    write_results_block(path, generated, RESULTS_BEGIN, RESULTS_END,
+                        "CPU: end-to-end latency vs onnxruntime and DeepSparse",
+                        "Made by `benchmarks/bench_cpu.py` (see `benchmarks/README.md`).")
 
 
 # ------------------------------------------------------------------------------------- main
