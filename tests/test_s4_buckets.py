@@ -155,6 +155,16 @@ def test_out_of_range_and_cli(mini, tmp_path, capsys):
         assert o["last_hidden_state"].shape == (2, 40, 128)
 
 
+def test_check_runs_on_the_largest_bucket(mini, tmp_path, capsys):
+    """s4c check (at the compiled IR's shape, the ranges' maximum) runs the debug lowering on the shared
+    constant segment, whose first bytes are the largest bucket's."""
+    np.savez(tmp_path / "in.npz", **_feeds(NAMES, 2, 128))
+    capsys.readouterr()
+    assert main(["check", str(mini), "--inputs", str(tmp_path / "in.npz"), "--backends", "ref,s4"]) == 0
+    out = capsys.readouterr().out
+    assert "s4: no divergence" in out and "differs" not in out
+
+
 def _rewrite(blob: bytes, section: int, edit) -> bytes:
     """`blob` with section `section`'s body changed by edit(bytearray) (same size), checksums redone."""
     from zlib import crc32

@@ -23,7 +23,7 @@ import numpy as np
 
 from s4c.errors import S4CError
 from s4c.ir import Graph, numpy_dtype
-from s4c.s4 import Program
+from s4c.s4 import Program, ProgramSet, read_programs
 from s4c.s4 import dtypes as D
 from s4c.s4 import isa
 from s4c.s4.cycles import schedule
@@ -65,11 +65,14 @@ def const_diff(a, b) -> int:
 def debug_values(graph: Graph, model_s4: str | None, feeds: dict, options: dict) -> tuple[dict, dict]:
     """({value name: array} of every op result, info) for the S4 lowering of `graph` on `feeds`
     (host feeds: converted to the device storage like S4Runner), constants from `model_s4`."""
-    const = None
+    const = stored = None
     if model_s4 is not None:
         with open(model_s4, "rb") as f:
-            const = Program.from_bytes(f.read()).const_bytes()
+            stored = read_programs(f.read())
+        const = stored.const_bytes()
     prog, program = debug_program(graph, options)
+    if isinstance(stored, ProgramSet):   # bucketed (buckets.py): the largest bucket, lowered first, leads the segment
+        const = const[:len(program.const)]
     info = {"const_bytes": len(program.const), "const_bytes_differing": 0}
     if const is not None:
         if len(const) != len(program.const):
