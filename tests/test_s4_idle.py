@@ -19,6 +19,11 @@ MODEL = REPO / "examples" / "models" / "bert_mini_pruned90.onnx"
 SIG, WAIT, LAT, GLAT = M["sync.signal_cycles"], M["sync.wait_cycles"], M["sync.local_latency"], M["sync.global_latency"]
 AXPB = "vpu.axpb dst=ys src=xs rows=4 cols=16 pd=64 ps=64 alpha=2 beta=0 dt=f32"
 LD_Z = "dma.ld dst=zs src=x rows=4 bytes=64 dpitch=64 spitch=64 dt=f32"
+LOAD_THEN_AXPB = f"""
+    {LD}
+    sync.signal unit=dma sem=l0
+    sync.wait unit=vpu sem=l0 value=1
+    {AXPB}"""         # the VPU's axpb waits for the DMA's load
 
 
 def idle_of(report, unit: str) -> dict:
@@ -31,10 +36,7 @@ def idle_of(report, unit: str) -> dict:
 
 def test_vpu_waiting_on_a_dma_load_waits_its_duration_plus_sync_latency():
     report = simulate(program(f"""
-        {LD}
-        sync.signal unit=dma sem=l0
-        sync.wait unit=vpu sem=l0 value=1
-        {AXPB}
+        {LOAD_THEN_AXPB}
         end"""))
     d = dma(4, 64)
     assert idle_of(report, "c0.vpu") == {"wait_dma": d + SIG + LAT}
@@ -73,10 +75,7 @@ def test_signals_right_after_the_work_still_announce_it():
 
 def test_store_waiting_on_the_vpu():
     report = simulate(program(f"""
-        {LD}
-        sync.signal unit=dma sem=l0
-        sync.wait unit=vpu sem=l0 value=1
-        {AXPB}
+        {LOAD_THEN_AXPB}
         sync.signal unit=vpu sem=l1
         sync.wait unit=dma sem=l1 value=1
         {ST}
@@ -91,10 +90,7 @@ def test_store_waiting_on_the_vpu():
 
 def test_a_global_semaphore_from_another_core():
     report = simulate(program(f"""
-        {LD}
-        sync.signal unit=dma sem=l0
-        sync.wait unit=vpu sem=l0 value=1
-        {AXPB}
+        {LOAD_THEN_AXPB}
         sync.signal unit=vpu sem=g0
         end""", f"""
         sync.wait unit=vpu sem=g0 value=1
