@@ -1,14 +1,21 @@
-"""Compile time of BERT-base (seq 128, batch 1) for both targets, phase by phase.
+"""Compile time of BERT-base (seq 128, batch 1) for both targets, phase by phase, and OUTDIR's size.
 
     python benchmarks/bench_compile.py                                  # both exporters, 90%, --target all
     python benchmarks/bench_compile.py --target s4 --sparsity 0 0.9 0.97 --repeat 3
+    python benchmarks/bench_compile.py --exporters torchscript --target c --cli --clock cpu
 
-The figure is the whole `s4c.compile(MODEL, target=..., outdir=...)` (what `s4c compile` runs:
-import, the default pipeline, per-target layout selection, both backends, every file in OUTDIR),
+By default the figure is the whole `s4c.compile(MODEL, target=..., outdir=...)` in this process
+(import, the default pipeline, per-target layout selection, both backends, every file in OUTDIR),
 median of --repeat runs on a cached model; `without cc` subtracts the C compiler's own time (the
 C backend's report: build_seconds - generate_seconds), as the CPU-performance issue counts it.
-The phase columns are the driver's timings; `write-ir` (model.s4ir + weights.npz) runs in the
+`--cli` times the command a user runs instead, `s4c compile MODEL -o OUTDIR ...` in a fresh Python
+process (interpreter start and module imports included). `--clock cpu` reports CPU seconds (user +
+system, every thread, the C compiler's and other child processes included) instead of wall seconds:
+on a machine other jobs load, wall time grows with their load, CPU time much less so.
+The phase columns are the driver's wall timings; `write-ir` (model.s4ir + weights.npz) runs in the
 background while the backends build, so the phases add up to more than the total.
+`outdir MB` is OUTDIR's size on disk; `x wbin` is that over c/weights.bin's (the C build's weights,
+each in its compressed layout), the ratio the issue bounds at 1.5.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,19 +37,54 @@ sys.path.insert(0, HERE)
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def compile_once(path: str, target: str, workdir: str) -> dict:
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and its waited-for children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def folder_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def sizes(outdir: str) -> dict:
+    wbin = os.path.join(outdir, "c", "weights.bin")
+    out = {"outdir_mb": folder_bytes(outdir) / 1e6}
+    if os.path.exists(wbin):
+        out["x_wbin"] = folder_bytes(outdir) / os.path.getsize(wbin)
+    return out
+
+
+def cc_seconds(outdir: str) -> float:
+    with open(os.path.join(outdir, "report.json")) as f:
+        c = json.load(f).get("c")
+    return c["build_seconds"] - c["generate_seconds"] if c else 0.0
+
+
+def compile_once(path: str, target: str, workdir: str, clock: str) -> dict:
     import s4c
 
     outdir = os.path.join(workdir, "out")
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     compiled = s4c.compile(path, input_shapes={n: (1, 128) for n in NAMES}, target=target, outdir=outdir)
-    total = time.perf_counter() - start
-    cc = 0.0
-    if "c" in compiled.targets:
-        with open(os.path.join(outdir, "report.json")) as f:
-            c = json.load(f)["c"]
-        cc = c["build_seconds"] - c["generate_seconds"]
-    return {"total": total, "cc": cc, "without_cc": total - cc, **compiled.timings}
+    total = time.perf_counter() - start if clock == "wall" else cpu_seconds() - cpu0
+    cc = cc_seconds(outdir) if "c" in compiled.targets else 0.0
+    return {"total": total, "cc": cc, "without_cc": total - cc, **compiled.timings, **sizes(outdir)}
+
+
+def compile_cli(path: str, target: str, workdir: str, clock: str) -> dict:
+    """`s4c compile` in a fresh interpreter; phases parsed from its summary line."""
+    outdir = os.path.join(workdir, "out")
+    cmd = [sys.executable, "-m", "s4c.cli", "compile", path, "-o", outdir, "--target", target,
+           *[a for n in NAMES for a in ("--input-shape", f"{n}=1x128")]]
+    start, cpu0 = time.perf_counter(), cpu_seconds()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    total = time.perf_counter() - start if clock == "wall" else cpu_seconds() - cpu0
+    if done.returncode:
+        raise SystemExit(f"error: {' '.join(cmd)} failed: {done.stderr.strip()}")
+    phases = {k: int(v) / 1e3 for k, v in re.findall(r"([\w-]+)=(\d+)ms", done.stdout)}
+    cc = cc_seconds(outdir) if target in ("c", "all") else 0.0
+    return {"total": total, "cc": cc, "without_cc": total - cc, **phases, **sizes(outdir)}
 
 
 def main(argv=None) -> int:
@@ -48,12 +93,17 @@ def main(argv=None) -> int:
     ap.add_argument("--sparsity", type=float, nargs="*", default=[0.9])
     ap.add_argument("--target", default="all", choices=["ir", "s4", "c", "all"])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cli", action="store_true", help="time `s4c compile` in a fresh process (imports included)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="total as wall seconds or CPU seconds (user + system, children included)")
     args = ap.parse_args(argv)
 
     from bert_base import bert_base
 
-    cols = ["total", "without_cc", "cc", "import", "passes", "build-s4", "build-c", "write-ir"]
-    print(f"BERT-base seq 128, --target {args.target}, median of {args.repeat} (seconds)")
+    once = compile_cli if args.cli else compile_once
+    cols = ["total", "without_cc", "cc", "import", "passes", "build-s4", "build-c", "write-ir", "outdir_mb", "x_wbin"]
+    print(f"BERT-base seq 128, --target {args.target}, {'s4c compile (CLI)' if args.cli else 's4c.compile'}, "
+          f"total in {args.clock} seconds, median of {args.repeat}; load average {os.getloadavg()[0]:.2f}")
     print(f"{'exporter':<12} {'sparsity':>8} " + " ".join(f"{c:>10}" for c in cols))
     for exporter in args.exporters:
         for sparsity in args.sparsity:
@@ -61,7 +111,7 @@ def main(argv=None) -> int:
             runs = []
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as workdir:
-                    runs.append(compile_once(path, args.target, workdir))
+                    runs.append(once(path, args.target, workdir, args.clock))
             med = {c: statistics.median(r.get(c, 0.0) for r in runs) for c in cols}
             print(f"{exporter:<12} {sparsity:>8g} " + " ".join(f"{med[c]:>10.2f}" for c in cols), flush=True)
     return 0

@@ -16,8 +16,8 @@ are never copied in memory all at once.
 
 Each blob is stored once: `add(array, key)` returns the offset already given to `key` (the lowering
 keys a constant by its IR Value, so weights shared between layers, as in ALBERT, are one blob), and,
-as a safety net, an array whose bytes equal an earlier blob's (same size, same blake2b digest, then
-compared byte for byte) gets that blob's offset. The generated code only reads weights.bin, so
+as a safety net, an array whose bytes equal an earlier blob's (same size, same first bytes, same
+blake2b digest, then compared byte for byte) gets that blob's offset. The generated code only reads weights.bin, so
 blobs may be shared freely.
 """
 
@@ -32,6 +32,7 @@ from s4c.codegen.memory_plan import align_up
 
 MAGIC = b"S4CWGT01"
 HEADER_BYTES = 64
+PREFIX_BYTES = 256  # compared before two same-size blobs are hashed
 
 
 class WeightStore:
@@ -67,6 +68,11 @@ class WeightStore:
         if not same:
             return None
         data = _bytes_of(array)
+        # BERT-base's 12 layers give many blobs of one size: compare a prefix before hashing 146 MB
+        head = bytes(data[:PREFIX_BYTES])
+        same = [i for i in same if bytes(_bytes_of(self.entries[i][1])[:PREFIX_BYTES]) == head]
+        if not same:
+            return None
         digest = _digest(data)
         for i in same:
             if i not in self._digests:
