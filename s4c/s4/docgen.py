@@ -31,11 +31,12 @@ def _parameters() -> str:
 
 
 def _calibration() -> str:
-    from s4c.s4.estimate import CALIBRATION_POINTS, estimate_bert, nm_for
+    from s4c.s4.estimate import CALIBRATION_POINTS, estimate_bert, mlperf_analysis, nm_for
 
     m = load_machine("s4v1")
-    lines = [f"Fitted: `spu.macs_per_cycle.dense.i8` = {m['spu.macs_per_cycle.dense.i8']:g}, "
-             f"`spu.macs_per_cycle.nm.i8` = {m['spu.macs_per_cycle.nm.i8']:g} MACs/cycle/core.", "",
+    lines = [f"Fitted through the lowering (benchmarks/s4_calibration.py): `spu.macs_per_cycle.dense.i8` = "
+             f"{m['spu.macs_per_cycle.dense.i8']:g} (fixed by SparseBERT 1x), `spu.macs_per_cycle.nm.i8` = "
+             f"{m['spu.macs_per_cycle.nm.i8']:g} (fixed by 8x) MACs/cycle/core. The analytic estimator under them:", "",
              "| compression | linears as | model sent/s | SparseBERT sent/s | error | layer bound by | "
              "DMA / SPU / VPU utilisation |", "|---|---|---|---|---|---|---|"]
     from s4c.s4.estimate import PAPER_THROUGHPUT
@@ -48,6 +49,16 @@ def _calibration() -> str:
         tag = " (calibration point)" if c in CALIBRATION_POINTS else " (prediction)"
         lines.append(f"| {c}x{tag} | {fmt} | {est.throughput:.0f} | {paper:.0f} | "
                      f"{est.throughput / paper - 1:+.1%} | {est.layer_bound} | {util} |")
+    mlp = mlperf_analysis(m)
+    ceil = mlp["unit_ceiling"]
+    lines += ["", f"MLPerf v2.1 BERT-large seq 384 (second anchor, not fitted), N:M 1:{mlp['compression']}, "
+              f"{mlp['batch_per_core']} sample per core (SRAM working set {mlp['sram_bytes'] / 2**20:.2f} MiB): "
+              f"{mlp['predicted']:.0f} samples/s vs {mlp['anchor']} ({mlp['error']:+.1%}), bound by the "
+              f"{mlp['bound'].upper()}. Each unit alone allows: SPU {ceil['spu']:.0f}, VPU {ceil['vpu']:.0f}, "
+              f"DMA {ceil['dma']:.0f}; the SPU with an infinitely fast `spu.nm` (attention at the dense rate "
+              f"only) {mlp['spu_ceiling_infinite_nm']:.0f}. Reaching {0.8 * mlp['anchor']:.0f}/s (-20%) needs "
+              f"`spu.macs_per_cycle.nm.i8` >= {mlp['nm_rate_for_low']:.0f} or at most {mlp['seq_for_low']} "
+              f"real tokens per sample instead of 384 padded; the anchor itself, {mlp['seq_for_anchor']} tokens."]
     return "\n".join(lines) + "\n"
 
 

@@ -66,8 +66,8 @@ for _dt in dtypes.NAMES.values():
 
 
 # What every parameter means (docs/isa.md's parameter table is generated from this).
-# "assumed": chosen a priori (public figure or engineering guess); "fitted": calibrated on the
-# SparseBERT 1x / 20x points; "derived": a fixed ratio of a fitted value.
+# "assumed": chosen a priori (public figure or engineering guess); "fitted": calibrated through the
+# lowering on the SparseBERT 1x / 8x points (benchmarks/s4_calibration.py); "derived": a fixed ratio.
 PARAM_DOCS = {
     "clock_hz": ("assumed", "core clock; only MACs/cycle x clock matters for the calibration"),
     "n_cores": ("public", "cores per chip (Antoum: 4)"),
@@ -87,9 +87,9 @@ PARAM_DOCS = {
     "dma.gather_row_cycles": ("assumed", "extra cycles per gathered row (random access)"),
     "spu.overhead": ("assumed", "issue + pipeline fill/drain of one SPU instruction"),
     "spu.bsr_full_rate_block": ("assumed", "BSR blocks with fewer elements run at r*c/this of the BSR rate"),
-    "spu.macs_per_cycle.dense.i8": ("fitted", "spu.mm int8 MACs/cycle (fitted on SparseBERT 1x)"),
-    "spu.macs_per_cycle.nm.i8": ("fitted", "spu.nm int8 MACs/cycle, nonzeros only (fitted on SparseBERT 20x)"),
-    "spu.macs_per_cycle.bsr.i8": ("derived", "spu.bsr int8 MACs/cycle = the nm rate"),
+    "spu.macs_per_cycle.dense.i8": ("fitted", "spu.mm int8 MACs/cycle (fixed by SparseBERT 1x, through the lowering)"),
+    "spu.macs_per_cycle.nm.i8": ("fitted", "spu.nm int8 MACs/cycle, stored slots only (fixed by SparseBERT 8x)"),
+    "spu.macs_per_cycle.bsr.i8": ("derived", "spu.bsr int8 MACs/cycle = the dense rate (blocks fed to the dense array)"),
     "vpu.overhead": ("assumed", "issue cost of one VPU instruction"),
 }
 for _fmt in SPU_FORMATS:
