@@ -101,7 +101,7 @@ def refit(graph, batch: int, rows: dict) -> dict:
     not re-lowered), as s4c.s4.estimate does with its analytic model. Returns the fitted rates and
     the re-timed table, or the reason the fit is impossible."""
     from s4c.s4 import load_machine
-    from s4c.s4.estimate import _with_rates
+    from s4c.s4.estimate import with_rates as _with_rates
 
     base = load_machine("s4v1")
     nm0 = base["spu.macs_per_cycle.nm.i8"]
