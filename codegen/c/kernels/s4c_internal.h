@@ -455,6 +455,28 @@ S4C_INLINE void s4c_vstore_n(float *p, s4c_vf v, int n) {
     memcpy(p, t, (size_t)n * sizeof *p);
 }
 
+/* Masked partial vectors for the sparse kernels' token tails (n < S4C_VW tokens,
+ * e.g. T = 15 under a shape range): lanes [0, n) of p, the others 0, touching no
+ * memory past p + n (AVX vmaskmovps: masked-off lanes do not fault), so a tail
+ * costs one vector FMA per nonzero instead of n scalar ones (T = 15 took 3x
+ * T = 16 with scalar tails).  Without AVX S4C_VMASK is undefined and the tails
+ * stay scalar. */
+#if defined(S4C_VECEXT) && defined(__AVX__)
+#include <immintrin.h>
+#define S4C_VMASK 1
+typedef int s4c_vmask __attribute__((vector_size(32)));
+S4C_INLINE s4c_vmask s4c_vmask_n(int n) {
+    const s4c_vmask lane = {0, 1, 2, 3, 4, 5, 6, 7}, nn = {n, n, n, n, n, n, n, n};
+    return lane < nn;
+}
+S4C_INLINE s4c_vf s4c_vload_m(const float *p, s4c_vmask m) {
+    return (s4c_vf)_mm256_maskload_ps(p, (__m256i)m);
+}
+S4C_INLINE void s4c_vstore_m(float *p, s4c_vmask m, s4c_vf v) {
+    _mm256_maskstore_ps(p, (__m256i)m, (__m256)v);
+}
+#endif
+
 /* y[i] = exp0(scale * (x[i] - m[i])), acc[i] += y[i] for i < n (y may be x). */
 S4C_INLINE void s4c__exp_sub_acc(const float *x, const float *m, float scale, float *y,
                                  float *acc, int n) {

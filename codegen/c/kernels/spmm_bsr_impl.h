@@ -47,10 +47,31 @@ S4C_INLINE void BSR_SFX(rows4)(const int C, const int NVB, int32_t nb,
 #undef S4C_BSR_ST
 }
 
-/* Scalar token tail (< S4C_VW tokens) for 4 rows. */
+/* Token tail (< S4C_VW tokens) for 4 rows: masked vectors where there are some. */
 static void BSR_SFX(rows4_tail)(int C, int n, int32_t nb, const BSR_ITYPE *idx,
                                 const float *val, ptrdiff_t bstride, const float *X, size_t T,
                                 const float *b4, float *y, size_t ldy) {
+#ifdef S4C_VMASK
+    const s4c_vmask m = s4c_vmask_n(n);
+    s4c_vf a0 = s4c_vset1(b4[0]), a1 = s4c_vset1(b4[1]), a2 = s4c_vset1(b4[2]), a3 = s4c_vset1(b4[3]);
+    int32_t blk;
+    int k;
+    for (blk = 0; blk < nb; blk++) {
+        const float *xb = X + (size_t)idx[blk] * (size_t)C * T;
+        const float *v = val + blk * bstride;
+        for (k = 0; k < C; k++) {
+            const s4c_vf x = s4c_vload_m(xb + (size_t)k * T, m);
+            a0 = s4c_vfma(a0, s4c_vset1(v[k]), x);
+            a1 = s4c_vfma(a1, s4c_vset1(v[C + k]), x);
+            a2 = s4c_vfma(a2, s4c_vset1(v[2 * C + k]), x);
+            a3 = s4c_vfma(a3, s4c_vset1(v[3 * C + k]), x);
+        }
+    }
+    s4c_vstore_m(y, m, a0);
+    s4c_vstore_m(y + ldy, m, a1);
+    s4c_vstore_m(y + 2 * ldy, m, a2);
+    s4c_vstore_m(y + 3 * ldy, m, a3);
+#else
     float acc[4][S4C_VW];
     int32_t blk;
     int i, k, t;
@@ -67,6 +88,7 @@ static void BSR_SFX(rows4_tail)(int C, int n, int32_t nb, const BSR_ITYPE *idx,
     }
     for (i = 0; i < 4; i++)
         for (t = 0; t < n; t++) y[i * ldy + t] = acc[i][t];
+#endif
 }
 
 /* One block row (rows r4*4 .. of a block row with R % 4 == 0, all < out, and
@@ -126,6 +148,19 @@ S4C_INLINE void BSR_SFX(row_chunk)(const int C, const int NV, int in, int32_t nb
 static void BSR_SFX(row_tail)(int C, int n, int in, int32_t nb, const BSR_ITYPE *idx,
                               const float *val, ptrdiff_t bstride, const float *X, size_t T,
                               float b, float *y) {
+#ifdef S4C_VMASK
+    const s4c_vmask m = s4c_vmask_n(n);
+    s4c_vf a = s4c_vset1(b);
+    int32_t blk;
+    int k;
+    for (blk = 0; blk < nb; blk++) {
+        const int col = (int)idx[blk] * C;
+        const int kc = in - col < C ? in - col : C;
+        for (k = 0; k < kc; k++)
+            a = s4c_vfma(a, s4c_vset1(val[blk * bstride + k]), s4c_vload_m(X + (size_t)(col + k) * T, m));
+    }
+    s4c_vstore_m(y, m, a);
+#else
     float acc[S4C_VW];
     int32_t blk;
     int k, t;
@@ -140,6 +175,7 @@ static void BSR_SFX(row_tail)(int C, int n, int in, int32_t nb, const BSR_ITYPE 
         }
     }
     for (t = 0; t < n; t++) y[t] = acc[t];
+#endif
 }
 
 /* Row-at-a-time path: 1 x C blocks, edge block rows, any (R, C). */

@@ -49,7 +49,8 @@ S4C_INLINE void CSR_SFX(csr_chunk1)(int32_t j0, int32_t j1, const CSR_ITYPE *S4C
     s4c_vstore(y, s4c_vadd(a0, a1));
 }
 
-/* Fewer than S4C_VW tokens. */
+#ifndef S4C_VMASK
+/* Fewer than S4C_VW tokens (with AVX, csr_chunk_m takes them). */
 static void CSR_SFX(csr_tail)(int n, int32_t j0, int32_t j1, const CSR_ITYPE *idx,
                               const float *val, const float *X, size_t T, float b, float *y) {
     float acc[S4C_VW];
@@ -63,6 +64,31 @@ static void CSR_SFX(csr_tail)(int n, int32_t j0, int32_t j1, const CSR_ITYPE *id
     }
     for (t = 0; t < n; t++) y[t] = acc[t];
 }
+#endif
+
+#ifdef S4C_VMASK
+/* The last NV (1..4) vectors of a row's tokens in one pass over its nonzeros,
+ * vector NV-1 masked by m: a short T (e.g. 17 = 2 vectors + 1 token) costs
+ * one pass, as T rounded up to a vector would, not one per vector size. */
+S4C_INLINE void CSR_SFX(csr_chunk_m)(const int NV, int32_t nnz, const CSR_ITYPE *S4C_RESTRICT idx,
+                                     const float *S4C_RESTRICT val, const float *X, size_t T,
+                                     float b, float *y, s4c_vmask m) {
+    s4c_vf a0 = s4c_vset1(b), a1 = a0, a2 = a0, a3 = a0;
+    int32_t j;
+    for (j = 0; j < nnz; j++) {
+        const float *x = X + (size_t)idx[j] * T;
+        const s4c_vf v = s4c_vset1(val[j]);
+        a0 = s4c_vfma(a0, v, NV == 1 ? s4c_vload_m(x, m) : s4c_vload(x));
+        if (NV > 1) a1 = s4c_vfma(a1, v, NV == 2 ? s4c_vload_m(x + S4C_VW, m) : s4c_vload(x + S4C_VW));
+        if (NV > 2) a2 = s4c_vfma(a2, v, NV == 3 ? s4c_vload_m(x + 2 * S4C_VW, m) : s4c_vload(x + 2 * S4C_VW));
+        if (NV > 3) a3 = s4c_vfma(a3, v, s4c_vload_m(x + 3 * S4C_VW, m));
+    }
+    if (NV == 1) s4c_vstore_m(y, m, a0); else s4c_vstore(y, a0);
+    if (NV == 2) s4c_vstore_m(y + S4C_VW, m, a1); else if (NV > 2) s4c_vstore(y + S4C_VW, a1);
+    if (NV == 3) s4c_vstore_m(y + 2 * S4C_VW, m, a2); else if (NV > 3) s4c_vstore(y + 2 * S4C_VW, a2);
+    if (NV == 4) s4c_vstore_m(y + 3 * S4C_VW, m, a3);
+}
+#endif
 
 /* One output row over tn tokens (kept out of line: few live registers). */
 static S4C_NOINLINE void CSR_SFX(csr_row)(int32_t nnz, const CSR_ITYPE *idx, const float *val,
@@ -86,6 +112,18 @@ static S4C_NOINLINE void CSR_SFX(csr_row)(int32_t nnz, const CSR_ITYPE *idx, con
         CSR_SFX(csr_chunk)(4, 0, nnz, idx, val, X + t, T, b, y + t);
         t += 4 * S4C_VW;
     }
+#ifdef S4C_VMASK
+    if (t < tn) { /* < 4 * S4C_VW tokens left: one pass */
+        const int nv = (tn - t + S4C_VW - 1) / S4C_VW;
+        const s4c_vmask m = s4c_vmask_n(tn - t - (nv - 1) * S4C_VW);
+        switch (nv) {
+        case 1: CSR_SFX(csr_chunk_m)(1, nnz, idx, val, X + t, T, b, y + t, m); break;
+        case 2: CSR_SFX(csr_chunk_m)(2, nnz, idx, val, X + t, T, b, y + t, m); break;
+        case 3: CSR_SFX(csr_chunk_m)(3, nnz, idx, val, X + t, T, b, y + t, m); break;
+        default: CSR_SFX(csr_chunk_m)(4, nnz, idx, val, X + t, T, b, y + t, m); break;
+        }
+    }
+#else
     if (t + 2 * S4C_VW <= tn) {
         CSR_SFX(csr_chunk)(2, 0, nnz, idx, val, X + t, T, b, y + t);
         t += 2 * S4C_VW;
@@ -95,6 +133,7 @@ static S4C_NOINLINE void CSR_SFX(csr_row)(int32_t nnz, const CSR_ITYPE *idx, con
         t += S4C_VW;
     }
     if (t < tn) CSR_SFX(csr_tail)(tn - t, 0, nnz, idx, val, X + t, T, b, y + t);
+#endif
 }
 
 static void CSR_SFX(csr_part)(int r0, int r1, int in, int T, const int32_t *indptr,

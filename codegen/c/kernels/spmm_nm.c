@@ -61,8 +61,21 @@ S4C_INLINE void nm_wchunk(const int N, const int M, const int NV, int in, int G,
 }
 #endif
 
+/* Fewer than S4C_VW tokens: masked vectors where there are some. */
 static void nm_tail(int N, int M, int n, int in, int G, const float *val, const uint8_t *off,
                     const float *X, size_t T, float b, float *y) {
+#ifdef S4C_VMASK
+    const s4c_vmask m = s4c_vmask_n(n);
+    s4c_vf a = s4c_vset1(b);
+    int g, e;
+    for (g = 0; g < G; g++)
+        for (e = 0; e < N; e++) {
+            const int col = g * M + off[g * N + e];
+            if (col >= in) continue;
+            a = s4c_vfma(a, s4c_vset1(val[g * N + e]), s4c_vload_m(X + (size_t)col * T, m));
+        }
+    s4c_vstore_m(y, m, a);
+#else
     float acc[S4C_VW];
     int g, e, t;
     for (t = 0; t < n; t++) acc[t] = b;
@@ -74,6 +87,7 @@ static void nm_tail(int N, int M, int n, int in, int G, const float *val, const 
             for (t = 0; t < n; t++) acc[t] += w * X[(size_t)col * T + t];
         }
     for (t = 0; t < n; t++) y[t] = acc[t];
+#endif
 }
 
 S4C_INLINE void nm_row(const int N, const int M, int in, const float *val, const uint8_t *off,
