@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 import s4c
 from s4c.cli import main
-from s4c.codegen.s4.buckets import parse_buckets, power_buckets
+from s4c.codegen.s4.buckets import BucketRunner, parse_buckets, power_buckets
 from s4c.errors import S4CError, S4ProgramError, TargetError
 from s4c.s4 import Program, ProgramSet, assemble, disassemble, read_programs, run, simulate
 
@@ -56,6 +56,24 @@ def test_bucket_rule():
         parse_buckets("32,300", 1, 128, "sequence")
     with pytest.raises(TargetError, match="comma-separated integers"):
         parse_buckets("32,x", 1, 128, "sequence")
+
+
+def test_choice_fastest_then_smallest():
+    """Of the buckets that hold the dims, the fastest by the cycle model, then the fewest tokens (fewer
+    sentences than cores can model slower than a full batch: BERT-base 2x256 vs 4x256)."""
+    def bucket(b, t, cycles):
+        return {"name": f"{b}x{t}", "dims": {"batch": b, "sequence": t}, "cycles": cycles, "io": {"inputs": []}}
+
+    meta = {"symbols": ["batch", "sequence"], "batch_symbols": ["batch"], "exact_sequence": False,
+            "buckets": [bucket(4, 64, 50), bucket(2, 64, 80), bucket(2, 32, 30), bucket(1, 64, 40), bucket(1, 32, 30)]}
+    runner = BucketRunner({}, dict(meta, buckets=meta["buckets"]))
+    assert runner.choose({"batch": 2, "sequence": 40})["name"] == "4x64"   # 50 cycles < 2x64's 80
+    assert runner.choose({"batch": 1, "sequence": 20})["name"] == "1x32"   # tie with 2x32: fewer tokens
+    assert runner.choose({"batch": 2, "sequence": 32})["name"] == "2x32"
+    exact = BucketRunner({}, dict(meta, exact_sequence=True))
+    assert exact.choose({"batch": 1, "sequence": 64})["name"] == "1x64"
+    with pytest.raises(S4CError, match=r"sequence 40 is not an S4 bucket \(32, 64\)"):
+        exact.choose({"batch": 1, "sequence": 40})
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,11 @@ of programs, one per bucket of dims, in one container (s4c/s4/program_set.py):
   arrays equal byte for byte to one already placed are placed once, so the weights are stored
   once; only what depends on the dims (a position-embedding slice, ...) is per bucket. The
   programs' data regions are then moved above the final segment (`relocate`).
-- **Run** (`BucketRunner`): the smallest bucket (fewest token rows) holding the input's dims;
+- **Run** (`BucketRunner`): of the buckets holding the input's dims, the one the cycle model times
+  fastest (report.json `s4.buckets`), then the smallest (fewest token rows). Usually that is the
+  smallest; not always: fewer sentences than cores split each sentence across the cores (K/V through
+  DRAM), so BERT-base 2x256 models slower than 4x256 (6.3 vs 3.9 ms), and a 2-sentence run of 256
+  tokens then uses the 4x256 program;
   inputs are padded along the sequence with 0 (input_ids: pad id 0, attention_mask: 0 = masked,
   token_type_ids: 0) and along the batch with copies of the last sentence (so no sentence is all
   padding); outputs are sliced back to the real dims. A model without an attention mask input
@@ -28,6 +32,7 @@ of programs, one per bucket of dims, in one container (s4c/s4/program_set.py):
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 from dataclasses import dataclass
@@ -136,7 +141,10 @@ def lower_buckets(graph: Graph, options: dict, seq_buckets=None):
         report, md = make_report(lowered, g)
         samples.append((dims, [tuple(v.shape) for v in g.outputs]))
         built.append((bucket_name(dims, plan.symbols), dims, lowered.program, lowered.io, report, md))
-        del g, lowered          # a specialised graph holds its own copy of the weights
+        # a specialised graph holds its own copy of the weights (~440 MB for BERT-base), in reference
+        # cycles that the paused cyclic GC (the backend's _gc_paused) would keep until the build ends
+        del g, lowered
+        gc.collect()
     for s in plan.symbols:      # a symbol with one bucket: one more graph to see which output dims follow it
         if len(plan.values[s]) == 1:
             dims = dict(top, **{s: top[s] - 1})
@@ -149,7 +157,8 @@ def lower_buckets(graph: Graph, options: dict, seq_buckets=None):
     meta = {"version": 2, "symbols": plan.symbols, "ranges": {s: list(dr.ranges[s]) for s in plan.symbols},
             "inputs": {k: list(v) for k, v in dr.inputs.items()}, "batch_symbols": sorted(plan.batch),
             "exact_sequence": plan.exact_sequence, "output_axes": axes,
-            "buckets": [{"name": name, "dims": dims, "io": io} for name, dims, _, io, *_ in built]}
+            "buckets": [{"name": name, "dims": dims, "cycles": report["cycles"], "io": io}
+                        for name, dims, _, io, report, _ in built]}
     return ps, meta, [(name, dims, report, md) for name, dims, _, _, report, md in built]
 
 
@@ -203,8 +212,8 @@ class BucketRunner(Runner):
         """The interpreter is single-threaded (kept for s4c.load's serving-loop interface)."""
 
     def choose(self, dims: dict) -> dict:
-        """The bucket with the fewest token rows whose dims hold `dims` (sequence dims equal to it
-        when the model has no attention mask)."""
+        """Of the buckets whose dims hold `dims` (sequence dims equal to it when the model has no
+        attention mask), the fastest by the cycle model, then the one with the fewest token rows."""
         exact = [s for s in self.meta["symbols"] if self.meta["exact_sequence"] and s not in self.meta["batch_symbols"]]
         fits = [b for b in self.meta["buckets"]
                 if all(b["dims"][s] >= dims[s] for s in dims) and all(b["dims"][s] == dims[s] for s in exact if s in dims)]
@@ -214,7 +223,8 @@ class BucketRunner(Runner):
             raise S4CError(f"{s} {dims[s]} is not an S4 bucket ({', '.join(map(str, values))}): this model has no "
                            f"attention mask input, so padding would change its results; run at a bucket length "
                            f"or compile with --seq-buckets listing the lengths you run")
-        return min(fits, key=lambda b: (math.prod(b["dims"].values()), [b["dims"][s] for s in self.meta["symbols"]]))
+        return min(fits, key=lambda b: (b.get("cycles", 0), math.prod(b["dims"].values()),
+                                        [b["dims"][s] for s in self.meta["symbols"]]))
 
     def run(self, feeds: dict) -> dict:
         shapes = {k: np.shape(v) for k, v in feeds.items()}
