@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import s4c
+from oracle import ort_outputs
 from s4c.cli import main
 from s4c.codegen.s4.buckets import BucketRunner, parse_buckets, power_buckets
 from s4c.errors import S4CError, S4ProgramError, TargetError
@@ -35,13 +36,6 @@ def _feeds(names, B, T, seed=0):
     feeds = {"input_ids": rng.integers(3, 500, (B, T)).astype(np.int64), "attention_mask": mask,
              "token_type_ids": (np.arange(T)[None, :] >= T // 2).astype(np.int64).repeat(B, 0)}
     return {n: feeds[n] for n in names}
-
-
-def _ort(path, feeds):
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path))
-    return {o.name: r for o, r in zip(sess.get_outputs(), sess.run(None, feeds))}
 
 
 def test_bucket_rule():
@@ -92,7 +86,7 @@ def test_mini_buckets_match_onnxruntime(mini):
         got = model.run(feeds)
         assert model.last == bucket, (B, T)
         assert model.summary().endswith(f"[bucket {bucket}]")
-        for name, want in _ort(BERT_MINI, feeds).items():
+        for name, want in ort_outputs(BERT_MINI, feeds).items():
             assert got[name].shape == want.shape, (B, T, name)
             assert np.max(np.abs(got[name] - want)) <= 1e-3, (B, T, name)
 
@@ -252,7 +246,7 @@ def test_model_without_mask_runs_exact_buckets_only(tmp_path):
     for T in (16, 48):
         feeds = _feeds(names, 1, T)
         got = model.run(feeds)
-        for name, want in _ort(path, feeds).items():
+        for name, want in ort_outputs(path, feeds).items():
             assert np.max(np.abs(got[name] - want)) <= 1e-3, (T, name)
     with pytest.raises(S4CError, match=r"sequence 20 is not an S4 bucket \(16, 48, 64\): this model has no "
                                        r"attention mask input"):
@@ -302,6 +296,6 @@ def test_bert_base_buckets(tmp_path):
     for B, T in [(1, 16), (1, 64), (1, 128), (1, 256), (4, 128)]:
         feeds = _feeds(names, B, T)
         got = model.run(feeds)
-        for name, want in _ort(path, feeds).items():
+        for name, want in ort_outputs(path, feeds).items():
             assert got[name].shape == want.shape
             assert np.max(np.abs(got[name] - want)) <= 1e-3, (B, T, name)

@@ -266,15 +266,20 @@ class Program:
     @classmethod
     def from_bytes(cls, data) -> "Program":
         """Parse and validate a binary program; anything wrong raises S4ProgramError."""
-        try:
-            return _parse(data)
-        except S4ProgramError:
-            raise
-        except TargetError as exc:
-            raise S4ProgramError(f"machine section: {exc}") from None
-        except (ValueError, TypeError, OverflowError, struct.error, UnicodeDecodeError,
-                KeyError, IndexError, MemoryError, RecursionError) as exc:   # belt and braces
-            raise S4ProgramError(f"malformed program: {type(exc).__name__}: {exc}") from None
+        return parse_guarded(_parse, data, "program")
+
+
+def parse_guarded(parse, data, what: str):
+    """parse(data), any error it raises an S4ProgramError (one line)."""
+    try:
+        return parse(data)
+    except S4ProgramError:
+        raise
+    except TargetError as exc:
+        raise S4ProgramError(f"machine section: {exc}") from None
+    except (ValueError, TypeError, OverflowError, struct.error, UnicodeDecodeError,
+            KeyError, IndexError, MemoryError, RecursionError) as exc:   # belt and braces
+        raise S4ProgramError(f"malformed {what}: {type(exc).__name__}: {exc}") from None
 
 
 def _is_bytes(data) -> bool:

@@ -23,11 +23,12 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from s4c.errors import S4ProgramError, TargetError
+from s4c.errors import S4ProgramError
 from s4c.s4.machine import Machine
-from s4c.s4.program import (FLAG_PROGRAM_SET, ConstPieces, Program, _fail, _Reader, _str16, code_section, const_chunks,
-                            container_chunks, debug_section, expect_kinds, machine_section, parse_code,
-                            parse_debug, parse_machine, parse_symbols, read_container, symbol_section)
+from s4c.s4.program import (FLAG_PROGRAM_SET, ConstPieces, Program, _fail, _Reader, _str16, code_section,
+                            const_chunks, container_chunks, debug_section, expect_kinds, machine_section,
+                            parse_code, parse_debug, parse_guarded, parse_machine, parse_symbols, read_container,
+                            symbol_section)
 
 PROGRAM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:x=,\-]{0,127}$")
 MAX_PROGRAMS = 256
@@ -86,24 +87,12 @@ class ProgramSet:
 
     @classmethod
     def from_bytes(cls, data) -> "ProgramSet":
-        return _guarded(_parse_set, data)
+        return parse_guarded(_parse_set, data, "program set")
 
 
 def read_programs(data) -> "Program | ProgramSet":
     """The Program or ProgramSet a container holds (by its header's flags)."""
-    return _guarded(_parse_any, data)
-
-
-def _guarded(parse, data):
-    try:
-        return parse(data)
-    except S4ProgramError:
-        raise
-    except TargetError as exc:
-        raise S4ProgramError(f"machine section: {exc}") from None
-    except (ValueError, TypeError, OverflowError, struct.error, UnicodeDecodeError,
-            KeyError, IndexError, MemoryError, RecursionError) as exc:
-        raise S4ProgramError(f"malformed program set: {type(exc).__name__}: {exc}") from None
+    return parse_guarded(_parse_any, data, "program set")
 
 
 def _parse_any(data):
