@@ -69,25 +69,45 @@ static void CSR_SFX(csr_tail)(int n, int32_t j0, int32_t j1, const CSR_ITYPE *id
 #ifdef S4C_VMASK
 /* The last NV (1..4) vectors of a row's tokens in one pass over its nonzeros,
  * vector NV-1 masked by m: a short T (e.g. 17 = 2 vectors + 1 token) costs
- * one pass, as T rounded up to a vector would, not one per vector size. */
+ * one pass, as T rounded up to a vector would, not one per vector size.  Even
+ * and odd nonzeros feed separate accumulators (a, c): with NV <= 4 chains a
+ * pass is bound by the FMA latency, not its throughput. */
+#define S4C_CSR_LOADM(k, x) (NV == (k) + 1 ? s4c_vload_m((x) + (k) * S4C_VW, m) : s4c_vload((x) + (k) * S4C_VW))
+#define S4C_CSR_ACCM(a, v, x)                                          \
+    do {                                                               \
+        a##0 = s4c_vfma(a##0, v, S4C_CSR_LOADM(0, x));                 \
+        if (NV > 1) a##1 = s4c_vfma(a##1, v, S4C_CSR_LOADM(1, x));     \
+        if (NV > 2) a##2 = s4c_vfma(a##2, v, S4C_CSR_LOADM(2, x));     \
+        if (NV > 3) a##3 = s4c_vfma(a##3, v, S4C_CSR_LOADM(3, x));     \
+    } while (0)
 S4C_INLINE void CSR_SFX(csr_chunk_m)(const int NV, int32_t nnz, const CSR_ITYPE *S4C_RESTRICT idx,
                                      const float *S4C_RESTRICT val, const float *X, size_t T,
                                      float b, float *y, s4c_vmask m) {
     s4c_vf a0 = s4c_vset1(b), a1 = a0, a2 = a0, a3 = a0;
+    s4c_vf c0 = s4c_vset1(0.0f), c1 = c0, c2 = c0, c3 = c0;
     int32_t j;
-    for (j = 0; j < nnz; j++) {
+    for (j = 0; j + 1 < nnz; j += 2) {
+        const float *x = X + (size_t)idx[j] * T, *xn = X + (size_t)idx[j + 1] * T;
+        const s4c_vf v = s4c_vset1(val[j]), vn = s4c_vset1(val[j + 1]);
+        S4C_CSR_ACCM(a, v, x);
+        S4C_CSR_ACCM(c, vn, xn);
+    }
+    if (j < nnz) {
         const float *x = X + (size_t)idx[j] * T;
         const s4c_vf v = s4c_vset1(val[j]);
-        a0 = s4c_vfma(a0, v, NV == 1 ? s4c_vload_m(x, m) : s4c_vload(x));
-        if (NV > 1) a1 = s4c_vfma(a1, v, NV == 2 ? s4c_vload_m(x + S4C_VW, m) : s4c_vload(x + S4C_VW));
-        if (NV > 2) a2 = s4c_vfma(a2, v, NV == 3 ? s4c_vload_m(x + 2 * S4C_VW, m) : s4c_vload(x + 2 * S4C_VW));
-        if (NV > 3) a3 = s4c_vfma(a3, v, s4c_vload_m(x + 3 * S4C_VW, m));
+        S4C_CSR_ACCM(a, v, x);
     }
+    a0 = s4c_vadd(a0, c0);
     if (NV == 1) s4c_vstore_m(y, m, a0); else s4c_vstore(y, a0);
+    if (NV > 1) a1 = s4c_vadd(a1, c1);
     if (NV == 2) s4c_vstore_m(y + S4C_VW, m, a1); else if (NV > 2) s4c_vstore(y + S4C_VW, a1);
+    if (NV > 2) a2 = s4c_vadd(a2, c2);
     if (NV == 3) s4c_vstore_m(y + 2 * S4C_VW, m, a2); else if (NV > 3) s4c_vstore(y + 2 * S4C_VW, a2);
+    if (NV > 3) a3 = s4c_vadd(a3, c3);
     if (NV == 4) s4c_vstore_m(y + 3 * S4C_VW, m, a3);
 }
+#undef S4C_CSR_ACCM
+#undef S4C_CSR_LOADM
 #endif
 
 /* One output row over tn tokens (kept out of line: few live registers). */
