@@ -12,7 +12,9 @@ Requests (one per line) and replies (one per line, always with "ok"):
     {"cmd": "load", "model": PATH, "inputs": NPZ, "threads": N, "batch": 1}
                                                          -> {"ok": true, "compile_s": ..., "input_names": [...],
                                                              "output_names": [...], "supported_ops": 0.92}
-    {"cmd": "run", "n": K}                               -> {"ok": true, "elapsed": [s, ...]}  (K engine calls)
+    {"cmd": "feeds", "inputs": NPZ}                      -> {"ok": true}   (new inputs, the loaded shapes)
+    {"cmd": "run", "n": K}                               -> {"ok": true, "elapsed": [s, ...], "cpu": [s, ...]}
+                                                            (K engine calls; wall and this process's CPU time)
     {"cmd": "outputs", "path": NPZ}                      -> {"ok": true}   (last outputs, keyed by output name)
     {"cmd": "quit"}                                      -> {"ok": true}, then exit
 
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 
@@ -39,11 +43,36 @@ def _protocol_stream():
     return os.fdopen(fd, "w", buffering=1)
 
 
+def private_copy(model_path: str) -> str:
+    """A copy of the ONNX graph file in a new temp folder, its external data files linked beside
+    it. DeepSparse 1.8 writes the input shapes it compiles for into the model file itself
+    (deepsparse.utils.onnx.override_onnx_input_shapes, inplace=True): compiled from the caller's
+    file, a cached BERT's dynamic (batch, sequence) inputs became static for every later user."""
+    import onnx
+
+    graph = onnx.load(model_path, load_external_data=False)
+    src = os.path.dirname(os.path.abspath(model_path))
+    folder = tempfile.mkdtemp(prefix="s4c-ds-model-")
+    for location in {e.value for t in graph.graph.initializer for e in t.external_data if e.key == "location"}:
+        link = os.path.join(folder, location)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.join(src, location), link)
+    copy = os.path.join(folder, os.path.basename(model_path))
+    shutil.copyfile(model_path, copy)
+    return copy
+
+
 class Worker:
     def __init__(self):
         self.engine = None
         self.feeds = None
         self.outputs = None
+        self.copy_dir = None
+
+    def drop_copy(self):
+        if self.copy_dir:
+            shutil.rmtree(self.copy_dir, ignore_errors=True)
+            self.copy_dir = None
 
     def hello(self, req):
         import numpy
@@ -67,6 +96,7 @@ class Worker:
         from deepsparse import compile_model
 
         self.engine = self.feeds = self.outputs = None
+        self.drop_copy()
         with np.load(req["inputs"], allow_pickle=False) as npz:
             feeds = {k: npz[k] for k in npz.files}
         batch = int(req.get("batch", 1))
@@ -79,12 +109,15 @@ class Worker:
         if missing:
             raise ValueError(f"inputs file lacks {missing}")
         shapes = [list(feeds[n].shape) for n in graph_inputs]
+        model = private_copy(req["model"])
+        self.copy_dir = os.path.dirname(model)
         start = time.perf_counter()
-        engine = compile_model(req["model"], batch_size=batch, num_cores=int(req["threads"]), input_shapes=shapes)
+        engine = compile_model(model, batch_size=batch, num_cores=int(req["threads"]), input_shapes=shapes)
         compile_s = time.perf_counter() - start
         names = list(engine.input_names)
         self.feeds = [np.ascontiguousarray(feeds[n]) for n in names]
         self.engine = engine
+        self.shapes = {n: f.shape for n, f in zip(names, self.feeds)}
         try:
             supported = float(engine.fraction_of_supported_ops)
         except Exception:
@@ -92,17 +125,34 @@ class Worker:
         return {"compile_s": compile_s, "input_names": names, "output_names": list(engine.output_names),
                 "supported_ops": supported, "num_cores": engine.num_cores}
 
+    def set_feeds(self, req):
+        """Other inputs for the loaded engine (benchmarks/bench_lengths.py: each sentence padded to
+        the engine's bucket); the shapes must be the ones it was compiled for."""
+        import numpy as np
+
+        if self.engine is None:
+            raise RuntimeError("no model loaded")
+        with np.load(req["inputs"], allow_pickle=False) as npz:
+            feeds = {k: npz[k] for k in npz.files}
+        wrong = {n: feeds[n].shape if n in feeds else None for n in self.shapes
+                 if n not in feeds or feeds[n].shape != self.shapes[n]}
+        if wrong:
+            raise ValueError(f"inputs {wrong} do not match the compiled shapes {self.shapes}")
+        self.feeds = [np.ascontiguousarray(feeds[n]) for n in self.shapes]
+        return {}
+
     def run(self, req):
         if self.engine is None:
             raise RuntimeError("no model loaded")
         engine, feeds = self.engine, self.feeds
-        elapsed = []
+        elapsed, cpu = [], []
         for _ in range(int(req.get("n", 1))):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             out = engine.run(feeds)
             elapsed.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         self.outputs = out
-        return {"elapsed": elapsed}
+        return {"elapsed": elapsed, "cpu": cpu}
 
     def save_outputs(self, req):
         import numpy as np
@@ -117,7 +167,8 @@ def main() -> int:
     os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
     out = _protocol_stream()
     worker = Worker()
-    handlers = {"hello": worker.hello, "load": worker.load, "run": worker.run, "outputs": worker.save_outputs}
+    handlers = {"hello": worker.hello, "load": worker.load, "feeds": worker.set_feeds, "run": worker.run,
+                "outputs": worker.save_outputs}
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -126,6 +177,7 @@ def main() -> int:
             req = json.loads(line)
             cmd = req.get("cmd")
             if cmd == "quit":
+                worker.drop_copy()
                 out.write(json.dumps({"ok": True}) + "\n")
                 return 0
             if cmd not in handlers:
@@ -135,6 +187,7 @@ def main() -> int:
             traceback.print_exc(file=sys.stderr)
             reply = {"ok": False, "error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}
         out.write(json.dumps(reply) + "\n")
+    worker.drop_copy()
     return 0
 
 
