@@ -28,7 +28,7 @@ from s4c.sparse.base import (
     check_weight,
 )
 from s4c.sparse.errors import NotNMCompliantError, SparseFormatError
-from s4c.sparse.masks import count_in_col_groups, pad_to_multiple
+from s4c.sparse.masks import pad_to_multiple
 
 SUPPORTED_NM_PATTERNS: tuple[tuple[int, int], ...] = ((2, 4), (1, 4), (2, 8), (1, 8), (1, 16), (1, 32))
 
@@ -68,31 +68,36 @@ class NMLayout(Layout):
         out_dim, in_dim = weight.shape
         n, m = self.n, self.m
         group_count = ceil_div(in_dim, m)
-        groups = pad_to_multiple(weight, 1, m).reshape(out_dim, group_count, m)
         if prune:
+            groups = pad_to_multiple(weight, 1, m).reshape(out_dim, group_count, m)
             keep = _largest_in_each_group(groups, n) & (groups != 0)
-        else:
-            self._raise_unless_compliant(weight)
-            keep = groups != 0
-        offsets = _slot_offsets(keep, n)
-        values = np.where(np.take_along_axis(keep, offsets, axis=-1),
-                          np.take_along_axis(groups, offsets, axis=-1), 0).astype(weight.dtype)
+            weight = np.where(keep, groups, 0).astype(weight.dtype).reshape(out_dim, -1)[:, :in_dim]
+        # Work from the nonzeros (~10% of a pruned weight) rather than every entry: flat positions
+        # in row-major order, so a group's nonzeros are adjacent and in offset order. `!= 0` first:
+        # flatnonzero of a bool mask is ~6x faster than of the floats, and the same set.
+        flat = np.flatnonzero(weight != 0)
+        row, col = np.divmod(flat, in_dim)
+        group, offset = np.divmod(col, m)
+        group += row * group_count
+        counts = np.bincount(group, minlength=out_dim * group_count)
+        if not prune:
+            self._raise_unless_compliant(counts.reshape(out_dim, group_count), in_dim)
+        offsets, values = _slots(group, offset, counts, n, weight.reshape(-1)[flat])
+        offsets = offsets.reshape(out_dim, group_count, n)
         last_group_width = in_dim - (group_count - 1) * m
         if last_group_width < n:
             # A last group narrower than N cannot hold N distinct in-range offsets; padding slots
             # repeat its last column so no offset ever points past the weight.
             np.minimum(offsets[:, -1, :], last_group_width - 1, out=offsets[:, -1, :])
-        return NMTensor((out_dim, in_dim), n, m,
-                        offsets.reshape(out_dim, -1).astype(NM_INDEX_DTYPE),
-                        values.reshape(out_dim, -1))
+        return NMTensor((out_dim, in_dim), n, m, offsets.reshape(out_dim, -1), values.reshape(out_dim, -1))
 
-    def _raise_unless_compliant(self, weight: np.ndarray) -> None:
-        counts = count_in_col_groups(weight != 0, self.m)
+    def _raise_unless_compliant(self, counts: np.ndarray, in_dim: int) -> None:
+        """`counts`: [out, groups] nonzeros per group."""
         worst = np.unravel_index(np.argmax(counts), counts.shape)
         if counts[worst] > self.n:
             row, group = (int(i) for i in worst)
             first = group * self.m
-            last = min(first + self.m, weight.shape[1]) - 1
+            last = min(first + self.m, in_dim) - 1
             raise NotNMCompliantError(
                 f"weight is not {self.n}:{self.m} along `in`: row {row}, columns {first}..{last} "
                 f"hold {counts[worst]} nonzeros (at most {self.n}); pass prune=True to keep "
@@ -107,19 +112,26 @@ class NMLayout(Layout):
         return slots * (np.dtype(dtype).itemsize + NM_INDEX_DTYPE.itemsize)
 
 
-def _slot_offsets(keep: np.ndarray, n: int) -> np.ndarray:
-    """[..., groups, n] ascending offsets of each group's N slots: its kept entries (at most N)
-    and, as padding, its earliest other entries.
+def _slots(group: np.ndarray, offset: np.ndarray, counts: np.ndarray, n: int, kept: np.ndarray):
+    """(uint8 offsets, values), [groups * n] each: every group's N slots in ascending offset order,
+    its kept entries (`group`, `offset`, `kept`: one per entry, grouped and in offset order; `counts`
+    per group, at most N) and, as value-0 padding, its earliest other offsets.
 
-    Rank every entry as a stable sort of ~keep would (kept ones first, each kind in offset order)
-    and take the N of lowest rank (counting, not sorting: ~1.7x faster on BERT-base shapes)."""
-    m = keep.shape[-1]
-    kept_before = np.cumsum(keep, axis=-1, dtype=np.int16)          # m <= 32 fits
-    kept_total = kept_before[..., -1:]
-    offset = np.arange(m, dtype=np.int16)
-    rank = np.where(keep, kept_before - 1, kept_total + (offset + 1 - kept_before) - 1)
-    selected = rank < n
-    return (np.flatnonzero(selected) % m).reshape(*keep.shape[:-1], n)
+    Where slots go, without sorting: with k kept, the padding is the first N - k free offsets, all
+    below N. So some t splits the slots: slot j < t holds offset j (kept or padding), and the
+    kept entries at offsets >= t fill the last slots in order. The kept entry of rank r (0-based
+    in its group) at offset o therefore sits at slot min(o, N - k + r): o when o < t (all of
+    [0, o) is taken), N - k + r otherwise. Start from every slot j holding offset j with value 0
+    and write the kept entries over it."""
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(group.size) - starts[group]
+    slot = np.minimum(offset, n - counts[group] + rank)
+    slot += group * n
+    offsets = np.tile(np.arange(n, dtype=NM_INDEX_DTYPE), counts.size)
+    values = np.zeros(counts.size * n, dtype=kept.dtype)
+    offsets[slot] = offset
+    values[slot] = kept
+    return offsets, values
 
 
 def _largest_in_each_group(groups: np.ndarray, n: int) -> np.ndarray:
