@@ -37,6 +37,7 @@ class Lowered:
     stats: dict = field(default_factory=dict)
     op_names: list = field(default_factory=list)
     graph: Graph | None = None
+    emitted: S4Program | None = None     # kept for a stream program (batch_stream.py): stream_batches set
 
 
 def lower(graph: Graph, options: dict | None = None, const=None) -> Lowered:
@@ -48,7 +49,10 @@ def lower(graph: Graph, options: dict | None = None, const=None) -> Lowered:
         prog.const = const
     prog.make()
     debug = prog.emit()
-    return assemble(prog, debug)
+    lowered = assemble(prog, debug)
+    if prog.opts.get("stream_batches"):
+        lowered.emitted = prog
+    return lowered
 
 
 def assemble(prog: S4Program, debug: dict) -> Lowered:
@@ -63,24 +67,7 @@ def assemble(prog: S4Program, debug: dict) -> Lowered:
     rank = [o + SKEW * b for o, b in zip(prog.em.op_of, prog.em.block_of)]
     prog.sched_debug = {"preds": preds, "nodes": nodes} if prog.opts.get("debug_schedule") else None
     streams, est = schedule(nodes, preds, m, prog.cores, rank=rank, debug=prog.sched_debug)
-    symbols = []
-    names: set[str] = set()
-    io = {"inputs": [], "outputs": []}
-    for info in (i for i in (prog.info(v) for v in prog.g.inputs)):
-        sym = None
-        if info.n:
-            sym = unique_symbol(info.name, names)
-            symbols.append(Symbol(sym, "input", info.dram - VBASE + data_base, info.dt, info.shape))
-        io["inputs"].append({"name": info.name, "symbol": sym, "irdt": info.irdt, "dt": info.dt,
-                             "shape": list(info.shape)})
-    for entry in prog.io_out:
-        info = entry["info"]
-        sym = None
-        if info.n:
-            sym = unique_symbol(info.name, names)
-            symbols.append(Symbol(sym, "output", entry["addr"] - VBASE + data_base, info.dt, info.shape))
-        io["outputs"].append({"name": entry["value"].name, "symbol": sym, "irdt": info.irdt, "dt": info.dt,
-                              "shape": list(info.shape)})
+    symbols, io = io_symbols(prog, data_base, set())
     program = Program(m, streams, const, dram_size, symbols, debug)
     prog.stats.update({
         "instructions": sum(len(s) for s in streams),
@@ -91,6 +78,30 @@ def assemble(prog: S4Program, debug: dict) -> Lowered:
         "sram_scratch_high": max((s.high for s in prog.em.scratch), default=0),
     })
     return Lowered(program, io, prog.stats, prog.op_names, prog.g)
+
+
+def io_symbols(prog: S4Program, data_base: int, names: set, suffix: str = "") -> tuple[list, dict]:
+    """(symbols, io) of the model's inputs and outputs with the data at `data_base`: io lists each
+    input / output (name, symbol, IR and S4 dtype, shape) as model.s4.json stores it. Symbol names
+    are unique within `names` (+ `suffix`: one batch of a stream program, batch_stream.py)."""
+    symbols = []
+    io = {"inputs": [], "outputs": []}
+    for info in (prog.info(v) for v in prog.g.inputs):
+        sym = None
+        if info.n:
+            sym = unique_symbol(info.name + suffix, names)
+            symbols.append(Symbol(sym, "input", info.dram - VBASE + data_base, info.dt, info.shape))
+        io["inputs"].append({"name": info.name, "symbol": sym, "irdt": info.irdt, "dt": info.dt,
+                             "shape": list(info.shape)})
+    for entry in prog.io_out:
+        info = entry["info"]
+        sym = None
+        if info.n:
+            sym = unique_symbol(info.name + suffix, names)
+            symbols.append(Symbol(sym, "output", entry["addr"] - VBASE + data_base, info.dt, info.shape))
+        io["outputs"].append({"name": entry["value"].name, "symbol": sym, "irdt": info.irdt, "dt": info.dt,
+                              "shape": list(info.shape)})
+    return symbols, io
 
 
 def relocate(ins, data_base: int, old_base: int = VBASE):

@@ -153,11 +153,13 @@ class S4Program(Plan):
         return Region.dram(addr, arr2.shape[0], arr2.shape[1], dt)
 
     # -- emission ------------------------------------------------------------------------------------
-    def emit(self) -> dict:
+    def emit(self, keep_scratch: bool = False) -> dict:
         """Every op's kernel in program order, then the graph outputs that need a copy; returns the
-        debug table (instruction debug id -> DebugEntry)."""
+        debug table (instruction debug id -> DebugEntry). `keep_scratch`: the scratch rings go on
+        from where the last emission left them (the next batch of a stream, batch_stream.py)."""
         scratch_lo = rup(self.sram_base + self.resident_peak)
-        self.em.scratch = [Scratch(c, scratch_lo, self.m.sram_bytes) for c in range(self.cores)]
+        if not (keep_scratch and self.em.scratch):
+            self.em.scratch = [Scratch(c, scratch_lo, self.m.sram_bytes) for c in range(self.cores)]
         self.scratch_lo = scratch_lo
         g = self.g
         debug = {}

@@ -9,7 +9,12 @@ report.json key "s4" (stable keys first):
   peak, values kept resident, row-local values spilled to DRAM for want of SRAM and their bytes
   per core), schedule_estimate_cycles, idle (why each unit is not busy, s4c/s4/idle.py):
   {causes, units: {"c0.dma": {busy, wait_dma, ..., tail}}, by_unit: {"dma": the same summed over
-  cores}}; every unit's entries sum to `cycles` exactly (by_unit's to cores x cycles).
+  cores}}; every unit's entries sum to `cycles` exactly (by_unit's to cores x cycles);
+  steady_state (a stream of batches, batch_stream.py): {latency_cycles, bound: {period_cycles, unit,
+  throughput_per_s}, weights: {mode, loaded_per_batch_bytes, sram_bytes_all_cores,
+  would_fit_resident, tile_bytes}, stream: null, or with S4Options.stream_batches {batches, cycles,
+  period_cycles, throughput_per_s, gain_over_latency, busiest_unit, busiest_unit_busy,
+  busiest_unit_idle, instructions}}.
 
 dram_bytes_moved counts what the cycle model charges (bytes in the timing dtype: MixInt8bf16 by
 default); cycles of an op are busy cycles summed over cores.
@@ -21,13 +26,15 @@ from s4c.s4.cycles import schedule as cycle_schedule
 from s4c.s4.idle import CAUSES
 
 from .base import UNITS
+from .batch_stream import steady_state_section
 
 
 def make_report(lowered, graph=None) -> tuple[dict, str]:
     prog = lowered.program
     m = prog.machine
     per_op: dict[int, dict[str, int]] = {}
-    moved = [0]
+    moved = [0, 0]          # DRAM bytes moved, of which loaded from the constant segment
+    const_end = len(prog.const)
 
     def on_event(ev):
         if ev.unit not in UNITS or ev.ins.op in (1, 2):
@@ -36,6 +43,9 @@ def make_report(lowered, graph=None) -> tuple[dict, str]:
         d[ev.unit] += ev.cost.cycles
         if ev.unit == "dma":
             moved[0] += ev.cost.bytes
+            src = ev.fields.get("table" if "table" in ev.fields else "src", const_end)
+            if ev.ins.mnemonic in ("dma.ld", "dma.gather") and src < const_end:
+                moved[1] += ev.cost.bytes
 
     rep = cycle_schedule(prog, None, on_event)
     g = lowered.graph
@@ -82,6 +92,7 @@ def make_report(lowered, graph=None) -> tuple[dict, str]:
                  "spilled_bytes": st.get("sram_spilled_bytes", 0)},
         "schedule_estimate_cycles": st.get("schedule_estimate_cycles", 0),
         "idle": idle_section(rep),
+        "steady_state": steady_state_section(lowered, rep, batch, moved[1]),
     }
     return report, markdown(report)
 
@@ -132,4 +143,35 @@ def markdown(r: dict) -> str:
              "", "| op | unit | cycles (busy, all cores) |", "|---|---|---|"]
     for op in sorted(r["ops"], key=lambda o: -o["cycles"])[:15]:
         lines.append(f"| `{op['name']}` | {op['unit']} | {op['cycles']:,} |")
-    return "\n".join(lines + idle_markdown(r))
+    return "\n".join(lines + steady_markdown(r) + idle_markdown(r))
+
+
+def steady_markdown(r: dict) -> list[str]:
+    st = r["steady_state"]
+    hz, batch = r["clock_hz"], r["batch"]
+    b, w, s = st["bound"], st["weights"], st["stream"]
+    lines = ["", "### Steady state (a stream of batches)", "",
+             "| mode | cycles per batch | sentences/s | vs latency |", "|---|---:|---:|---:|",
+             f"| latency (one batch from an idle chip) | {st['latency_cycles']:,} | {r['throughput_per_s']:,.1f} | 1.00x |"]
+    if s is not None:
+        lines.append(f"| steady state, simulated ({s['batches']} batches in one scheduled program) | "
+                     f"{s['period_cycles']:,.0f} | {s['throughput_per_s']:,.1f} | {s['gain_over_latency']:.2f}x |")
+    lines += [f"| bound: the busiest unit's work per batch ({b['unit']}) | {b['period_cycles']:,} | "
+              f"{b['throughput_per_s']:,.1f} | {st['latency_cycles'] / max(b['period_cycles'], 1):.2f}x |", ""]
+    if s is None:
+        lines.append("The stream was not simulated (`--s4-steady-state` / S4Options(stream_batches=3) does it).")
+    else:
+        why = ", ".join(f"{c.replace('_', ' ')} {v:.1%}" for c, v in sorted(s["busiest_unit_idle"].items(),
+                                                                           key=lambda kv: -kv[1]) if v >= 0.001)
+        lines.append(f"Simulated: period = (T({s['batches']}) - T(1)) / {s['batches'] - 1} from the cycle model "
+                     f"(codegen/s4/batch_stream.py). Limit: {s['busiest_unit']}, busy {s['busiest_unit_busy']:.1%} of "
+                     f"the stream" + (f"; the rest: {why}" if why else "") + ". The next batch reuses this batch's "
+                     "SRAM (residency offsets, scratch ring), so it overlaps only as far as those buffers free up; "
+                     "the bound assumes every stall is filled.")
+    lines += ["", f"Weights: {w['mode']}: streamed from DRAM every batch in tiles of at most "
+              f"{w['tile_bytes'] >> 10} KiB through each core's scratch ring, the next tiles loading while the SPU "
+              f"works on the current one: {w['loaded_per_batch_bytes']:,} bytes loaded from the constant segment per "
+              f"batch (timing dtype), which would {'' if w['would_fit_resident'] else 'not '}fit the "
+              f"{w['sram_bytes_all_cores']:,} bytes of SRAM beside the scratch areas; the lowering never keeps "
+              "weights resident."]
+    return lines
