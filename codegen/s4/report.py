@@ -159,7 +159,8 @@ def steady_markdown(r: dict) -> list[str]:
     lines += [f"| bound: the busiest unit's work per batch ({b['unit']}) | {b['period_cycles']:,} | "
               f"{b['throughput_per_s']:,.1f} | {st['latency_cycles'] / max(b['period_cycles'], 1):.2f}x |", ""]
     if s is None:
-        lines.append("The stream was not simulated (`--s4-steady-state` / S4Options(stream_batches=3) does it).")
+        lines.append("The stream was not simulated: `--s4-stream-batches K` / S4Options(stream_batches=K) does it "
+                     "(0 turns it off; builds with sequence buckets report the bound only).")
     else:
         why = ", ".join(f"{c.replace('_', ' ')} {v:.1%}" for c, v in sorted(s["busiest_unit_idle"].items(),
                                                                            key=lambda kv: -kv[1]) if v >= 0.001)
