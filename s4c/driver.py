@@ -29,6 +29,7 @@ from s4c.codegen.registry import BACKENDS
 from s4c.errors import S4CError, TargetError
 from s4c.frontend import load_onnx
 from s4c.fusion_report import fusion_report, fusion_report_md
+from s4c.gcpause import paused_gc
 from s4c.ir import Graph
 from s4c.layout_report import layout_report, layout_report_md
 from s4c.passes import PassManager, parse_pipeline
@@ -127,7 +128,7 @@ def compile(model, input_shapes: dict | None = None, target: str = "all", passes
     manager = PassManager(instruments=instruments)
     quant = dict(precision=precision, calibration_data=calibration_data, method=calibration_method,
                  accuracy_data=accuracy_data)
-    with manager:
+    with manager, paused_gc():     # s4c/gcpause.py: the compile's objects live to its end
         return _compile(model, input_shapes, target, passes, outdir, manager, backend_options, quant, time_layers)
 
 

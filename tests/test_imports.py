@@ -29,7 +29,7 @@ ROOTS = {"s4c": "s4c", "passes": "s4c.passes", "codegen": "s4c.codegen"}
 # layer -> module prefixes (a module belongs to the layer of its longest matching prefix; "s4c" matches
 # only the package's own __init__).
 LAYERS: dict[str, tuple[str, ...]] = {
-    "core": ("s4c", "s4c.errors"),
+    "core": ("s4c", "s4c.errors", "s4c.gcpause"),
     # the IR, the op registry, and what works on IR alone: text form, verifier, reference evaluator, ranges
     "ir": ("s4c.ir", "s4c.ops", "s4c.text", "s4c.verify", "s4c.evaluate", "s4c.ranges",
            "s4c.quantization", "s4c.accuracy"),  # int8 math, calibration observers, accuracy metrics

@@ -67,8 +67,6 @@ How a graph is lowered:
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import math
 import os
@@ -81,6 +79,7 @@ import numpy as np
 from s4c.codegen.protocol import Artifacts, Backend, BackendOptions, Runner
 from s4c.errors import S4CError, S4ProgramError, TargetError
 from s4c.evaluate import check_inputs
+from s4c.gcpause import paused_gc  # the lowering's ~1M instructions, operand dicts and dependency lists
 from s4c.ir import Graph, numpy_dtype
 from s4c.s4 import ProgramSet, disassemble, load_machine, read_programs
 from s4c.s4 import run as run_program
@@ -180,7 +179,7 @@ class S4Backend(Backend):
         if options.seq_buckets is not None and graph.dim_ranges is None:
             raise TargetError("--seq-buckets needs a sequence range in --input-shape (e.g. input_ids=1x1..256)")
         t0 = time.perf_counter()
-        with _gc_paused():
+        with paused_gc():
             if graph.dim_ranges is not None:
                 program, io, bucket_reports = lower_buckets(graph, options.lowering(), options.seq_buckets)
             else:
@@ -251,20 +250,6 @@ class S4Backend(Backend):
     def check_feeds(self, graph: Graph, feeds: dict) -> dict:
         """Feeds of the graph's dtypes and shapes (s4c.evaluate.check_inputs), as the evaluator takes them."""
         return check_inputs(graph, feeds)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """The lowering makes ~1M small objects (instructions, operand dicts, dependency lists) that
-    all stay alive until it returns: the cyclic GC's collections would only traverse them again and
-    again (0.1-0.3 s for BERT-base). Reference counting still frees everything else."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _assembly(program) -> str:
