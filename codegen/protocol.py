@@ -29,7 +29,9 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from s4c.errors import TargetError
+import numpy as np
+
+from s4c.errors import S4CError, TargetError
 from s4c.evaluate import evaluate
 from s4c.ir import Graph
 from s4c.targets import Target, get_target
@@ -94,7 +96,28 @@ class EvaluatorRunner(Runner):
         self.graph = graph
 
     def run(self, feeds: dict) -> dict:
-        return evaluate(self.graph, feeds)
+        """At any dims inside a range build's ranges: the IR is at the maxima, so smaller inputs run
+        padded (sequence: zeros with mask 0; batch: copies of the last sentence) and the outputs are
+        cut back, as the S4 buckets do: exact for the real tokens where an attention mask hides the
+        padding."""
+        ranges = self.graph.dim_ranges
+        if ranges is None:
+            return evaluate(self.graph, feeds)
+        try:
+            dims = ranges.bind({k: np.shape(v) for k, v in feeds.items()})
+        except ValueError as e:
+            raise S4CError(str(e)) from None
+        top = ranges.maximum()
+        if all(dims.get(s, top[s]) == top[s] for s in top):
+            return evaluate(self.graph, feeds)
+        where = ", ".join(f"{s}={dims[s]}" for s in dims)
+        if not ranges.outputs:
+            raise S4CError(f"the reference evaluator runs this range build at its maximum dims only (not {where}): "
+                           f"its output dims could not be matched to the input dims")
+        if not ranges.padding_exact():
+            raise S4CError(f"the reference evaluator runs this range build at its maximum dims only (not {where}): "
+                           f"the model has no attention mask input to hide padding")
+        return ranges.cut(evaluate(self.graph, ranges.pad(feeds, top)), dims)
 
 
 # (backend name, options, id(graph)) -> (weakref to the graph, runner)

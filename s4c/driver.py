@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
@@ -30,7 +30,7 @@ from s4c.errors import S4CError, TargetError
 from s4c.frontend import load_onnx
 from s4c.fusion_report import fusion_report, fusion_report_md
 from s4c.gcpause import paused_gc
-from s4c.ir import Graph
+from s4c.ir import DimRanges, Graph
 from s4c.layout_report import layout_report, layout_report_md
 from s4c.passes import PassManager, parse_pipeline
 from s4c.passes.instruments import format_stats
@@ -161,6 +161,11 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
     start = time.perf_counter()
     graph = run_pipeline(graph, passes, manager)
     timings["passes"] = time.perf_counter() - start
+    if graph.dim_ranges is not None:  # which output dims follow which symbol: the ref runner's cut
+        start = time.perf_counter()
+        graph.dim_ranges = replace(graph.dim_ranges, outputs=_output_axes(
+            graph, _with_specializer(graph.dim_ranges, model, input_shapes, passes, graph).specialize))
+        timings["output-dims"] = time.perf_counter() - start
     fusion = fusion_report(graph)
     if range_warning:
         fusion = dict(fusion, warning=" ".join(w for w in (fusion.get("warning"), range_warning) if w))
@@ -241,7 +246,8 @@ def _compile(model, input_shapes, target: str, passes: str, outdir, manager, opt
             manifest["precision"] = quant["precision"]
         if graph.dim_ranges is not None:
             manifest["dim_ranges"] = {"ranges": {k: list(v) for k, v in graph.dim_ranges.ranges.items()},
-                                      "inputs": {k: list(v) for k, v in graph.dim_ranges.inputs.items()}}
+                                      "inputs": {k: list(v) for k, v in graph.dim_ranges.inputs.items()},
+                                      "outputs": {k: list(v) for k, v in graph.dim_ranges.outputs.items()}}
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
     files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
@@ -268,8 +274,6 @@ def _range_targets(graph: Graph, target: str, targets: list[str], backends, quan
 def _with_specializer(ranges, model, input_shapes: dict, passes: str, like: Graph):
     """`ranges` with specialize(dims) -> the graph imported at those dims ({symbol: int}), through the
     same pipeline, every op given `like`'s attributes' layout choices (the target's selection)."""
-    from dataclasses import replace
-
     from s4c.frontend.onnx_import import normalize_dims
 
     given = {k: normalize_dims(k, v) for k, v in (input_shapes or {}).items()}
@@ -289,6 +293,30 @@ def _with_specializer(ranges, model, input_shapes: dict, passes: str, like: Grap
         return g
 
     return replace(ranges, specialize=specialize)
+
+
+def _output_axes(graph: Graph, specialize) -> dict:
+    """{output name: [symbol or None per axis]} from the graph rebuilt once at other dims (each symbol
+    one or more below its maximum, all different); {} when that cannot tell (the ref runner then runs
+    at the maximum only)."""
+    ranges = graph.dim_ranges.ranges
+    probe = {s: max(lo, hi - 1 - i) for i, (s, (lo, hi)) in enumerate(ranges.items())}
+    if probe == graph.dim_ranges.maximum():
+        return {v.name: [None] * len(v.shape) for v in graph.outputs}
+    try:
+        small = specialize(probe)
+    except S4CError:      # the backends that need other dims say why; the ref runner keeps the maximum
+        return {}
+    axes = {}
+    for big, v in zip(graph.outputs, small.outputs):
+        per_axis = []
+        for n_max, n in zip(big.shape, v.shape):
+            match = [s for s, (_, hi) in ranges.items() if n_max != n and (hi, probe[s]) == (n_max, n)]
+            if n_max != n and len(match) != 1:
+                return {}
+            per_axis.append(match[0] if match else None)
+        axes[big.name] = per_axis
+    return axes
 
 
 def _timed(fn, *args):
@@ -381,6 +409,11 @@ def load_compiled(outdir: str | os.PathLike) -> CompiledModel:
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
         raise S4CError(f"{outdir}: compiled output is corrupt ({type(e).__name__}: {e})") from None
     graph = parse_graph(text, weights=weights)
+    ranges = manifest.get("dim_ranges")
+    if ranges:
+        graph.dim_ranges = DimRanges({k: tuple(v) for k, v in ranges["ranges"].items()},
+                                     {k: tuple(v) for k, v in ranges["inputs"].items()},
+                                     outputs={k: tuple(v) for k, v in ranges.get("outputs", {}).items()})
     files = {k: os.path.join(outdir, v) for k, v in manifest["files"].items()}
     return CompiledModel(graph, outdir, files, manifest["targets"], {})
 

@@ -374,6 +374,9 @@ class DimRanges:
     ranges: dict[str, tuple[int, int]]
     inputs: dict[str, tuple]
     specialize: object = field(default=None, repr=False, compare=False)
+    # {output name: (symbol or None per axis)}: which output dims follow which symbol (the driver
+    # finds them by specialising once); empty when not known
+    outputs: dict = field(default_factory=dict)
 
     @property
     def symbols(self) -> list[str]:
@@ -400,6 +403,54 @@ class DimRanges:
                 if dims.setdefault(sym, n) != n:
                     raise ValueError(f"input {name!r} dim {axis} ({sym}) is {n}, another input gives {dims[sym]}")
         return dims
+
+    # -- running a smaller shape on a program built for a larger one (padding) ---------------------
+    def batch_symbols(self) -> set[str]:
+        """The symbols that are only ever axis 0 of an input (batch dims)."""
+        axes: dict[str, set] = {}
+        for syms in self.inputs.values():
+            for axis, sym in enumerate(syms):
+                if sym is not None:
+                    axes.setdefault(sym, set()).add(axis)
+        return {s for s, a in axes.items() if a == {0}}
+
+    def padding_exact(self) -> bool:
+        """Whether padding the sequence dims leaves the real tokens' results unchanged: only when an
+        input named like an attention mask spans them (padded positions get mask 0)."""
+        sequence = set(self.symbols) - self.batch_symbols()
+        return not sequence or any("mask" in name.lower() for name, syms in self.inputs.items() if set(syms) & sequence)
+
+    def pad(self, feeds: dict, to: dict) -> dict:
+        """`feeds` grown to the dims `to` ({symbol: int}): zeros along sequence dims (pad id 0,
+        mask 0, token type 0), copies of the last sentence along batch dims (no sentence is all
+        padding)."""
+        batch = self.batch_symbols()
+        out = {}
+        for name, a in feeds.items():
+            a = np.asarray(a)
+            for axis, sym in enumerate(self.inputs.get(name, ())):
+                if sym is None or axis >= a.ndim or a.shape[axis] >= to[sym]:
+                    continue
+                extra = to[sym] - a.shape[axis]
+                if sym in batch:
+                    last = np.take(a, [a.shape[axis] - 1], axis=axis)
+                    a = np.concatenate([a, np.repeat(last, extra, axis=axis)], axis=axis)
+                else:
+                    width = [(0, 0)] * a.ndim
+                    width[axis] = (0, extra)
+                    a = np.pad(a, width)
+            out[name] = a
+        return out
+
+    def cut(self, outputs: dict, dims: dict, axes: dict | None = None) -> dict:
+        """Padded outputs sliced back to the real `dims` (axes: {output: symbols per axis}, by
+        default `self.outputs`)."""
+        axes = self.outputs if axes is None else axes
+        result = {}
+        for name, value in outputs.items():
+            cut = tuple(slice(0, dims[s]) if s in dims else slice(None) for s in axes.get(name, ()))
+            result[name] = np.ascontiguousarray(value[cut])
+        return result
 
 
 @dataclass

@@ -14,6 +14,8 @@ import s4c
 from s4c.errors import FrontendError, S4CError, TargetError
 from s4c.frontend import parse_shape_binding
 from s4c.frontend.onnx_import import normalize_dims
+from s4c.driver import load_compiled
+from test_s4_buckets import _without_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BERT_MINI = os.path.join(REPO, "examples", "models", "bert_mini_pruned90.onnx")
@@ -88,6 +90,33 @@ def test_c_range_errors(mini_range):
     feeds["attention_mask"] = feeds["attention_mask"][:, :8]
     with pytest.raises(S4CError, match="another input gives"):
         model.run(feeds)
+
+
+def test_ref_range_runs_any_allowed_shape(mini_range):
+    """The reference evaluator on a range build's IR (at the maxima) runs smaller shapes padded and
+    cut back: the same numbers as onnxruntime at each shape."""
+    pytest.importorskip("onnxruntime")
+    compiled = load_compiled(mini_range)
+    assert compiled.graph.dim_ranges.outputs == {"last_hidden_state": ("batch", "sequence", None),
+                                                 "pooler_output": ("batch", None)}
+    names = [v.name for v in compiled.graph.inputs]
+    for B, T in SHAPES + [(3, 1), (4, 128)]:
+        feeds = _feeds(names, B, T, seed=B + T)
+        got = compiled.run(feeds, backend="ref")
+        for name, want in _ort(BERT_MINI, feeds).items():
+            assert got[name].shape == want.shape
+            assert np.max(np.abs(got[name] - want)) <= 1e-4, (B, T, name)
+    with pytest.raises(S4CError, match=r"dim 1 \(sequence\) is 129, outside the compiled range 1..128"):
+        compiled.run(_feeds(names, 1, 129), backend="ref")
+
+
+def test_ref_range_without_a_mask_runs_at_the_maximum_only(tmp_path):
+    path = _without_mask(tmp_path)
+    compiled = s4c.compile(path, {"input_ids": "1x1..32"}, target="c", outdir=tmp_path / "o")
+    names = [v.name for v in compiled.graph.inputs]
+    assert compiled.run(_feeds(names, 1, 32), backend="ref")["last_hidden_state"].shape == (1, 32, 128)
+    with pytest.raises(S4CError, match="no attention mask input to hide padding"):
+        load_compiled(tmp_path / "o").run(_feeds(names, 1, 20), backend="ref")
 
 
 def test_c_range_header_and_harness(mini_range, tmp_path):

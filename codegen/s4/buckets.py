@@ -93,12 +93,7 @@ class BucketPlan:
 
 
 def plan_buckets(dim_ranges, seq_buckets=None) -> BucketPlan:
-    axes: dict[str, set] = {}
-    for name, syms in dim_ranges.inputs.items():
-        for axis, sym in enumerate(syms):
-            if sym is not None:
-                axes.setdefault(sym, set()).add(axis)
-    batch = {s for s, a in axes.items() if a == {0}}
+    batch = dim_ranges.batch_symbols()
     sequence = [s for s in dim_ranges.symbols if s not in batch]
     if seq_buckets is not None and not sequence:
         raise TargetError("--seq-buckets: the compiled ranges have no sequence dim (only "
@@ -116,8 +111,7 @@ def plan_buckets(dim_ranges, seq_buckets=None) -> BucketPlan:
     if count > MAX_BUCKETS:
         raise TargetError(f"shape ranges need {count} S4 programs (buckets {values}), more than {MAX_BUCKETS}: "
                           f"narrow the ranges or give fewer --seq-buckets")
-    masked = any("mask" in name.lower() for name, syms in dim_ranges.inputs.items() if set(syms) & set(sequence))
-    return BucketPlan(list(dim_ranges.symbols), batch, values, bool(sequence) and not masked)
+    return BucketPlan(list(dim_ranges.symbols), batch, values, not dim_ranges.padding_exact())
 
 
 def bucket_name(dims: dict, symbols: list) -> str:
@@ -227,48 +221,25 @@ class BucketRunner(Runner):
                                         [b["dims"][s] for s in self.meta["symbols"]]))
 
     def run(self, feeds: dict) -> dict:
-        shapes = {k: np.shape(v) for k, v in feeds.items()}
-        dims = bind_dims(self.meta, shapes)
+        ranges = dim_ranges(self.meta)
+        try:
+            dims = ranges.bind({k: np.shape(v) for k, v in feeds.items()})
+        except ValueError as e:
+            raise S4CError(str(e)) from None
         bucket = self.choose(dims)
-        padded = {name: pad_input(np.asarray(a), self.meta["inputs"].get(name, []), bucket["dims"],
-                                  self.meta["batch_symbols"]) for name, a in feeds.items()}
         self.last = bucket["name"]
-        outs = self.runners[bucket["name"]].run(padded)
-        result = {}
-        for name, value in outs.items():
-            cut = tuple(slice(0, dims.get(s, value.shape[a])) if s else slice(None)
-                        for a, s in enumerate(self.meta["output_axes"].get(name, [])))
-            result[name] = np.ascontiguousarray(value[cut])
-        return result
+        outs = self.runners[bucket["name"]].run(ranges.pad(feeds, bucket["dims"]))
+        return ranges.cut(outs, dims)
 
     def summary(self) -> str | None:
         line = self.runners[self.last].summary() if self.last else None
         return f"{line} [bucket {self.last}]" if line else None
 
 
-def bind_dims(meta: dict, shapes: dict) -> dict:
-    """{symbol: value} from the feeds' shapes; a one-line S4CError outside the ranges or on disagreement."""
-    ranges = DimRanges({s: tuple(r) for s, r in meta["ranges"].items()}, {k: tuple(v) for k, v in meta["inputs"].items()})
-    try:
-        return ranges.bind(shapes)
-    except ValueError as e:
-        raise S4CError(str(e)) from None
-
-
-def pad_input(a: np.ndarray, syms: list, bucket: dict, batch_symbols: list) -> np.ndarray:
-    """`a` grown to the bucket's dims: zeros along sequence dims, copies of the last row along batch dims."""
-    for axis, sym in enumerate(syms):
-        if sym is None or axis >= a.ndim or a.shape[axis] >= bucket[sym]:
-            continue
-        extra = bucket[sym] - a.shape[axis]
-        if sym in batch_symbols:
-            last = np.take(a, [a.shape[axis] - 1], axis=axis)
-            a = np.concatenate([a, np.repeat(last, extra, axis=axis)], axis=axis)
-        else:
-            width = [(0, 0)] * a.ndim
-            width[axis] = (0, extra)
-            a = np.pad(a, width)
-    return a
+def dim_ranges(meta: dict) -> DimRanges:
+    """model.s4.json's ranges, input and output axes as a DimRanges (bind, pad, cut)."""
+    return DimRanges({s: tuple(r) for s, r in meta["ranges"].items()}, {k: tuple(v) for k, v in meta["inputs"].items()},
+                     outputs={k: tuple(v) for k, v in meta["output_axes"].items()})
 
 
 def buckets_markdown(rows: list) -> str:
