@@ -215,6 +215,18 @@ def test_external_initializers_are_read_straight_into_numpy(tmp_path):
     assert a.keys() == b.keys() and all(same_bits(a[k], b[k]) for k in a)
 
 
+def test_external_initializers_map_the_file_privately(tmp_path):
+    """The arrays map the data file copy-on-write: writing to one changes that array, not the file."""
+    path, w = external_model(tmp_path)
+    before = (tmp_path / "model.onnx.data").read_bytes()
+    (mapped,) = [v.data for v in load_onnx(str(path)).constants() if same_bits(v.data, w)]
+    assert mapped.flags.writeable
+    mapped[0, 0] = 123.0
+    assert mapped[0, 0] == 123.0 and (tmp_path / "model.onnx.data").read_bytes() == before
+    again = [v.data for v in load_onnx(str(path)).constants() if v.data.shape == w.shape]
+    assert len(again) == 1 and same_bits(again[0], w)
+
+
 def test_external_data_outside_the_model_folder_or_too_short_is_a_frontend_error(tmp_path):
     path, _ = external_model(tmp_path)
     model = onnx.load(str(path), load_external_data=False)
