@@ -6,19 +6,24 @@
 
 Latency mode times one batch from an idle chip. Serving, batch j+1's embedding gather and first
 weight loads can run under batch j's last layers, and one batch's dependency stalls can be filled
-with the other's work. Repeating the scheduled program does not show that (each core has one
+with the other's work. Repeating the *scheduled* program does not show that (each core has one
 in-order DMA queue: batch j's last stores block batch j+1's loads), so the K batches are one
-*unscheduled* node list that the list scheduler interleaves:
+*unscheduled* node list that the list scheduler (schedule.py) interleaves:
 
-- Each batch is the single-batch emission with its own data segment (inputs, outputs, activations:
-  the program's DRAM data relocated to its own base); the constant segment (weights) is shared.
+- Each batch is the single-batch program's instructions with its own data segment (inputs,
+  outputs, activations: the program's DRAM data relocated to its own base); the constant segment
+  (weights) is shared.
 - SRAM is reused as the single-batch plan laid it out (the residency offsets, the scratch ring), so
-  every conflict between batch j's last uses and batch j+1's first uses is a real dependency
-  (deps.py): the overlap the stream gets is the one this SRAM plan allows, no more.
-- Batch j's scheduling rank and queue position are its op index offset by j x (ops - LEAD_OPS):
-  its first LEAD_OPS ops' worth of work sits beside batch j-1's last ones. A node's queue position
-  never precedes its dependencies' (schedule.py's `order`), so the scheduler cannot stall on work
-  outside its window.
+  every conflict between batch j's uses and batch j+1's is a real dependency (deps.py): the overlap
+  the stream gets is the one this SRAM plan allows. Each batch being the same instructions, the
+  period measures the overlap alone.
+- Batch j's scheduling rank is its op index plus j x (ops): a unit takes batch j+1's work only
+  when none of batch j's is ready (it fills stalls and the drain), and the scheduler's window (256
+  instructions per queue) lets batch j+1's head start once batch j's queues are near their end.
+  A head start (batch j+1's first ops ranked above batch j's last 10-50%, with a queue order
+  interleaving the batches) was tried and was no better overall: BERT-base int8 1x128 period
+  1,476,275 cycles vs 1,470,074 without; fp32 BERT-base 20x batch 8 (2 layers) 201,305 vs 206,999;
+  re-emitting each batch with the scratch ring going on: 1,499,859 and 204,247.
 
 The steady-state period is (T(K) - T(1)) / (K - 1) cycles per batch (the first batch pays the
 pipeline's fill and drain, each further one its period), T from the cycle model of the stream and
@@ -40,12 +45,8 @@ from .deps import dependencies
 from .lower import SKEW, Lowered, io_symbols, relocate
 from .plan import MIN_SCRATCH, WEIGHT_TILE_BYTES
 from .schedule import schedule
-from .stream import Stream
 
 STREAM_BATCHES = 3        # K: the default stream length
-LEAD_OPS = 0.1            # fraction of a batch's ops that the next batch's head ranks beside (~1 of 12
-                          # BERT layers; more only delays the earlier batch: BERT-base 1x128 K=3 period
-                          # 1,926,591 at 0.1, 1,981,400 at 0.25)
 
 
 @dataclass
@@ -57,46 +58,30 @@ class StreamProgram:
     schedule_estimate_cycles: int
 
 
-def stream_program(lowered: Lowered, batches: int = STREAM_BATCHES, lead: float = LEAD_OPS) -> StreamProgram:
+def stream_program(lowered: Lowered, batches: int = STREAM_BATCHES) -> StreamProgram:
     """The K-batch stream of a lowering that kept its emission (lower(..., {"stream_batches": K}))."""
     prog = lowered.emitted
     if prog is None:
         raise ValueError("stream_program needs a lowering with stream_batches set (Lowered.emitted)")
     m = prog.m
-    single_em = prog.em
-    em = prog.em = Stream(m, prog.cores, single_em.precision)
-    bounds = [0]
-    for j in range(batches):        # each batch emitted afresh, its scratch ring going on
-        prog.emit(keep_scratch=j > 0)
-        bounds.append(len(em.nodes))
-    prog.em = single_em
-    if em.nodes[:bounds[1]] != single_em.nodes:     # emission must be repeatable: batch 0 is the program
-        raise AssertionError("S4 stream: the first batch's emission differs from the single-batch program's")
-    const = prog.const.pieces()     # the single program's: the batches place no new constants
-    const_end = rup(len(const), m.align)
+    em = prog.em
+    const_end = rup(len(lowered.program.const), m.align)
     stride = rup(prog.data_bytes + m.align, m.align)
     n_ops = max(em.op_of, default=0) + 1
-    shift = n_ops - int(round(lead * n_ops))
-    nodes, rank, order = [], [], []
+    nodes, rank = [], []
     symbols, io = [], []
     names: set[str] = set()
     for j in range(batches):
         base = const_end + j * stride
-        lo, hi = bounds[j], bounds[j + 1]
-        nodes += [(core, relocate(ins, base)) for core, ins in em.nodes[lo:hi]]
-        rank += [o + SKEW * b + j * shift for o, b in zip(em.op_of[lo:hi], em.block_of[lo:hi])]
-        order += [o + j * shift for o in em.op_of[lo:hi]]
+        nodes += [(core, relocate(ins, base)) for core, ins in em.nodes]
+        rank += [o + SKEW * b + j * n_ops for o, b in zip(em.op_of, em.block_of)]
         syms, batch_io = io_symbols(prog, base, names, suffix=f".b{j}")
         symbols += syms
         io.append(batch_io)
     dram_size = const_end + batches * stride
     preds = dependencies(nodes, m, prog.cores, const_end, dram_size)
-    for i, ps in enumerate(preds):          # never queued before what it waits for
-        for p in ps:
-            if order[p] > order[i]:
-                order[i] = order[p]
-    streams, est = schedule(nodes, preds, m, prog.cores, rank=rank, order=order)
-    program = Program(m, streams, const, dram_size, symbols, lowered.program.debug)
+    streams, est = schedule(nodes, preds, m, prog.cores, rank=rank)
+    program = Program(m, streams, lowered.program.const, dram_size, symbols, lowered.program.debug)
     return StreamProgram(program, io, batches, stride, est)
 
 
@@ -154,5 +139,4 @@ def weights_residency(lowered: Lowered, const_loaded_bytes: int) -> dict:
             "tile_bytes": WEIGHT_TILE_BYTES}
 
 
-__all__ = ["StreamProgram", "stream_program", "steady_period", "steady_state_section", "STREAM_BATCHES",
-           "LEAD_OPS"]
+__all__ = ["StreamProgram", "stream_program", "steady_period", "steady_state_section", "STREAM_BATCHES"]

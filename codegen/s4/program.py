@@ -153,13 +153,11 @@ class S4Program(Plan):
         return Region.dram(addr, arr2.shape[0], arr2.shape[1], dt)
 
     # -- emission ------------------------------------------------------------------------------------
-    def emit(self, keep_scratch: bool = False) -> dict:
+    def emit(self) -> dict:
         """Every op's kernel in program order, then the graph outputs that need a copy; returns the
-        debug table (instruction debug id -> DebugEntry). `keep_scratch`: the scratch rings go on
-        from where the last emission left them (the next batch of a stream, batch_stream.py)."""
+        debug table (instruction debug id -> DebugEntry)."""
         scratch_lo = rup(self.sram_base + self.resident_peak)
-        if not (keep_scratch and self.em.scratch):
-            self.em.scratch = [Scratch(c, scratch_lo, self.m.sram_bytes) for c in range(self.cores)]
+        self.em.scratch = [Scratch(c, scratch_lo, self.m.sram_bytes) for c in range(self.cores)]
         self.scratch_lo = scratch_lo
         g = self.g
         debug = {}

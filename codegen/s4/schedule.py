@@ -33,12 +33,7 @@ from .base import UNIT_INDEX as _U
 _LOCAL_PAIRS = [(a, b) for a in range(3) for b in range(3) if a != b]
 
 
-def schedule(nodes, preds, machine, cores: int, window: int = 256, rank=None, debug: dict | None = None,
-             order=None):
-    """`order`: each node's sort key for its queue's order (the window counts positions in it);
-    None: program order. It must put every node after its dependencies (ties: program order), so
-    that the oldest unscheduled node of all is ready once the nodes before it ran: the interleaved
-    batches of a stream program (batch_stream.py) use it."""
+def schedule(nodes, preds, machine, cores: int, window: int = 256, rank=None, debug: dict | None = None):
     n = len(nodes)
     m = machine
     queue = [0] * n
@@ -73,12 +68,11 @@ def schedule(nodes, preds, machine, cores: int, window: int = 256, rank=None, de
     nq = cores * 3
     pos_in_q = [0] * n
     count_q = [0] * nq
-    in_order = range(n) if order is None else sorted(range(n), key=lambda i: (order[i], i))
-    for i in in_order:
+    for i in range(n):
         pos_in_q[i] = count_q[queue[i]]
         count_q[queue[i]] += 1
     nodes_in_q: list[list[int]] = [[] for _ in range(nq)]
-    for i in in_order:
+    for i in range(n):
         nodes_in_q[queue[i]].append(i)
     head = [0] * nq                       # position of the oldest unscheduled node of each queue
     done = [False] * n
