@@ -17,6 +17,8 @@ from s4c.codegen.s4.lower import lower
 from s4c.driver import run_pipeline, select_layouts
 from s4c.errors import S4CError
 from s4c.frontend import load_onnx
+from s4c.passes import PassManager
+from s4c.precision import quantize_model
 from s4c.s4 import assemble, run
 from s4c.s4.cycles import schedule
 from s4c.s4.steady import steady_state
@@ -59,10 +61,12 @@ def _feeds(seed: int, batch: int, seq: int) -> dict:
             "token_type_ids": rng.integers(0, 2, (batch, seq))}
 
 
-@pytest.fixture(scope="module")
-def mini_stream():
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def mini_stream(request):
     g = load_onnx(BERT_MINI, {n: (2, 64) for n in NAMES})
     run_pipeline(g, "default")
+    if request.param == "int8":         # dynamic activation scales: vpu.quant / dequant, spu dt=i8
+        quantize_model(g, PassManager(), "int8")
     g = select_layouts(g, "s4")
     lowered = lower(g, {**S4Options(cores=4).lowering(), "stream_batches": K})
     plain = lower(g, S4Options(cores=4).lowering())
