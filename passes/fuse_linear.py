@@ -79,8 +79,22 @@ def _memo_constant(rw: Rewriter, key, hint: str, make) -> Value:
     ids = tuple(id(k) if isinstance(k, Value) else k for k in key)
     hit = memo.get(ids)
     if hit is None:
-        hit = memo[ids] = (key, rw.constant(hint, np.ascontiguousarray(make())))
+        hit = memo[ids] = (key, rw.constant(hint, contiguous(make())))
     return hit[1]
+
+
+def contiguous(array) -> np.ndarray:
+    """`array` C-contiguous. A transposed weight (an F-contiguous 2-D view) is copied in strips of
+    16 rows of its source: numpy's own copy reads the source column by column, a cache miss per
+    element (2-3x slower on BERT-base's 768x3072 weights: ~0.15 CPU s of a compile)."""
+    array = np.asarray(array)
+    if array.ndim != 2 or array.flags.c_contiguous or not array.flags.f_contiguous:
+        return np.ascontiguousarray(array)
+    source = array.T    # C-contiguous
+    out = np.empty(array.shape, array.dtype)
+    for row in range(0, source.shape[0], 16):
+        out[:, row:row + 16] = source[row:row + 16].T
+    return out
 
 
 def make_weight(rw: Rewriter, source, hint: str, new_ops: list[Op]) -> Value:
@@ -90,7 +104,7 @@ def make_weight(rw: Rewriter, source, hint: str, new_ops: list[Op]) -> Value:
     if kind == "const":
         if len(source) > 2:  # derived from a source constant (memo key source[2]): one copy per source
             return _memo_constant(rw, source[2], hint, lambda: what)
-        return rw.constant(hint, np.ascontiguousarray(what))
+        return rw.constant(hint, contiguous(what))
     dq: Op = what
     attrs = dict(dq.attrs)
     axis = rw.attrs(dq).get("axis", 1)
