@@ -67,6 +67,9 @@ class S4Target(Target):
         if weight_dtype not in ("f32", "bf16", "i8"):
             raise TargetError(f"target s4: weight_dtype must be f32, bf16 or i8, not {weight_dtype!r}")
         self.weight_dtype = weight_dtype
+        # (mnemonic, fields) -> cycles: layout selection costs ~10 candidates of every weight, and
+        # BERT-base's 12 layers ask for the same instructions again and again
+        self._instr_cycles: dict = {}
 
     def describe(self) -> str:
         return (f"s4: machine {self.machine.name}, opcode-table costs of the emitted DMA + SPU instructions, "
@@ -86,12 +89,15 @@ class S4Target(Target):
         def ld(nbytes: int, dt: str) -> int:
             if nbytes <= 0:
                 return 0
-            ins = isa.make("dma.ld", dst=0, src=0, rows=1, bytes=nbytes, dpitch=0, spitch=0, dt=dt)
-            return ins.spec.cost(ins.fields(), m).cycles
+            return run("dma.ld", dst=0, src=0, rows=1, bytes=nbytes, dpitch=0, spitch=0, dt=dt)
 
         def run(mnemonic: str, **fields) -> int:
-            ins = isa.make(mnemonic, **fields)
-            return ins.spec.cost(ins.fields(), m).cycles
+            key = (mnemonic, *fields.items())
+            cycles = self._instr_cycles.get(key)
+            if cycles is None:
+                ins = isa.make(mnemonic, **fields)
+                cycles = self._instr_cycles[key] = ins.spec.cost(ins.fields(), m).cycles
+            return cycles
 
         if isinstance(layout, BSRLayout):
             r, c = layout.block_shape
