@@ -169,6 +169,9 @@ def steady_markdown(r: dict) -> list[str]:
                      f"the stream" + (f"; the rest: {why}" if why else "") + ". The next batch reuses this batch's "
                      "SRAM (residency offsets, scratch ring), so it overlaps only as far as those buffers free up; "
                      "the bound assumes every stall is filled.")
+        if s["period_cycles"] >= st["latency_cycles"]:
+            lines.append("Here the interleaved schedule is no faster than running the batches back to back (the "
+                         "list scheduler is greedy): no steady-state gain over latency mode.")
     lines += ["", f"Weights: {w['mode']}: streamed from DRAM every batch in tiles of at most "
               f"{w['tile_bytes'] >> 10} KiB through each core's scratch ring, the next tiles loading while the SPU "
               f"works on the current one: {w['loaded_per_batch_bytes']:,} bytes loaded from the constant segment per "
