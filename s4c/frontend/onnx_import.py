@@ -2,7 +2,7 @@
 
     onnx.load (+ external data) -> inline local functions -> opset conversion (onnx.version_converter,
        for opsets outside the importers' native range) -> onnx-graphsurgeon graph -> cleanup
-    -> bind dynamic input dims -> networkx topological order -> one IR op per ONNX node, with
+    -> bind dynamic input dims -> topological order -> one IR op per ONNX node, with
        shape-deciding operands turned into attributes and compile-time-known values folded away
        (an If whose condition is known by then is replaced by the nodes of the branch it takes)
     -> dead-op removal -> verify
@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import heapq
 import re
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -508,23 +508,31 @@ class Importer:
 
     # -- nodes -----------------------------------------------------------------------------------
     def _topological_order(self, gsg: gs.Graph) -> list:
-        dag = nx.DiGraph()
-        producer = {}
-        for i, node in enumerate(gsg.nodes):
-            dag.add_node(i)
-            for t in node.outputs:
-                producer[t.name] = i
-        for i, node in enumerate(gsg.nodes):
-            for name in [t.name for t in node.inputs] + sorted(_outer_scope_inputs(node)):
-                if name and name in producer:
-                    dag.add_edge(producer[name], i)
-        try:
-            order = list(nx.lexicographical_topological_sort(dag))
-        except nx.NetworkXUnfeasible:
-            cycle = nx.find_cycle(dag)
-            names = [gsg.nodes[a].name or f"#{a}" for a, _ in cycle]
-            raise self.fail(f"the graph has a cycle through node(s) {', '.join(map(repr, names))}") from None
-        return [gsg.nodes[i] for i in order]
+        """The nodes in dependency order, ties to the earliest in the file (Kahn's algorithm over a
+        heap of node indices: the order networkx's lexicographical_topological_sort gave, without
+        importing networkx, ~0.15 s of a compile)."""
+        nodes = gsg.nodes
+        producer = {t.name: i for i, node in enumerate(nodes) for t in node.outputs}
+        preds = [{producer[name] for name in [t.name for t in node.inputs] + sorted(_outer_scope_inputs(node))
+                  if name and name in producer} for node in nodes]
+        users: list[list[int]] = [[] for _ in nodes]
+        for i, before in enumerate(preds):
+            for p in before:
+                users[p].append(i)
+        waiting = [len(before) for before in preds]
+        ready = [i for i, n in enumerate(waiting) if n == 0]
+        order = []
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(i)
+            for user in users[i]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    heapq.heappush(ready, user)
+        if len(order) < len(nodes):
+            names = [nodes[i].name or f"#{i}" for i in _a_cycle(preds, waiting)]
+            raise self.fail(f"the graph has a cycle through node(s) {', '.join(map(repr, names))}")
+        return [nodes[i] for i in order]
 
     def _operand(self, tensor, node_label: str) -> Value | None:
         if not tensor.name:
@@ -716,6 +724,16 @@ def _subgraphs(node):
             yield value
         elif isinstance(value, (list, tuple)):
             yield from (v for v in value if isinstance(v, gs.Graph))
+
+
+def _a_cycle(preds: list[set[int]], waiting: list[int]) -> list[int]:
+    """The nodes of one cycle, in dependency order, among those Kahn's algorithm left waiting (each
+    has a waiting predecessor: walk back through them until a node repeats)."""
+    walk, seen = [min(i for i, n in enumerate(waiting) if n)], {}
+    while walk[-1] not in seen:
+        seen[walk[-1]] = len(walk) - 1
+        walk.append(min(p for p in preds[walk[-1]] if waiting[p]))
+    return walk[seen[walk[-1]]:-1][::-1]
 
 
 def _outer_scope_inputs(node) -> set[str]:
