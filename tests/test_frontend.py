@@ -102,6 +102,21 @@ def test_unsupported_ops_are_listed_once_each_with_first_node():
     assert "second_sin" not in message and "\n" not in message
 
 
+def test_a_cycle_is_a_one_line_error_naming_its_nodes():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="first"),
+             helper.make_node("Add", ["a", "c"], ["b"], name="loop_add"),
+             helper.make_node("Relu", ["b"], ["c"], name="loop_relu"),
+             helper.make_node("Identity", ["b"], ["y"], name="out")]
+    with pytest.raises(FrontendError) as err:
+        load_onnx(_model(nodes, [x], [y]))
+    message = str(err.value)
+    assert "cycle through node(s)" in message and "\n" not in message
+    named = message.split("node(s) ")[1]
+    assert "'loop_add'" in named and "'loop_relu'" in named and "first" not in named and "out" not in named
+
+
 def test_runtime_shape_operand_is_a_clear_error():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
