@@ -3,6 +3,7 @@
     python benchmarks/bench_compile.py                                  # both exporters, 90%, --target all
     python benchmarks/bench_compile.py --target s4 --sparsity 0 0.9 0.97 --repeat 3
     python benchmarks/bench_compile.py --exporters torchscript --target c --cli --clock cpu
+    python benchmarks/bench_compile.py --exporters torchscript --target s4 --cli --clock cpu --compile-args="--s4-stream-batches 0"
 
 By default the figure is the whole `s4c.compile(MODEL, target=..., outdir=...)` in this process
 (import, the default pipeline, per-target layout selection, both backends, every file in OUTDIR),
@@ -72,11 +73,11 @@ def compile_once(path: str, target: str, workdir: str, clock: str) -> dict:
     return {"total": total, "cc": cc, "without_cc": total - cc, **compiled.timings, **sizes(outdir)}
 
 
-def compile_cli(path: str, target: str, workdir: str, clock: str) -> dict:
-    """`s4c compile` in a fresh interpreter; phases parsed from its summary line."""
+def compile_cli(path: str, target: str, workdir: str, clock: str, extra: str = "") -> dict:
+    """`s4c compile` in a fresh interpreter (`extra`: more of its options); phases parsed from its summary line."""
     outdir = os.path.join(workdir, "out")
     cmd = [sys.executable, "-m", "s4c.cli", "compile", path, "-o", outdir, "--target", target,
-           *[a for n in NAMES for a in ("--input-shape", f"{n}=1x128")]]
+           *[a for n in NAMES for a in ("--input-shape", f"{n}=1x128")], *extra.split()]
     start, cpu0 = time.perf_counter(), cpu_seconds()
     done = subprocess.run(cmd, capture_output=True, text=True)
     total = time.perf_counter() - start if clock == "wall" else cpu_seconds() - cpu0
@@ -96,14 +97,17 @@ def main(argv=None) -> int:
     ap.add_argument("--cli", action="store_true", help="time `s4c compile` in a fresh process (imports included)")
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="total as wall seconds or CPU seconds (user + system, children included)")
+    ap.add_argument("--compile-args", default="", help="with --cli: more `s4c compile` options, one string")
     args = ap.parse_args(argv)
+    if args.compile_args and not args.cli:
+        ap.error("--compile-args needs --cli")
 
     from bert_base import bert_base
 
-    once = compile_cli if args.cli else compile_once
     cols = ["total", "without_cc", "cc", "import", "passes", "build-s4", "build-c", "write-ir", "outdir_mb", "x_wbin"]
     print(f"BERT-base seq 128, --target {args.target}, {'s4c compile (CLI)' if args.cli else 's4c.compile'}, "
-          f"total in {args.clock} seconds, median of {args.repeat}; load average {os.getloadavg()[0]:.2f}")
+          f"total in {args.clock} seconds, median of {args.repeat}; load average {os.getloadavg()[0]:.2f}"
+          + (f"; options {args.compile_args}" if args.compile_args else ""))
     print(f"{'exporter':<12} {'sparsity':>8} " + " ".join(f"{c:>10}" for c in cols))
     for exporter in args.exporters:
         for sparsity in args.sparsity:
@@ -111,7 +115,8 @@ def main(argv=None) -> int:
             runs = []
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as workdir:
-                    runs.append(once(path, args.target, workdir, args.clock))
+                    runs.append(compile_cli(path, args.target, workdir, args.clock, args.compile_args) if args.cli
+                                else compile_once(path, args.target, workdir, args.clock))
             med = {c: statistics.median(r.get(c, 0.0) for r in runs) for c in cols}
             print(f"{exporter:<12} {sparsity:>8g} " + " ".join(f"{med[c]:>10.2f}" for c in cols), flush=True)
     return 0
