@@ -320,16 +320,21 @@ def quant():
     return {"check": check, "access": access, "cost": cost, "run": run}
 
 
+def _epilogue_error(a, *checks):
+    """The first failing operand check of a GEMM epilogue (vpu.dequant, vpu.epilogue), then its act code."""
+    err = first_error(*checks)
+    if err:
+        return err
+    if a["act"] >= len(ACTIVATIONS):
+        return f"act={a['act']} unknown (0 none, 1 gelu, 2 gelu_tanh, 3 relu)"
+    return None
+
+
 def dequant():
     """vpu.dequant: the int8 GEMM epilogue, i32 accumulator -> dt = act(f32(acc) * scale + bias)."""
 
     def check(a, m):
-        err = first_error(_dts(a, D.FLOATS), positive(a, "rows", "cols"))
-        if err:
-            return err
-        if a["act"] >= len(ACTIVATIONS):
-            return f"act={a['act']} unknown (0 none, 1 gelu, 2 gelu_tanh, 3 relu)"
-        return None
+        return _epilogue_error(a, _dts(a, D.FLOATS), positive(a, "rows", "cols"))
 
     def access(a):
         out = [tile("r", "sram", "src", a["src"], a["rows"], a["cols"], a["ps"], D.I32),
@@ -366,13 +371,8 @@ def epilogue():
     """vpu.epilogue: the float GEMM epilogue, dst = act(f32(src + bias[j])) in one pass (f32 / bf16)."""
 
     def check(a, m):
-        err = first_error(_dts(a, D.FLOATS), dt_in(a, "sdt", D.FLOATS, "vpu.epilogue's source"),
-                          positive(a, "rows", "cols"))
-        if err:
-            return err
-        if a["act"] >= len(ACTIVATIONS):
-            return f"act={a['act']} unknown (0 none, 1 gelu, 2 gelu_tanh, 3 relu)"
-        return None
+        return _epilogue_error(a, _dts(a, D.FLOATS), dt_in(a, "sdt", D.FLOATS, "vpu.epilogue's source"),
+                               positive(a, "rows", "cols"))
 
     def access(a):
         out = [tile("r", "sram", "src", a["src"], a["rows"], a["cols"], a["ps"], a["sdt"])]
