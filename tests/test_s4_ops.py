@@ -511,3 +511,15 @@ def test_every_opcode_has_a_hand_written_program():
     covered = set(re.findall(r"\b(?:dma|spu|vpu|sync)\.[a-z_]+(?==| )", source)) | {"end"}
     covered |= {f"vpu.{op}" for op in list(BINARY) + list(UNARY) + list(REDUCTIONS)}
     assert set(isa.BY_MNEMONIC) <= covered, sorted(set(isa.BY_MNEMONIC) - covered)
+
+
+@pytest.mark.parametrize("line", [
+    "vpu.dequant dst=sy src=sa cs=sws rs=sws bias=sws rows=4 cols=64 pd=256 ps=256 act=9 dt=f32",
+    "vpu.epilogue dst=sy src=sa rows=4 cols=64 pd=256 ps=256 act=9 dt=f32"])
+def test_gemm_epilogues_refuse_an_unknown_activation(line):
+    from s4c.errors import S4CError
+
+    text = build({"a": ("i32" if "dequant" in line else "f32", (4, 64))}, {"y": ("f32", (4, 64))}, line,
+                 consts={"ws": ("f32", rand(64))})
+    with pytest.raises(S4CError, match="act=9 unknown"):
+        execute(text, {"a": np.zeros((4, 64), np.int32 if "dequant" in line else np.float32)})
