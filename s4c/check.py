@@ -5,8 +5,13 @@ layer-wise comparison).
     ref          the reference evaluator on OUTDIR's IR (model.s4ir + weights.npz), every value kept
     c            OUTDIR/c's debug build (codegen/c/debug.py): the same model.c with accessors, run
                  step by step; each op's result read from the arena right after its last step
-    s4           the S4 interpreter on a debug lowering of the IR with model.s4's constant segment
-                 (codegen/s4/debug.py): residency off, no DRAM reuse, each op's result read from DRAM
+    s4           model.s4 itself in the S4 interpreter, each op's result snapshot where the built
+                 program completes it (codegen/s4/snapshots.py, placement from model.s4.values.json:
+                 DRAM homes and SRAM-resident rows per core); a value the built program never holds
+                 whole (never stored, scratch tiles only; or a bucketed build, which has no value
+                 map) comes from a debug lowering of the IR with model.s4's constant segment
+                 (codegen/s4/debug.py: residency off, no DRAM reuse, every result read from DRAM).
+                 The table's "s4 from" column and the JSON's "sources" say which, per value
     onnxruntime  the source model, with every ONNX tensor whose name an IR value carries exposed
                  as an output (when onnxruntime is installed and the source model is readable)
 
@@ -38,6 +43,7 @@ class Row:
     nodes: list
     layout: dict        # backend -> Linear weight layout
     errors: dict = field(default_factory=dict)     # backend -> (max abs error, cosine) or None
+    sources: dict = field(default_factory=dict)    # backend -> where its value came from (s4: program | debug lowering)
     diverged: list = field(default_factory=list)   # backends beyond tolerance
 
 
@@ -67,21 +73,23 @@ class CheckReport:
                 "ops": [{"index": r.index, "op": r.op, "value": r.value, "onnx_nodes": r.nodes, "layout": r.layout,
                          "errors": {b: (None if e is None else {"max_abs_error": e[0], "cosine": e[1]})
                                     for b, e in r.errors.items()},
-                         "diverged": r.diverged} for r in self.rows]}
+                         "sources": r.sources, "diverged": r.diverged} for r in self.rows]}
 
     def table(self) -> str:
         others = [b for b in self.backends if b != "ref"]
+        sourced = [b for b in others if any(b in r.sources for r in self.rows)]
         head = ["#", "op", "ONNX nodes", "layout"] + [f"{b} max abs err" for b in others] + \
-               [f"{b} cosine" for b in others] + ["status"]
+               [f"{b} cosine" for b in others] + [f"{b} from" for b in sourced] + ["status"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             nodes = (r.nodes[0] + (f" (+{len(r.nodes) - 1})" if len(r.nodes) > 1 else "")) if r.nodes else "-"
             layout = ", ".join(f"{b}:{lay}" for b, lay in r.layout.items()) or "-"
             errs = [_fmt_err(r.errors.get(b)) for b in others]
             coss = [_fmt_cos(r.errors.get(b)) for b in others]
+            froms = [r.sources.get(b, "-") for b in sourced]
             status = ("DIVERGES: " + ",".join(r.diverged)) if r.diverged else "ok"
             lines.append("| " + " | ".join([str(r.index), f"{r.op} `{r.value}`", nodes, layout] + errs + coss +
-                                           [status]) + " |")
+                                           froms + [status]) + " |")
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -208,9 +216,10 @@ def _onnxruntime_values(source: str, names: set, feeds: dict, notes: list) -> di
 
 
 def check(outdir, feeds: dict, backends=None, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-          progress=None) -> CheckReport:
+          progress=None, s4_debug_lowering: bool = False) -> CheckReport:
     """Compare every op's result on `backends` (default: c and s4 where compiled, onnxruntime where
-    installed) with the reference evaluator; see the module docstring."""
+    installed) with the reference evaluator; see the module docstring. `s4_debug_lowering`: every S4
+    value from the debug lowering, none from the built program."""
     from s4c.driver import load_compiled
     from s4c.evaluate import check_inputs, evaluate
 
@@ -234,6 +243,7 @@ def check(outdir, feeds: dict, backends=None, atol: float = DEFAULT_ATOL, rtol: 
     values = {"ref": evaluate(graph, checked, keep_all=True)}
     notes: list[str] = []
     layouts: dict[str, dict[str, str]] = {}
+    sources: dict[str, dict[str, str]] = {}
     if "c" in backends:
         from s4c.codegen.c.debug import DebugCModel
 
@@ -246,16 +256,10 @@ def check(outdir, feeds: dict, backends=None, atol: float = DEFAULT_ATOL, rtol: 
             model.close()
         layouts["c"] = {v["name"]: v["layout"] for v in model.values if v.get("layout")}
     if "s4" in backends:
-        from s4c.codegen.s4.debug import debug_values
-
-        say("s4: debug lowering and interpreter run")
-        target, options = _s4_graph(graph, report)
-        values["s4"], info = debug_values(target, compiled.paths.get("s4", os.path.join(outdir, "model.s4")),
-                                          checked, options)
-        if info["const_bytes_differing"]:
-            notes.append(f"s4: model.s4's constant segment differs from a fresh lowering of the IR in "
-                         f"{info['const_bytes_differing']} of {info['const_bytes']} bytes")
-        layouts["s4"] = {op.outputs[0].name: op.attrs.get("layout", "dense") for op in target.ops if op.op == "Linear"}
+        say("s4: the built program in the interpreter, every op's result snapshot")
+        results = {v.name for op in graph.ops for v in op.outputs if v is not None}
+        values["s4"], sources["s4"], layouts["s4"] = _s4_values(outdir, compiled, report, checked, results, notes,
+                                                                s4_debug_lowering, say)
     if "onnxruntime" in backends:
         names = {v.name for op in graph.ops for v in op.outputs if v is not None}
         ort_values = _onnxruntime_values(_source(outdir, compiled), names, feeds, notes)
@@ -270,7 +274,8 @@ def check(outdir, feeds: dict, backends=None, atol: float = DEFAULT_ATOL, rtol: 
                 continue
             ref = values["ref"][v.name]
             row = Row(i, op.op, v.name, list(op.onnx_nodes),
-                      {b: layouts[b][v.name] for b in layouts if v.name in layouts[b]})
+                      {b: layouts[b][v.name] for b in layouts if v.name in layouts[b]},
+                      sources={b: sources[b][v.name] for b in sources if v.name in sources[b]})
             tol = atol + rtol * _scale(ref)
             for b in backends:
                 if b == "ref":
@@ -285,6 +290,67 @@ def check(outdir, feeds: dict, backends=None, atol: float = DEFAULT_ATOL, rtol: 
                     row.diverged.append(b)
             rows.append(row)
     return CheckReport(outdir, backends, rows, atol, rtol, notes)
+
+
+def _s4_values(outdir: str, compiled, report: dict, feeds: dict, results: set, notes: list,
+               debug_only: bool, say) -> tuple[dict, dict, dict]:
+    """(values, sources, Linear layouts) of S4: snapshots of the built model.s4 where the value map
+    places a value (codegen/s4/snapshots.py), the debug lowering for the rest (module docstring)."""
+    from s4c.codegen.s4.debug import debug_values
+    from s4c.codegen.s4.snapshots import program_values
+
+    model_s4 = compiled.paths.get("s4", os.path.join(outdir, "model.s4"))
+    values: dict = {}
+    missing: dict = {}
+    vmap_path = compiled.paths.get("s4_values")
+    if debug_only:
+        notes.append("s4: every value from the debug lowering (asked for), none from the built program")
+    elif vmap_path is None or not os.path.exists(vmap_path):
+        vmap_path = None
+        notes.append("s4: OUTDIR has no model.s4.values.json (a bucketed build, or built before it existed): "
+                     "every value from the debug lowering, none from the built program")
+    else:
+        try:
+            with open(vmap_path) as f:
+                vmap = json.load(f)
+            with open(compiled.paths.get("s4_io", os.path.join(outdir, "model.s4.json"))) as f:
+                io = json.load(f)["io"]
+            with open(model_s4, "rb") as f:
+                blob = f.read()
+        except (OSError, ValueError, KeyError) as e:
+            raise S4CError(f"{outdir}: cannot read the S4 value map or io ({type(e).__name__}: {e})") from None
+        values, missing = program_values(blob, vmap, io, feeds)
+    values = {k: a for k, a in values.items() if k in results}
+    sources = {k: "program" for k in values}
+    mapped = vmap_path is not None and not debug_only
+    # with a value map, the debug lowering only for what the built program never holds whole
+    todo = sorted(k for k in results - set(values) if k in missing or not mapped)
+    layouts = _s4_layouts(compiled.graph, report)
+    if todo:
+        say(f"s4: debug lowering for {len(todo)} value(s)")
+        target, options = _s4_graph(compiled.graph, report)
+        debug, info = debug_values(target, model_s4, feeds, options)
+        if info["const_bytes_differing"]:
+            notes.append(f"s4: model.s4's constant segment differs from a fresh lowering of the IR in "
+                         f"{info['const_bytes_differing']} of {info['const_bytes']} bytes")
+        layouts = layouts or {op.outputs[0].name: op.attrs.get("layout", "dense") for op in target.ops if op.op == "Linear"}
+        for k in todo:
+            if k in debug:
+                values[k] = debug[k]
+                sources[k] = "debug lowering"
+    if mapped:
+        said = "; ".join(f"{k}: {missing[k]}" for k in todo[:8]) + (f"; +{len(todo) - 8} more" if len(todo) > 8 else "")
+        observed = sum(1 for k in sources.values() if k == "program")
+        notes.append(f"s4: {observed} of {len(results)} op results snapshot from the built program "
+                     f"(model.s4), {len(todo)} not observable there, from the debug lowering" + (f" ({said})" if todo else ""))
+    return values, sources, layouts
+
+
+def _s4_layouts(graph, report: dict) -> dict:
+    """Linear result -> the S4 layout of its weight, as report.json lists the S4 target's choices."""
+    chosen = {w["weight"]: w["layout"] for w in report.get("layouts", {}).get("s4", {}).get("weights", [])}
+    return {op.outputs[0].name: chosen[op.inputs[1].name] for op in graph.ops
+            if op.op == "Linear" and op.inputs[1] is not None and op.inputs[1].name in chosen}
 
 
 def _source(outdir: str, compiled) -> str:

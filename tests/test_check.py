@@ -4,11 +4,17 @@ The bundled pruned BERT is compiled once at 16 tokens. A clean build has no dive
 scaling a handful of one Linear's weight values in c/weights.bin and, the same way, in model.s4's
 constant segment (section and header checksums recomputed) makes `check` name that Linear as the
 first divergence on both backends (exit 1), while the reference and onnxruntime stay clean.
+
+S4 values are snapshots of the built model.s4 (codegen/s4/snapshots.py): at 4x16 tokens the token
+matrices are SRAM-resident across the 4 cores and overwritten by the end of the run, and the
+snapshots equal the debug lowering's values; an int8 build's never-stored values, and only those,
+come from the debug lowering.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import zlib
@@ -17,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s4c.check import check, compare
 from s4c.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,8 +148,111 @@ def test_perturbed_both_backends_one_run(perturbed, built, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert f"first diverging op: " in out and out.strip().endswith(f"Linear {TARGET}")
-    if "s4: model.s4's constant segment differs" not in out:
-        pytest.fail("the S4 check should say model.s4's constants differ from a fresh lowering:\n" + out)
+    # every S4 value is the built (perturbed) model.s4's own, none from a re-lowering
+    assert "| s4 from |" in out and "debug lowering |" not in out, out
+    assert re.search(r"s4: (\d+) of \1 op results snapshot from the built program", out), out
+
+
+def test_perturbed_debug_lowering_also_finds_it(perturbed, built):
+    """The debug lowering (the fallback) runs on model.s4's constants: same first divergence, and it
+    says the segment differs from a fresh lowering of the IR."""
+    with np.load(built / "in.npz") as npz:
+        feeds = {k: npz[k] for k in npz.files}
+    report = check(str(perturbed), feeds, ["ref", "s4"], s4_debug_lowering=True)
+    assert report.first_divergence("s4").value == TARGET
+    assert {r.sources["s4"] for r in report.rows} == {"debug lowering"}
+    if not any("s4: model.s4's constant segment differs" in n for n in report.notes):
+        pytest.fail("the S4 check should say model.s4's constants differ from a fresh lowering:\n" + "\n".join(report.notes))
+
+
+@pytest.fixture(scope="module")
+def resident(tmp_path_factory):
+    """4 sentences of 16 tokens on 4 cores: token matrices stay SRAM-resident, a block per core,
+    their buffers reused by later values (the built program never holds them at its end)."""
+    base = tmp_path_factory.mktemp("check4")
+    out = base / "out"
+    assert main(["compile", str(MODEL), "-o", str(out), "--input-shape", "input_ids=4x16", "--target", "s4"]) == 0
+    with np.load(INPUTS) as npz:
+        np.savez(base / "in.npz", **{k: npz[k][:, :64].reshape(4, 16) for k in npz.files})
+    return base
+
+
+def _feeds(path):
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def test_snapshots_of_the_built_program_equal_the_debug_lowering(resident):
+    from s4c.check import _read_report, _s4_graph
+    from s4c.codegen.s4.debug import debug_values
+    from s4c.codegen.s4.snapshots import program_values
+    from s4c.driver import load_compiled
+    from s4c.evaluate import check_inputs
+
+    out = resident / "out"
+    compiled = load_compiled(out)
+    feeds = check_inputs(compiled.graph, _feeds(resident / "in.npz"))
+    vmap = json.loads((out / "model.s4.values.json").read_text())
+    io = json.loads((out / "model.s4.json").read_text())["io"]
+    sram = {e["name"] for e in vmap["values"] if e["homes"] and e["homes"][0]["space"] == "sram"}
+    split = [e for e in vmap["values"] if e["name"] in sram and {h["core"] for h in e["homes"]} == {0, 1, 2, 3}]
+    assert len(split) >= 10, len(split)      # rows reassembled from every core's SRAM
+    values, missing = program_values((out / "model.s4").read_bytes(), vmap, io, feeds)
+    assert not missing, missing
+    target, options = _s4_graph(compiled.graph, _read_report(str(out)))
+    debug, _ = debug_values(target, str(out / "model.s4"), feeds, options)
+    results = [v.name for op in compiled.graph.ops for v in op.outputs if v is not None]
+    assert set(results) <= set(values) and sram <= set(values)
+    for name in results:
+        err, cos = compare(debug[name], values[name])
+        assert err <= 1e-5 and cos > 0.999999, (name, err, cos)
+    # by the end of the run most resident homes hold later values: the snapshots were taken at op boundaries
+    assert len(_overwritten_by_the_end(out, vmap, io, feeds, values, sram)) >= len(sram) // 2   # 19 of 22
+    report = check(str(out), _feeds(resident / "in.npz"), ["ref", "s4"])
+    assert report.ok and {r.sources["s4"] for r in report.rows} == {"program"}, report.notes
+
+
+def _overwritten_by_the_end(out, vmap, io, feeds, values, names) -> list:
+    """The values among `names` whose homes no longer hold them when the program has run."""
+    from s4c.codegen.s4.debug import to_device
+    from s4c.codegen.s4.snapshots import _Shadow, _whole
+    from s4c.s4 import Program
+    from s4c.s4.cycles import schedule
+    from s4c.s4.interp import DEFAULT_MAX_DRAM, _Machine
+
+    program = Program.from_bytes((out / "model.s4").read_bytes())
+    state = _Machine(program, False, None, DEFAULT_MAX_DRAM)
+    state.write_inputs({e["symbol"]: to_device(np.asarray(feeds[e["name"]]), e) for e in io["inputs"] if e["symbol"]})
+    schedule(program, None, state.on_event)
+    changed = []
+    for e in vmap["values"]:
+        if e["name"] in names:
+            end = _Shadow(e)
+            for home in e["homes"]:
+                end.take(state.dram if home["space"] == "dram" else state.srams[home["core"]], _whole(home), home)
+            if not np.array_equal(end.value(), values[e["name"]]):
+                changed.append(e["name"])
+    return changed
+
+
+def test_values_never_stored_fall_back_to_the_debug_lowering(built, tmp_path):
+    """An int8 build with static scales requantises some GEMM results in their epilogue: never
+    stored, so only those come from the debug lowering, named in the note."""
+    out = tmp_path / "q"
+    with np.load(built / "in.npz") as npz:
+        np.savez(tmp_path / "calib.npz", **{k: np.stack([npz[k]] * 2) for k in npz.files})
+    assert main(["compile", str(MODEL), "-o", str(out), "--input-shape", f"input_ids=1x{TOKENS}", "--target", "s4",
+                 "--precision", "int8", "--calibration-data", str(tmp_path / "calib.npz")]) == 0
+    vmap = json.loads((out / "model.s4.values.json").read_text())
+    never = {e["name"] for e in vmap["values"] if e.get("why", "").startswith("never stored")}
+    assert never
+    report = check(str(out), _feeds(built / "in.npz"), ["ref", "s4"])
+    sources = {r.value: r.sources["s4"] for r in report.rows}
+    assert {k for k, s in sources.items() if s == "debug lowering"} == never
+    assert sum(s == "program" for s in sources.values()) > len(sources) // 2
+    assert all(r.errors["s4"] is not None for r in report.rows)
+    note = next(n for n in report.notes if "snapshot from the built program" in n)
+    assert f"{len(never)} not observable there" in note and all(k in note for k in never)
 
 
 def test_check_errors_are_one_line(built, tmp_path, capsys):

@@ -26,6 +26,8 @@ Modules (the same shape as codegen/c; no import cycle, tests/test_imports.py):
                     interface, RowInfo, reject, and the registry KERNELS / @kernel("Op", ...)
     deps.py, schedule.py   dependencies, the list scheduler and semaphores
     report.py       the cycle report
+    value_map.py    where every value lives (DRAM home / SRAM-resident rows per core): model.s4.values.json
+    debug.py, snapshots.py   `s4c check`: op results of a debug lowering / of the built program; the trace
 
 Kernels (each module registers its own; the S4 kernel of op X is the class under `@kernel("X")`
 or, for the elementwise family derived from s4c.ops, elementwise.ELEMENTWISE): linear.py (Linear,
@@ -91,6 +93,7 @@ from .lower import Lowered, lower
 from .report import make_report
 
 FILES = {"s4": "model.s4", "s4_asm": "model.s4.asm", "s4_io": "model.s4.json"}
+VALUES_FILE = "model.s4.values.json"     # single-program builds only (value_map.py)
 ASM_DATA_LIMIT = 16 << 20        # constant segments above this are left out of model.s4.asm
 BUCKET_KEYS = ("cycles", "latency_s", "batch", "throughput_per_s", "instructions")   # report["buckets"] rows
 
@@ -213,7 +216,12 @@ class S4Backend(Backend):
         report["compile_s"] = {"lower": round(t1 - t0, 3), "write": round(t2 - t1, 3)}
         with open(os.path.join(outdir, FILES["s4_io"]), "w") as f:
             json.dump(io if bucket_reports is not None else {"version": 1, "io": io}, f, indent=1)
-        return Artifacts(dict(FILES), report, md)
+        files = dict(FILES)
+        if bucket_reports is None:      # where each value lives, for `s4c check` (value_map.py); not per bucket
+            files["s4_values"] = VALUES_FILE
+            with open(os.path.join(outdir, VALUES_FILE), "w") as f:
+                json.dump(lowered.values, f, separators=(",", ":"))
+        return Artifacts(files, report, md)
 
     def load(self, outdir, options=None) -> "S4Runner":
         options = self.options(options)

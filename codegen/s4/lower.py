@@ -25,6 +25,7 @@ from .deps import dependencies
 from .plan import VBASE
 from .program import S4Program
 from .schedule import schedule
+from .value_map import value_map
 
 SKEW = 1.25               # scheduling rank of (op, block) = op + SKEW * block
 _SYM_BAD = re.compile(r"[^A-Za-z0-9_.:/\-\[\]]")
@@ -38,6 +39,7 @@ class Lowered:
     op_names: list = field(default_factory=list)
     graph: Graph | None = None
     emitted: S4Program | None = None     # kept for a stream program (batch_stream.py): stream_batches set
+    values: dict | None = None           # where each value lives (value_map.py): model.s4.values.json
 
 
 def lower(graph: Graph, options: dict | None = None, const=None) -> Lowered:
@@ -77,7 +79,7 @@ def assemble(prog: S4Program, debug: dict) -> Lowered:
         "dram_size": dram_size,
         "sram_scratch_high": max((s.high for s in prog.em.scratch), default=0),
     })
-    return Lowered(program, io, prog.stats, prog.op_names, prog.g)
+    return Lowered(program, io, prog.stats, prog.op_names, prog.g, values=value_map(prog, data_base))
 
 
 def io_symbols(prog: S4Program, data_base: int, names: set, suffix: str = "") -> tuple[list, dict]:
