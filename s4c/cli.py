@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     ck.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-3)")
     ck.add_argument("--rtol", type=float, default=None, help="tolerance relative to max |ref| of the value (default 1e-3)")
     ck.add_argument("--json", metavar="CHECK.json", help="also write the per-op comparison as JSON")
+    ck.add_argument("--s4-debug-lowering", action="store_true",
+                    help="S4: every value from a debug lowering of the IR (residency off, every value in DRAM) "
+                         "instead of snapshots of the built model.s4")
 
     cp = sub.add_parser("compare", help="parameters, nonzeros, S4 and C throughput, accuracy of several models")
     cp.add_argument("models", nargs="+", metavar="[LABEL=]MODEL.onnx")
@@ -240,7 +243,7 @@ def cmd_check(args) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     report = check(args.outdir, inputs, backends,
                    atol=DEFAULT_ATOL if args.atol is None else args.atol,
-                   rtol=DEFAULT_RTOL if args.rtol is None else args.rtol)
+                   rtol=DEFAULT_RTOL if args.rtol is None else args.rtol, s4_debug_lowering=args.s4_debug_lowering)
     print(report.table())
     for note in report.notes:
         print(f"note: {note}")

@@ -153,16 +153,18 @@ def test_perturbed_both_backends_one_run(perturbed, built, capsys):
     assert re.search(r"s4: (\d+) of \1 op results snapshot from the built program", out), out
 
 
-def test_perturbed_debug_lowering_also_finds_it(perturbed, built):
-    """The debug lowering (the fallback) runs on model.s4's constants: same first divergence, and it
+def test_perturbed_debug_lowering_also_finds_it(perturbed, built, capsys):
+    """--s4-debug-lowering (the fallback) runs on model.s4's constants: same first divergence, and it
     says the segment differs from a fresh lowering of the IR."""
-    with np.load(built / "in.npz") as npz:
-        feeds = {k: npz[k] for k in npz.files}
-    report = check(str(perturbed), feeds, ["ref", "s4"], s4_debug_lowering=True)
-    assert report.first_divergence("s4").value == TARGET
-    assert {r.sources["s4"] for r in report.rows} == {"debug lowering"}
-    if not any("s4: model.s4's constant segment differs" in n for n in report.notes):
-        pytest.fail("the S4 check should say model.s4's constants differ from a fresh lowering:\n" + "\n".join(report.notes))
+    code = main(["check", str(perturbed), "--inputs", str(built / "in.npz"), "--backends", "ref,s4",
+                 "--s4-debug-lowering", "--json", str(built / "bad-debug.json")])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    report = json.loads((built / "bad-debug.json").read_text())
+    assert report["first_divergence"]["s4"].endswith(f"Linear {TARGET}")
+    assert {r["sources"]["s4"] for r in report["ops"]} == {"debug lowering"}
+    if "s4: model.s4's constant segment differs" not in out:
+        pytest.fail("the S4 check should say model.s4's constants differ from a fresh lowering:\n" + out)
 
 
 @pytest.fixture(scope="module")
