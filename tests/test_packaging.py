@@ -54,3 +54,20 @@ def test_every_data_file_is_in_package_data():
                 if not any(fnmatch.fnmatch(rel, pat) for pat in patterns.get(package, []) + patterns.get("*", [])):
                     missing.append(f"{package}: {rel}")
     assert not missing, missing
+
+
+def test_plot_extra_provides_matplotlib():
+    """The README promises plots where matplotlib is installed and names the extra that installs it;
+    that extra must list matplotlib, and the dev extras (what CI installs) must include it, so the
+    plots are tested, not only their text tables."""
+    import tomllib
+
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    extras = tomllib.load(open(os.path.join(REPO, "pyproject.toml"), "rb"))["project"]["optional-dependencies"]
+    named = re.findall(r"pip install '\.\[(\w+)\]'", readme)
+    assert "where matplotlib is installed" in readme and named, "README should name the extra that installs matplotlib"
+    for name in named:
+        assert name in extras, f"README names extra {name!r}, pyproject.toml has {sorted(extras)}"
+    plot = [d for name in named for d in extras[name] if re.match(r"matplotlib\b", d)]
+    assert plot, f"no extra named in the README lists matplotlib: {named}"
+    assert any(re.match(r"matplotlib\b", d) for d in extras["dev"])
