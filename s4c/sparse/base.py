@@ -118,6 +118,16 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def transposed(array: np.ndarray, strip: int = 16) -> np.ndarray:
+    """`array.T` (2-D) as a new C-contiguous array, copied in strips of `strip` rows of `array`:
+    numpy's own copy of a transposed view reads the source column by column, a cache miss per
+    element (2-3x slower on BERT-base's 768x3072 weights)."""
+    out = np.empty(array.shape[::-1], array.dtype)
+    for row in range(0, array.shape[0], strip):
+        out[:, row:row + strip] = array[row:row + strip].T
+    return out
+
+
 class Layout(abc.ABC):
     """An immutable storage format for a weight W[out, in]; `str()` is its canonical spelling."""
 
