@@ -8,8 +8,7 @@ layer-wise comparison).
     s4           model.s4 itself in the S4 interpreter, each op's result snapshot where the built
                  program completes it (codegen/s4/snapshots.py, placement from model.s4.values.json:
                  DRAM homes and SRAM-resident rows per core); a value the built program never holds
-                 whole (never stored, scratch tiles only; or a bucketed build, which has no value
-                 map) comes from a debug lowering of the IR with model.s4's constant segment
+                 whole (never stored, scratch tiles only) comes from a debug lowering of the IR with model.s4's constant segment
                  (codegen/s4/debug.py: residency off, no DRAM reuse, every result read from DRAM).
                  The table's "s4 from" column and the JSON's "sources" say which, per value
     onnxruntime  the source model, with every ONNX tensor whose name an IR value carries exposed
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s4c.errors import S4CError
+from s4c.s4 import ProgramSet, read_programs
 
 DEFAULT_ATOL = 1e-3
 DEFAULT_RTOL = 1e-3
@@ -307,19 +307,25 @@ def _s4_values(outdir: str, compiled, report: dict, feeds: dict, results: set, n
         notes.append("s4: every value from the debug lowering (asked for), none from the built program")
     elif vmap_path is None or not os.path.exists(vmap_path):
         vmap_path = None
-        notes.append("s4: OUTDIR has no model.s4.values.json (a bucketed build, or built before it existed): "
+        notes.append("s4: OUTDIR has no model.s4.values.json (built before it existed): "
                      "every value from the debug lowering, none from the built program")
     else:
         try:
             with open(vmap_path) as f:
                 vmap = json.load(f)
             with open(compiled.paths.get("s4_io", os.path.join(outdir, "model.s4.json"))) as f:
-                io = json.load(f)["io"]
+                meta = json.load(f)
             with open(model_s4, "rb") as f:
-                blob = f.read()
-        except (OSError, ValueError, KeyError) as e:
-            raise S4CError(f"{outdir}: cannot read the S4 value map or io ({type(e).__name__}: {e})") from None
-        values, missing = program_values(blob, vmap, io, feeds)
+                program = read_programs(f.read())
+            if isinstance(program, ProgramSet):     # the largest bucket: the IR's dims, which check runs at
+                name = meta["buckets"][0]["name"]
+                program, vmap, io = program[name], vmap["buckets"][name], meta["buckets"][0]["io"]
+                notes.append(f"s4: bucket {name} of model.s4 (the compiled maximum dims)")
+            else:
+                io = meta["io"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise S4CError(f"{outdir}: cannot read the S4 value map, io or program ({type(e).__name__}: {e})") from None
+        values, missing = program_values(program, vmap, io, feeds)
     values = {k: a for k, a in values.items() if k in results}
     sources = {k: "program" for k in values}
     mapped = vmap_path is not None and not debug_only
@@ -341,8 +347,8 @@ def _s4_values(outdir: str, compiled, report: dict, feeds: dict, results: set, n
     if mapped:
         said = "; ".join(f"{k}: {missing[k]}" for k in todo[:8]) + (f"; +{len(todo) - 8} more" if len(todo) > 8 else "")
         observed = sum(1 for k in sources.values() if k == "program")
-        notes.append(f"s4: {observed} of {len(results)} op results snapshot from the built program "
-                     f"(model.s4), {len(todo)} not observable there, from the debug lowering" + (f" ({said})" if todo else ""))
+        notes.append(f"s4: {observed} of {len(results)} op results snapshot from the built program (model.s4)"
+                     + (f"; {len(todo)} not observable there, from the debug lowering ({said})" if todo else ""))
     return values, sources, layouts
 
 

@@ -190,6 +190,7 @@ def test_snapshots_of_the_built_program_equal_the_debug_lowering(resident):
     from s4c.codegen.s4.snapshots import program_values
     from s4c.driver import load_compiled
     from s4c.evaluate import check_inputs
+    from s4c.s4 import Program
 
     out = resident / "out"
     compiled = load_compiled(out)
@@ -199,7 +200,7 @@ def test_snapshots_of_the_built_program_equal_the_debug_lowering(resident):
     sram = {e["name"] for e in vmap["values"] if e["homes"] and e["homes"][0]["space"] == "sram"}
     split = [e for e in vmap["values"] if e["name"] in sram and {h["core"] for h in e["homes"]} == {0, 1, 2, 3}]
     assert len(split) >= 10, len(split)      # rows reassembled from every core's SRAM
-    values, missing = program_values((out / "model.s4").read_bytes(), vmap, io, feeds)
+    values, missing = program_values(Program.from_bytes((out / "model.s4").read_bytes()), vmap, io, feeds)
     assert not missing, missing
     target, options = _s4_graph(compiled.graph, _read_report(str(out)))
     debug, _ = debug_values(target, str(out / "model.s4"), feeds, options)
@@ -212,6 +213,18 @@ def test_snapshots_of_the_built_program_equal_the_debug_lowering(resident):
     assert len(_overwritten_by_the_end(out, vmap, io, feeds, values, sram)) >= len(sram) // 2   # 19 of 22
     report = check(str(out), _feeds(resident / "in.npz"), ["ref", "s4"])
     assert report.ok and {r.sources["s4"] for r in report.rows} == {"program"}, report.notes
+
+
+def test_bucketed_build_snapshots_its_largest_bucket(tmp_path):
+    out = tmp_path / "b"
+    assert main(["compile", str(MODEL), "-o", str(out), "--input-shape", "input_ids=1..2x1..32", "--target", "s4"]) == 0
+    vmap = json.loads((out / "model.s4.values.json").read_text())
+    assert set(vmap["buckets"]) == {"2x32", "1x32"}
+    with np.load(INPUTS) as npz:
+        feeds = {k: npz[k][:, :64].reshape(2, 32) for k in npz.files}
+    report = check(str(out), feeds, ["ref", "s4"])
+    assert report.ok and {r.sources["s4"] for r in report.rows} == {"program"}, report.notes
+    assert "s4: bucket 2x32 of model.s4 (the compiled maximum dims)" in report.notes
 
 
 def _overwritten_by_the_end(out, vmap, io, feeds, values, names) -> list:

@@ -93,7 +93,7 @@ from .lower import Lowered, lower
 from .report import make_report
 
 FILES = {"s4": "model.s4", "s4_asm": "model.s4.asm", "s4_io": "model.s4.json"}
-VALUES_FILE = "model.s4.values.json"     # single-program builds only (value_map.py)
+VALUES_FILE = "model.s4.values.json"     # value_map.py
 ASM_DATA_LIMIT = 16 << 20        # constant segments above this are left out of model.s4.asm
 BUCKET_KEYS = ("cycles", "latency_s", "batch", "throughput_per_s", "instructions")   # report["buckets"] rows
 
@@ -184,10 +184,11 @@ class S4Backend(Backend):
         t0 = time.perf_counter()
         with paused_gc():
             if graph.dim_ranges is not None:
-                program, io, bucket_reports = lower_buckets(graph, options.lowering(), options.seq_buckets)
+                program, io, bucket_reports, values = lower_buckets(graph, options.lowering(), options.seq_buckets)
+                values = {"version": 1, "buckets": values}
             else:
                 lowered = lower(graph, {**options.lowering(), "stream_batches": options.stream_batches})
-                program, io, bucket_reports = lowered.program, lowered.io, None
+                program, io, bucket_reports, values = lowered.program, lowered.io, None, lowered.values
         t1 = time.perf_counter()
         errors: list = []
         writer = threading.Thread(target=_write, args=(program, os.path.join(outdir, FILES["s4"]), errors))
@@ -216,12 +217,9 @@ class S4Backend(Backend):
         report["compile_s"] = {"lower": round(t1 - t0, 3), "write": round(t2 - t1, 3)}
         with open(os.path.join(outdir, FILES["s4_io"]), "w") as f:
             json.dump(io if bucket_reports is not None else {"version": 1, "io": io}, f, indent=1)
-        files = dict(FILES)
-        if bucket_reports is None:      # where each value lives, for `s4c check` (value_map.py); not per bucket
-            files["s4_values"] = VALUES_FILE
-            with open(os.path.join(outdir, VALUES_FILE), "w") as f:
-                json.dump(lowered.values, f, separators=(",", ":"))
-        return Artifacts(files, report, md)
+        with open(os.path.join(outdir, VALUES_FILE), "w") as f:     # where each value lives: `s4c check`
+            json.dump(values, f, separators=(",", ":"))
+        return Artifacts({**FILES, "s4_values": VALUES_FILE}, report, md)
 
     def load(self, outdir, options=None) -> "S4Runner":
         options = self.options(options)

@@ -47,6 +47,7 @@ from s4c.s4 import Program, ProgramSet, Symbol
 from .base import rup
 from .constants import ConstSegment
 from .lower import lower, relocate
+from .value_map import moved
 from .report import make_report
 
 FIRST_SEQ_BUCKET = 32
@@ -119,8 +120,9 @@ def bucket_name(dims: dict, symbols: list) -> str:
 
 
 def lower_buckets(graph: Graph, options: dict, seq_buckets=None):
-    """(ProgramSet, meta for model.s4.json, [(name, dims, report, markdown)]) of `graph` (compiled for
-    ranges; its shapes are the maxima) lowered once per bucket."""
+    """(ProgramSet, meta for model.s4.json, [(name, dims, report, markdown)], {name: value map}) of
+    `graph` (compiled for ranges; its shapes are the maxima) lowered once per bucket; each value map
+    (value_map.py) with its program's data moved as move_data moves it."""
     dr = graph.dim_ranges
     if dr.specialize is None:
         raise TargetError("S4 backend: shape ranges need the compile driver (s4c.compile), which rebuilds the "
@@ -128,13 +130,14 @@ def lower_buckets(graph: Graph, options: dict, seq_buckets=None):
     plan = plan_buckets(dr, seq_buckets)
     top = dr.maximum()
     const = ConstSegment()
-    built, samples = [], []
+    built, samples, vmaps = [], [], {}
     for dims in plan.buckets():
         g = graph if dims == top else dr.specialize(dims)
         lowered = lower(g, options, const)
         report, md = make_report(lowered, g)
         samples.append((dims, [tuple(v.shape) for v in g.outputs]))
         built.append((bucket_name(dims, plan.symbols), dims, lowered.program, lowered.io, report, md))
+        vmaps[built[-1][0]] = lowered.values
         # a specialised graph holds its own copy of the weights (~440 MB for BERT-base), in reference
         # cycles that the paused cyclic GC (the backend's _gc_paused) would keep until the build ends
         del g, lowered
@@ -147,13 +150,15 @@ def lower_buckets(graph: Graph, options: dict, seq_buckets=None):
     pieces = const.pieces()
     base = rup(len(pieces), built[0][2].machine.align)
     programs = {name: move_data(program, base, pieces) for name, _, program, *_ in built}
+    align = built[0][2].machine.align
+    vmaps = {name: moved(vmaps[name], rup(len(program.const), align), base) for name, _, program, *_ in built}
     ps = ProgramSet(built[0][2].machine, pieces, programs)
     meta = {"version": 2, "symbols": plan.symbols, "ranges": {s: list(dr.ranges[s]) for s in plan.symbols},
             "inputs": {k: list(v) for k, v in dr.inputs.items()}, "batch_symbols": sorted(plan.batch),
             "exact_sequence": plan.exact_sequence, "output_axes": axes,
             "buckets": [{"name": name, "dims": dims, "cycles": report["cycles"], "io": io}
                         for name, dims, _, io, report, _ in built]}
-    return ps, meta, [(name, dims, report, md) for name, dims, _, _, report, md in built]
+    return ps, meta, [(name, dims, report, md) for name, dims, _, _, report, md in built], vmaps
 
 
 def move_data(program: Program, base: int, const) -> Program:

@@ -1,7 +1,7 @@
 """Snapshots of the built S4 program's op results (`s4c check`): model.s4 itself runs in the reference
 interpreter, and every value is read at the op boundary where the program completes it.
 
-    values, missing = program_values(model_s4_bytes, value_map, io, feeds)
+    values, missing = program_values(program, value_map, io, feeds)     # program: model.s4's (a bucket's)
     # values: {name: array in the IR dtype}; missing: {name: why the built program never holds it whole}
 
 Where a value lives comes from model.s4.values.json (value_map.py: a DRAM home, or SRAM-resident
@@ -93,10 +93,9 @@ def _writers(program: Program, by_op: dict) -> dict:
     return hooks
 
 
-def program_values(blob: bytes, vmap: dict, io: dict, feeds: dict) -> tuple[dict, dict]:
+def program_values(program: Program, vmap: dict, io: dict, feeds: dict) -> tuple[dict, dict]:
     """({name: array} observed in the built program, {name: why not observable}); see the module
-    docstring. `blob`: model.s4; `vmap`: model.s4.values.json; `io`: model.s4.json's io."""
-    program = Program.from_bytes(blob)
+    docstring. `program`: model.s4's; `vmap`: its model.s4.values.json map; `io`: its model.s4.json io."""
     program.validate()
     state = _Machine(program, True, None, DEFAULT_MAX_DRAM)
     device = {}

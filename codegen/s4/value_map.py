@@ -18,6 +18,9 @@ One entry per op result and per model input, in program order:
     alias_of      a Reshape-like alias: the bytes of that (root) value, no instructions of its own
     why           present when the value has no home to read (never stored, empty)
 
+A bucketed build (buckets.py) writes {"version", "buckets": {bucket name: map}}, each program's
+map with its data moved as the program's was.
+
 Only the placement is recorded. Which instructions complete a value is read from the program
 itself when it is checked (its producer's instructions whose write accesses fall in a home), so
 the map cannot disagree with the instruction stream's scheduling.
@@ -71,4 +74,14 @@ def _entry(prog, v, op_index: int, data_base: int) -> dict:
     return entry
 
 
-__all__ = ["value_map", "VERSION"]
+def moved(vmap: dict, old: int, base: int) -> dict:
+    """`vmap` of a program whose data (DRAM from `old` on) moved to `base` (buckets.move_data)."""
+    out = dict(vmap, values=[])
+    for e in vmap["values"]:
+        homes = [dict(h, addr=h["addr"] - old + base) if h["space"] == "dram" and h["addr"] >= old else h
+                 for h in e["homes"]]
+        out["values"].append(dict(e, homes=homes))
+    return out
+
+
+__all__ = ["value_map", "moved", "VERSION"]
