@@ -22,6 +22,14 @@ S4C_INLINE void BSR_SFX(rows4)(const int C, const int NVB, int32_t nb,
             const float *v = val + blk * bstride;
             const float *x = X + ((size_t)idx[blk] * (size_t)C + (size_t)k) * T;
             s4c_vf x0 = s4c_vload(x), x1 = x0, x2 = x0, w;
+#if S4C_SPARSE_PF > 0
+            if (blk + S4C_SPARSE_PF < nb) { /* first and last line of a later block's slice */
+                const char *xp =
+                    (const char *)(X + ((size_t)idx[blk + S4C_SPARSE_PF] * (size_t)C + (size_t)k) * T);
+                S4C_PREFETCH(xp);
+                if (NVB > 1) S4C_PREFETCH(xp + (NVB * S4C_VW - 1) * (int)sizeof(float));
+            }
+#endif
             if (NVB > 1) x1 = s4c_vload(x + S4C_VW);
             if (NVB > 2) x2 = s4c_vload(x + 2 * S4C_VW);
 #define S4C_BSR_ROW(i)                                              \

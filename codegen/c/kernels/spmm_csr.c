@@ -1,8 +1,8 @@
 /* spmm_csr.c -- Y[out][T] = W_csr X[in][T] (+ bias, GELU, residual).
  *
- * Per output row and chunk of 4 vectors (32 tokens with AVX) the row's
- * (value, column) pairs are streamed: acc[0..32) += v * X[col][t..t+32), with
- * the four accumulators in registers.  Rows are split across threads by nnz;
+ * Per output row and chunk of S4C_CSR_NV vectors (64 tokens with AVX2) the
+ * row's (value, column) pairs are streamed: acc[0..64) += v * X[col][t..t+64),
+ * with the accumulators in registers.  Rows are split across threads by nnz;
  * tokens are processed in blocks so that the touched part of X stays in L2. */
 #include "s4c_internal.h"
 
@@ -18,21 +18,7 @@
 #endif
 #endif
 
-/* The X rows a pass reads are the row's column indices, scattered over X: the
- * hardware prefetchers cannot guess them and each nonzero waited on L2.  The
- * register-block pass prefetches the X slice S4C_CSR_PF nonzeros ahead (AVX2,
- * NV 8, T=128, one thread: 3072x768 2.00 -> 1.90 ms, 768x3072 2.55 -> 2.17).
- * -DS4C_CSR_PF=0 turns it off. */
-#ifndef S4C_CSR_PF
-#if defined(__GNUC__)
-#define S4C_CSR_PF 8
-#else
-#define S4C_CSR_PF 0
-#endif
-#endif
-#if S4C_CSR_PF > 0
-#define S4C_PREFETCH(p) __builtin_prefetch(p)
-#endif
+/* Prefetch distance: S4C_SPARSE_PF (s4c_internal.h). */
 
 #define CSR_ITYPE uint8_t
 #define CSR_SFX(name) name##_u8

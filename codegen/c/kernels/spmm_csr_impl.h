@@ -11,9 +11,9 @@ S4C_INLINE void CSR_SFX(csr_chunk)(const int NV, int32_t j0, int32_t j1,
     for (j = j0; j < j1; j++) {
         const float *x = X + (size_t)idx[j] * T;
         s4c_vf v = s4c_vset1(val[j]);
-#if S4C_CSR_PF > 0
-        if (j + S4C_CSR_PF < j1) { /* this pass's slice of a later nonzero's X row */
-            const char *xp = (const char *)(X + (size_t)idx[j + S4C_CSR_PF] * T);
+#if S4C_SPARSE_PF > 0
+        if (j + S4C_SPARSE_PF < j1) { /* this pass's slice of a later nonzero's X row */
+            const char *xp = (const char *)(X + (size_t)idx[j + S4C_SPARSE_PF] * T);
             int l;
             for (l = 0; l < NV * S4C_VW * (int)sizeof(float); l += 64) S4C_PREFETCH(xp + l);
         }
