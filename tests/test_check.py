@@ -229,7 +229,7 @@ def test_bucketed_build_snapshots_its_largest_bucket(tmp_path):
 
 def _overwritten_by_the_end(out, vmap, io, feeds, values, names) -> list:
     """The values among `names` whose homes no longer hold them when the program has run."""
-    from s4c.codegen.s4.debug import to_device
+    from s4c.codegen.s4.debug import write_feeds
     from s4c.codegen.s4.snapshots import _Shadow, _whole
     from s4c.s4 import Program
     from s4c.s4.cycles import schedule
@@ -237,7 +237,7 @@ def _overwritten_by_the_end(out, vmap, io, feeds, values, names) -> list:
 
     program = Program.from_bytes((out / "model.s4").read_bytes())
     state = _Machine(program, False, None, DEFAULT_MAX_DRAM)
-    state.write_inputs({e["symbol"]: to_device(np.asarray(feeds[e["name"]]), e) for e in io["inputs"] if e["symbol"]})
+    write_feeds(state, io["inputs"], feeds)
     schedule(program, None, state.on_event)
     changed = []
     for e in vmap["values"]:

@@ -81,13 +81,7 @@ def debug_values(graph: Graph, model_s4: str | None, feeds: dict, options: dict)
         program = Program(program.machine, program.cores, const, program.dram_size, program.symbols, program.debug)
     program.validate()
     state = _Machine(program, True, None, DEFAULT_MAX_DRAM)
-    device = {}
-    for e in prog.io["inputs"]:
-        if e["name"] not in feeds:
-            raise S4CError(f"missing model input {e['name']!r}")
-        if e["symbol"] is not None:
-            device[e["symbol"]] = to_device(np.asarray(feeds[e["name"]]), e)
-    state.write_inputs(device)
+    write_feeds(state, prog.io["inputs"], feeds)
     schedule(program, None, state.on_event)
     data_base = program.const_end
     values: dict[str, np.ndarray] = {}
@@ -106,6 +100,17 @@ def debug_values(graph: Graph, model_s4: str | None, feeds: dict, options: dict)
             a = np.asarray(D.to_numpy(raw, dt)).reshape(me.shape)
             values[v.name] = (a != 0) if me.irdt == "bool" else a.astype(numpy_dtype(me.irdt))
     return values, info
+
+
+def write_feeds(state: _Machine, inputs: list, feeds: dict) -> None:
+    """The host feeds into the machine's DRAM at their symbols (io "inputs" entries), as S4Runner does."""
+    device = {}
+    for e in inputs:
+        if e["name"] not in feeds:
+            raise S4CError(f"missing model input {e['name']!r}")
+        if e["symbol"] is not None:
+            device[e["symbol"]] = to_device(np.asarray(feeds[e["name"]]), e)
+    state.write_inputs(device)
 
 
 def to_device(a: np.ndarray, e: dict) -> np.ndarray:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from s4c.errors import S4CError
 from s4c.ir import numpy_dtype
 from s4c.s4 import Program, isa
 from s4c.s4 import dtypes as D
@@ -31,7 +30,7 @@ from s4c.s4.cycles import schedule
 from s4c.s4.interp import DEFAULT_MAX_DRAM, _Machine
 from s4c.s4.ops_common import Access
 
-from .debug import to_device
+from .debug import write_feeds
 
 
 class _Shadow:
@@ -98,13 +97,7 @@ def program_values(program: Program, vmap: dict, io: dict, feeds: dict) -> tuple
     docstring. `program`: model.s4's; `vmap`: its model.s4.values.json map; `io`: its model.s4.json io."""
     program.validate()
     state = _Machine(program, True, None, DEFAULT_MAX_DRAM)
-    device = {}
-    for e in io["inputs"]:
-        if e["name"] not in feeds:
-            raise S4CError(f"missing model input {e['name']!r}")
-        if e["symbol"] is not None:
-            device[e["symbol"]] = to_device(np.asarray(feeds[e["name"]]), e)
-    state.write_inputs(device)
+    write_feeds(state, io["inputs"], feeds)
     shadows: dict[str, _Shadow] = {}
     by_op: dict[int, list] = {}
     missing: dict[str, str] = {}
