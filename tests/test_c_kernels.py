@@ -458,7 +458,7 @@ def ln_ref(x, gamma, beta, eps):
     return y + (beta[:, None] if beta is not None else 0.0)
 
 
-@pytest.mark.parametrize("F,T", [(1, 1), (37, 70), (768, 128), (16, 5)])
+@pytest.mark.parametrize("F,T", [(1, 1), (37, 70), (768, 128), (16, 5), (768, 512)])  # 768x512: threads split
 def test_layernorm(lib, threads, F, T):
     rng = np.random.default_rng(F * 1000 + T)
     x = rand(rng, F, T, scale=3.0) + 5.0  # offset: checks the two-pass variance
@@ -471,7 +471,7 @@ def test_layernorm(lib, threads, F, T):
     assert_close(x2, ln_ref(x, g, None, 1e-12))
 
 
-@pytest.mark.parametrize("F,T", [(37, 70), (768, 128), (5, 3)])
+@pytest.mark.parametrize("F,T", [(37, 70), (768, 128), (5, 3), (768, 520)])  # 768x520: threads split
 def test_skip_layernorm(lib, threads, F, T):
     rng = np.random.default_rng(F + T)
     x, s = rand(rng, F, T), rand(rng, F, T)

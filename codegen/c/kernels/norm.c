@@ -91,7 +91,12 @@ static void norm_run(int F, int T, const float *x, const float *skip, const floa
     const int nblk = (T + S4C_LN_TBLK - 1) / S4C_LN_TBLK;
     if (F <= 0 || T <= 0) return;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(s4c__threads_for((double)F * T, 32768.0))
+    /* Threads split the tokens, so every thread touches every feature row
+     * (likely the cores' prefetchers then pull in lines the other core is
+     * writing): below ~128K elements two threads were slower than one (AVX2 EPYC,
+     * F=768, min of 200: T=128 46 us on one thread, 98 on two; T=256 90 / 150;
+     * T=512 209 / 131). */
+#pragma omp parallel num_threads(s4c__threads_for((double)F * T, 131072.0))
     {
         int b, e;
         s4c__split_even(nblk, omp_get_num_threads(), omp_get_thread_num(), &b, &e);
