@@ -147,7 +147,7 @@ def test_perturbed_both_backends_one_run(perturbed, built, capsys):
     code = main(["check", str(perturbed), "--inputs", str(built / "in.npz"), "--backends", "c,s4"])
     out = capsys.readouterr().out
     assert code == 1
-    assert f"first diverging op: " in out and out.strip().endswith(f"Linear {TARGET}")
+    assert "first diverging op: " in out and out.strip().endswith(f"Linear {TARGET}")
     # every S4 value is the built (perturbed) model.s4's own, none from a re-lowering
     assert "| s4 from |" in out and "debug lowering |" not in out, out
     assert re.search(r"s4: (\d+) of \1 op results snapshot from the built program", out), out
@@ -185,9 +185,10 @@ def _feeds(path):
 
 
 def test_snapshots_of_the_built_program_equal_the_debug_lowering(resident):
-    from s4c.check import _read_report, _s4_graph
     from s4c.codegen.s4.debug import debug_values
     from s4c.codegen.s4.snapshots import program_values
+
+    from s4c.check import _read_report, _s4_graph
     from s4c.driver import load_compiled
     from s4c.evaluate import check_inputs
     from s4c.s4 import Program
@@ -231,6 +232,7 @@ def _overwritten_by_the_end(out, vmap, io, feeds, values, names) -> list:
     """The values among `names` whose homes no longer hold them when the program has run."""
     from s4c.codegen.s4.debug import write_feeds
     from s4c.codegen.s4.snapshots import _Shadow, _whole
+
     from s4c.s4 import Program
     from s4c.s4.cycles import schedule
     from s4c.s4.interp import DEFAULT_MAX_DRAM, _Machine

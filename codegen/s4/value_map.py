@@ -84,4 +84,4 @@ def moved(vmap: dict, old: int, base: int) -> dict:
     return out
 
 
-__all__ = ["value_map", "moved", "VERSION"]
+__all__ = ["VERSION", "moved", "value_map"]
