@@ -17,8 +17,8 @@ in-order DMA queue: batch j's last stores block batch j+1's loads), so the K bat
   every conflict between batch j's uses and batch j+1's is a real dependency (deps.py): the overlap
   the stream gets is the one this SRAM plan allows. Each batch being the same instructions, the
   period measures the overlap alone.
-- Batch j's scheduling rank is its op index plus j x (ops): a unit takes batch j+1's work only
-  when none of batch j's is ready (it fills stalls and the drain), and the scheduler's window (256
+- Batch j's scheduling rank is the single program's (op + SKEW x block, lower.py) plus j times
+  one more than the largest: a unit takes batch j+1's work only when none of batch j's is ready (it fills stalls and the drain), and the scheduler's window (256
   instructions per queue) lets batch j+1's head start once batch j's queues are near their end.
   A head start (batch j+1's first ops ranked above batch j's last 10-50%, with a queue order
   interleaving the batches) was tried and was no better overall: BERT-base int8 1x128 period
@@ -67,14 +67,15 @@ def stream_program(lowered: Lowered, batches: int = STREAM_BATCHES) -> StreamPro
     em = prog.em
     const_end = rup(len(lowered.program.const), m.align)
     stride = rup(prog.data_bytes + m.align, m.align)
-    n_ops = max(em.op_of, default=0) + 1
+    single_rank = [o + SKEW * b for o, b in zip(em.op_of, em.block_of)]
+    span = int(max(single_rank, default=0)) + 1      # every rank of batch j below every rank of j+1
     nodes, rank = [], []
     symbols, io = [], []
     names: set[str] = set()
     for j in range(batches):
         base = const_end + j * stride
         nodes += [(core, relocate(ins, base)) for core, ins in em.nodes]
-        rank += [o + SKEW * b + j * n_ops for o, b in zip(em.op_of, em.block_of)]
+        rank += [r + j * span for r in single_rank]
         syms, batch_io = io_symbols(prog, base, names, suffix=f".b{j}")
         symbols += syms
         io.append(batch_io)
