@@ -25,6 +25,11 @@ measured on other sentences (`samples(batch, seed 7)`) as the cosine similarity 
 onnxruntime fp32. With several precisions the script prints a markdown table (model.s4 bytes and
 their share of fp32's, cosine per output, modelled latency and throughput, SRAM spills); `--results
 RESULTS.md` writes it between the `<!-- bench_s4 precision table -->` markers there.
+
+Beside latency mode every run prints the steady-state throughput (report.json s4.steady_state): a
+stream of 3 batches scheduled as one program and timed by the cycle model (codegen/s4/batch_stream.py),
+and the bound (the busiest unit's work per batch, s4c/s4/steady.py); the table's "steady state
+(bound)" column holds both.
 """
 
 from __future__ import annotations
@@ -108,7 +113,16 @@ def bench(exporter: str, sparsity: float, repeat: int, workdir: str, check: bool
             "throughput_per_s": report["throughput_per_s"], "instructions": report["instructions"],
             "const_bytes": report["dram"]["const_bytes"], "model_s4_bytes": os.path.getsize(os.path.join(out, "model.s4")),
             "sram": report["sram"], "dram_activation_peak": report["dram"]["activation_peak_bytes"],
-            "max_abs_err": err, "cosine": cos}
+            "max_abs_err": err, "cosine": cos, "steady_state": report["steady_state"]}
+
+
+def steady_text(r: dict) -> str:
+    """The steady-state throughput beside latency mode: the simulated stream's (when built) and the bound's."""
+    st = r["steady_state"]
+    s, b = st["stream"], st["bound"]
+    sim = (f"{s['throughput_per_s']:,.0f}/s simulated ({s['gain_over_latency']:.3f}x latency mode, "
+           f"{s['batches']} batches, limit {s['busiest_unit']} busy {s['busiest_unit_busy']:.1%})") if s else "not simulated"
+    return f"steady state {sim}, bound {b['throughput_per_s']:,.0f}/s ({b['unit']})"
 
 
 MARK_BEGIN, MARK_END = "<!-- bench_s4 precision table -->", "<!-- end bench_s4 precision table -->"
@@ -120,15 +134,18 @@ def table(rows: list[dict]) -> str:
     outs = sorted({k for r in rows for k in r["cosine"]})
     lines = ["| exporter | precision | batch | model.s4 bytes | vs fp32 | "
              + " | ".join(f"cosine {k}" for k in outs)
-             + " | modelled latency | modelled throughput | SRAM spills |",
-             "|---|---|---|---|---|" + "---|" * len(outs) + "---|---|---|"]
+             + " | modelled latency | modelled throughput | steady state (bound) | SRAM spills |",
+             "|---|---|---|---|---|" + "---|" * len(outs) + "---|---|---|---|"]
     for r in rows:
         base = fp32.get((r["exporter"], r["batch"]))
         share = f"{r['model_s4_bytes'] / base:.1%}" if base else "—"
         cos = " | ".join(f"{r['cosine'][k]:.6f}" if k in r["cosine"] else "—" for k in outs)
         spill = f"{r['sram']['spilled_values']} ({r['sram']['spilled_bytes'] / 2**20:.1f} MiB/core)"
+        st = r["steady_state"]
+        sim = f"{st['stream']['throughput_per_s']:,.0f}" if st["stream"] else "—"
+        steady = f"{sim} ({st['bound']['throughput_per_s']:,.0f}) sentences/s"
         lines.append(f"| {r['exporter']} | {r['precision']} | {r['batch']} | {r['model_s4_bytes']:,} | {share} | {cos} | "
-                     f"{r['latency_s'] * 1e3:.3f} ms | {r['throughput_per_s']:,.0f} sentences/s | {spill} |")
+                     f"{r['latency_s'] * 1e3:.3f} ms | {r['throughput_per_s']:,.0f} sentences/s | {steady} | {spill} |")
     return "\n".join(lines)
 
 
@@ -173,7 +190,7 @@ def main(argv=None) -> int:
                       f" = lower {r['backend'].get('lower', 0):.2f} + write {r['backend'].get('write', 0):.2f}), "
                       f"interpret {r['interpret_s']:.2f}s (load {r['load_s']:.2f}), {r['instructions']} instructions, "
                       f"model.s4 {r['model_s4_bytes']:,} bytes, modelled latency {r['latency_s'] * 1e3:.3f} ms, "
-                      f"SRAM spills {r['sram']['spilled_values']}"
+                      f"SRAM spills {r['sram']['spilled_values']}, {steady_text(r)}"
                       + (f", max |err| {r['max_abs_err']:.1e}" if r["max_abs_err"] is not None else "")
                       + "".join(f", cosine {k} {c:.6f}" for k, c in r["cosine"].items()), flush=True)
     if len(args.precision) > 1 or args.results:
