@@ -863,7 +863,7 @@ def parse_args(argv=None):
                         "DeepSparse is slower on the first call after an idle spell)")
     p.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     p.add_argument("--retries", type=int, default=0, metavar="K",
-                   help=f"redo a model's timing up to K times while other processes use > {NOISY_LOAD:.0%} "
+                   help=f"redo a model's timing up to K times while other processes use > {NOISY_LOAD:.0%}% "
                         "of the CPUs (keeps the quietest attempt)")
     p.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
                    help="before each timing, wait up to S seconds for the machine to go quiet")
