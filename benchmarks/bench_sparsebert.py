@@ -15,7 +15,9 @@ pooler stays dense, as in the estimator) and sets their layout to `nmN:M`, which
 for spu.nm. Numerics play no part in the timing (costs never depend on data), so the pruned model is
 not re-exported. Machine: s4v1 (the SPU rates fitted by `python -m s4c.s4.estimate --calibrate` on the
 estimator's 1x and 20x points). Throughput = batch / modelled latency of one program (4 cores, rows of
-whole sentences per core: 2 sentences per core at batch 8).
+whole sentences per core: 2 sentences per core at batch 8). Beside it the steady state: "stream" =
+a stream of 3 batches scheduled as one program (codegen/s4/batch_stream.py), "bound" = the busiest
+unit's work per batch (s4c/s4/steady.py), both in sentences/s.
 """
 
 from __future__ import annotations
@@ -76,18 +78,29 @@ def compressed(graph, c: int):
     return g
 
 
-def measure(graph, c: int, batch: int, machine=None, cores: int = 4) -> dict:
+def measure(graph, c: int, batch: int, machine=None, cores: int = 4, stream: int = 3) -> dict:
+    """One compression lowered and timed: latency mode, and (stream > 0) the steady state of a stream
+    of `stream` batches scheduled as one program (codegen/s4/batch_stream.py) and the bound."""
+    from s4c.codegen.s4.batch_stream import steady_period, stream_program
     from s4c.codegen.s4.lower import lower
     from s4c.s4.cycles import schedule as cycle_model
+    from s4c.s4.steady import from_report
 
     t0 = time.perf_counter()
-    lowered = lower(compressed(graph, c), {"cores": cores, **({"machine": machine} if machine else {})})
+    lowered = lower(compressed(graph, c), {"cores": cores, "stream_batches": stream,
+                                           **({"machine": machine} if machine else {})})
     t1 = time.perf_counter()
     rep = cycle_model(lowered.program, machine)
     busy = {u: sum(v for k, v in rep.unit_busy.items() if k.endswith("." + u)) / (cores * rep.total_cycles)
             for u in ("dma", "spu", "vpu")}
+    hz = lowered.program.machine.clock_hz
+    steady = None
+    if stream:
+        t_k = cycle_model(stream_program(lowered, stream).program, machine).total_cycles
+        steady = batch * hz / steady_period(rep.total_cycles, t_k, stream)
     return {"c": c, "throughput": batch / rep.latency_s, "cycles": rep.total_cycles, "util": busy,
-            "instructions": rep.instructions, "lower_s": t1 - t0, "program": lowered.program}
+            "instructions": rep.instructions, "lower_s": t1 - t0, "program": lowered.program,
+            "stream": steady, "bound": batch * hz / from_report(rep).period_cycles}
 
 
 def retime(program, machine, batch: int) -> float:
@@ -144,7 +157,7 @@ def main(argv=None) -> int:
     rows = {}
     print(f"BERT-base seq 128, batch {args.batch}, {args.cores} cores, S4 lowering timed by the cycle model")
     print(f"{'x':>4} {'layout':>7} {'S4 lowering':>12} {'SparseBERT':>11} {'error':>7} {'estimator':>10}  "
-          f"util dma/spu/vpu   instrs  lower")
+          f"util dma/spu/vpu   instrs  lower  {'stream':>7} {'bound':>7}")
     for c in args.compressions:
         r = measure(graph, c, args.batch, cores=args.cores)
         rows[c] = r
@@ -153,7 +166,8 @@ def main(argv=None) -> int:
         err = f"{r['throughput'] / paper - 1:+7.1%}" if paper else "      -"
         util = "/".join(f"{r['util'][u]:.2f}" for u in ("dma", "spu", "vpu"))
         print(f"{c:>4} {'dense' if c == 1 else f'nm1:{c}':>7} {r['throughput']:12.0f} {paper or 0:11.0f} {err} "
-              f"{est:10.0f}  {util:>16} {r['instructions']:8d} {r['lower_s']:5.1f}s", flush=True)
+              f"{est:10.0f}  {util:>16} {r['instructions']:8d} {r['lower_s']:5.1f}s  {r['stream']:7.0f} {r['bound']:7.0f}",
+              flush=True)
     if args.refit and 1 in rows and 20 in rows:
         fit = refit(graph, args.batch, rows)
         print("refit on the lowering:", {k: v for k, v in fit.items() if k != "table"})
