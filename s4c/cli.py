@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                         "to the maximum, and the maximum (batch: powers of two from 1, and the maximum)")
     c.add_argument("--s4-stream-batches", type=int, default=3, metavar="K",
                    help="S4 report: time a stream of K batches scheduled as one program for the steady-state "
-                        "throughput beside latency mode (0: only the busiest-unit bound; ~20%% more compile time)")
+                        "throughput beside latency mode (0: only the busiest-unit bound; it costs 20-30%% of the compile)")
     c.add_argument("--cc", default=None, help="C compiler for --target c (default: $CC or cc)")
     c.add_argument("--cflags", default=None, help="C flags (default: -O3 -march=native, plus OpenMP when available)")
     c.add_argument("--precision", default="fp32", choices=("fp32", "int8"),

@@ -114,7 +114,8 @@ class S4Options(BackendOptions):
                ("32,64,128" or ints; the range maximum is always one); None: buckets.py's default
     stream_batches: also build (not write) a stream of this many batches as one scheduled program and
                time it: the report's simulated steady state (batch_stream.py); 0: only the bound. On
-               by default: BERT-base 90% 1x128 --target s4 costs 20-25% more compile CPU (+1.7 s)"""
+               by default, as it costs under ~30% of a compile: BERT-base 90% 1x128 `s4c compile --target
+               s4` 7.05 -> 8.43 CPU s (+20%; bench_compile.py measured +28-31%, df4f452)"""
 
     cores: int = 4
     machine: str = "s4v1"
