@@ -330,6 +330,15 @@ def _epilogue_error(a, *checks):
     return None
 
 
+def _bias_act_store(ctx, a, y) -> None:
+    """A GEMM epilogue's tail (vpu.dequant, vpu.epilogue): + bias[j] (hb=1), the activation, store in dt."""
+    if a["hb"]:
+        y = _rf32(y + D.to_f64(load_vec(ctx, "sram", a["bias"], a["cols"], D.F32), D.F32)[None, :])
+    if a["act"]:
+        y = _ACT_FN[a["act"]](y)
+    store64(ctx, "sram", a["dst"], a["pd"], a["dt"], y)
+
+
 def dequant():
     """vpu.dequant: the int8 GEMM epilogue, i32 accumulator -> dt = act(f32(acc) * scale + bias)."""
 
@@ -357,12 +366,7 @@ def dequant():
             rs = D.to_f64(load_vec(ctx, "sram", a["rs"], rows, D.F32), D.F32)[:, None]
             cs = _rf32(rs * cs)
         with np.errstate(all="ignore"):
-            y = _rf32(_rf32(acc) * cs)
-            if a["hb"]:
-                y = _rf32(y + D.to_f64(load_vec(ctx, "sram", a["bias"], cols, D.F32), D.F32)[None, :])
-            if a["act"]:
-                y = _ACT_FN[a["act"]](y)
-        store64(ctx, "sram", a["dst"], a["pd"], a["dt"], y)
+            _bias_act_store(ctx, a, _rf32(_rf32(acc) * cs))
 
     return {"check": check, "access": access, "cost": cost, "run": run}
 
@@ -387,12 +391,7 @@ def epilogue():
 
     def run(ctx, a):
         rows, cols = a["rows"], a["cols"]
-        y = load64(ctx, "sram", a["src"], rows, cols, a["ps"], a["sdt"])
         with np.errstate(all="ignore"):
-            if a["hb"]:
-                y = _rf32(y + D.to_f64(load_vec(ctx, "sram", a["bias"], cols, D.F32), D.F32)[None, :])
-            if a["act"]:
-                y = _ACT_FN[a["act"]](y)
-        store64(ctx, "sram", a["dst"], a["pd"], a["dt"], y)
+            _bias_act_store(ctx, a, load64(ctx, "sram", a["src"], rows, cols, a["ps"], a["sdt"]))
 
     return {"check": check, "access": access, "cost": cost, "run": run}
