@@ -130,23 +130,22 @@ def lower_buckets(graph: Graph, options: dict, seq_buckets=None):
     plan = plan_buckets(dr, seq_buckets)
     top = dr.maximum()
     const = ConstSegment()
-    built, samples, vmaps = [], [], {}
+    if not dr.outputs:
+        raise TargetError("S4 buckets: the outputs' dims could not be matched to the input dims (the driver's "
+                          "dim_ranges.outputs is empty), so a padded run cannot be cut back: compile this model "
+                          "for fixed dims on s4")
+    built, vmaps = [], {}
     for dims in plan.buckets():
         g = graph if dims == top else dr.specialize(dims)
         lowered = lower(g, options, const)
         report, md = make_report(lowered, g)
-        samples.append((dims, [tuple(v.shape) for v in g.outputs]))
         built.append((bucket_name(dims, plan.symbols), dims, lowered.program, lowered.io, report, md))
         vmaps[built[-1][0]] = lowered.values
         # a specialised graph holds its own copy of the weights (~440 MB for BERT-base), in reference
         # cycles that the paused cyclic GC (the backend's _gc_paused) would keep until the build ends
         del g, lowered
         gc.collect()
-    for s in plan.symbols:      # a symbol with one bucket: one more graph to see which output dims follow it
-        if len(plan.values[s]) == 1:
-            dims = dict(top, **{s: top[s] - 1})
-            samples.append((dims, [tuple(v.shape) for v in dr.specialize(dims).outputs]))
-    axes = output_axes(graph, samples, plan.symbols)
+    axes = {name: list(syms) for name, syms in dr.outputs.items()}   # found once by the driver
     pieces = const.pieces()
     base = rup(len(pieces), built[0][2].machine.align)
     programs = {name: move_data(program, base, pieces) for name, _, program, *_ in built}
@@ -170,26 +169,6 @@ def move_data(program: Program, base: int, const) -> Program:
     symbols = [Symbol(s.name, s.kind, s.addr - old + base, s.dtype, s.shape, s.core)
                if s.kind in ("input", "output", "dram") else s for s in program.symbols]
     return Program(program.machine, cores, const, program.dram_size - old + base, symbols, program.debug)
-
-
-def output_axes(graph: Graph, samples: list, symbols: list) -> dict:
-    """{output name: [symbol or None per axis]}: the symbol an output dim equals at every sampled dims."""
-    axes = {}
-    for j, v in enumerate(graph.outputs):
-        per_axis = []
-        for a in range(len(v.shape)):
-            extents = [shapes[j][a] for _, shapes in samples]
-            if len(set(extents)) == 1:
-                per_axis.append(None)
-                continue
-            match = [s for s in symbols if all(dims[s] == shapes[j][a] for dims, shapes in samples)]
-            if len(match) != 1:
-                raise TargetError(f"S4 buckets: output {v.name!r} dim {a} changes with the input dims but is not one "
-                                  f"of them ({', '.join(symbols)}), so a padded run cannot be cut back: compile "
-                                  f"this model for fixed dims on s4")
-            per_axis.append(match[0])
-        axes[v.name] = per_axis
-    return axes
 
 
 class BucketRunner(Runner):
